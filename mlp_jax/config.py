@@ -1,0 +1,124 @@
+"""One typed, frozen config: the single source of truth for the CLI and the experiments.
+
+Every field is one `--flag` of `python -m mlp_jax.train` (underscores become dashes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
+NORMALIZATIONS = ("scale", "standardize")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine")
+
+
+class ConfigError(ValueError):
+    """Bad user input: names the flag and what is allowed. The CLI prints it as one line, exit 2."""
+
+    def __init__(self, flag: str, message: str):
+        self.flag = flag
+        super().__init__(f"{flag}: {message}")
+
+
+def _field(default: Any, help: str, **metadata: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # Data.
+    dataset: str = _field("mnist", "TFDS image-classification dataset name, or mnist_subset")
+    data_dir: str | None = _field(None, "TFDS data_dir (where prepared datasets live)")
+    manual_dir: str | None = _field(None, "folder with the 4 original MNIST IDX .gz files")
+    idx_dir: str | None = _field(None, "folder with 4 IDX files (e.g. Fashion-MNIST); overrides --dataset")
+    normalize: str = _field("standardize", "input normalisation", choices=NORMALIZATIONS)
+    # Model.
+    layers: int = _field(5, "number of Dense layers (hidden layers + output layer)")
+    hidden: tuple[int, ...] | None = _field(
+        None, "comma-separated hidden widths, e.g. 1000,1500 (default: halve from 512)"
+    )
+    activation: str = _field("relu", "hidden-layer non-linearity", choices=ACTIVATIONS)
+    dropout: float = _field(0.0, "dropout rate after each hidden activation, in [0, 1)")
+    bias: bool = _field(True, "use bias in the Dense layers (--no-bias: the lectures' bias-free net)")
+    # Optimiser and schedule.
+    optimizer: str = _field("momentum", "optax optimizer", choices=OPTIMIZERS)
+    lr: float = _field(0.05, "peak learning rate")
+    momentum: float = _field(0.9, "momentum for momentum/nesterov")
+    weight_decay: float = _field(0.0, "L2 weight decay (decoupled for adamw)")
+    clip_norm: float | None = _field(None, "clip gradients to this global norm")
+    schedule: str = _field("cosine", "learning-rate schedule", choices=SCHEDULES)
+    step_every: int = _field(3, "step schedule: decay every K epochs (as PyTorch's StepLR)")
+    gamma: float = _field(0.5, "step/exponential schedule: decay factor per K epochs / per epoch")
+    warmup_epochs: float = _field(1.0, "warmup_cosine schedule: epochs of linear warm-up")
+    # Loop.
+    epochs: int = _field(10, "number of passes over the training set")
+    batch_size: int = _field(128, "training minibatch size (1 .. training-set size)")
+    eval_batch_size: int = _field(1000, "evaluation batch size (any size: padded and masked)")
+    eval_every: int = _field(1, "evaluate on the test split every N epochs (and after the last)")
+    seed: int = _field(0, "seed for init, dropout and data order")
+    workdir: str | None = _field(None, "write config.json and metrics.jsonl here")
+
+    def __post_init__(self) -> None:
+        if self.hidden is not None:
+            object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        self.validate()
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        """Widths of the hidden layers: --hidden if given, else halving from 512."""
+        if self.hidden is not None:
+            return self.hidden
+        return tuple(max(512 // 2**i, 1) for i in range(self.layers - 1))
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field; data-dependent checks live in data.py."""
+        _check(self.layers >= 1, "--layers", f"must be >= 1, got {self.layers}")
+        if self.hidden is not None:
+            _check(
+                len(self.hidden) == self.layers - 1,
+                "--hidden",
+                f"gives {len(self.hidden)} widths but --layers {self.layers} needs "
+                f"{self.layers - 1} (one per hidden layer)",
+            )
+            _check(all(h >= 1 for h in self.hidden), "--hidden", "widths must be >= 1")
+        for name, allowed in [
+            ("activation", ACTIVATIONS),
+            ("normalize", NORMALIZATIONS),
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+        ]:
+            value = getattr(self, name)
+            _check(value in allowed, f"--{name}", f"unknown {value!r}; allowed: {', '.join(allowed)}")
+        _check(0.0 <= self.dropout < 1.0, "--dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(_positive(self.lr), "--lr", f"must be a finite number > 0, got {self.lr}")
+        _check(0.0 <= self.momentum < 1.0, "--momentum", f"must be in [0, 1), got {self.momentum}")
+        _check(self.weight_decay >= 0, "--weight-decay", f"must be >= 0, got {self.weight_decay}")
+        if self.clip_norm is not None:
+            _check(_positive(self.clip_norm), "--clip-norm", f"must be > 0, got {self.clip_norm}")
+        _check(self.step_every >= 1, "--step-every", f"must be >= 1, got {self.step_every}")
+        _check(0.0 < self.gamma <= 1.0, "--gamma", f"must be in (0, 1], got {self.gamma}")
+        _check(self.warmup_epochs >= 0, "--warmup-epochs", f"must be >= 0, got {self.warmup_epochs}")
+        _check(self.epochs >= 1, "--epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, "--batch-size", f"must be >= 1, got {self.batch_size}")
+        _check(
+            self.eval_batch_size >= 1, "--eval-batch-size", f"must be >= 1, got {self.eval_batch_size}"
+        )
+        _check(self.eval_every >= 1, "--eval-every", f"must be >= 1, got {self.eval_every}")
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def _check(ok: bool, flag: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(flag, message)

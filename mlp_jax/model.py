@@ -1,0 +1,71 @@
+"""The multi-layer perceptron: Dense layers with a non-linearity between them, as a flax linen module.
+
+It takes raw uint8 images and does the conversion and normalisation itself, so they run inside the
+compiled step and the training set can stay on the device as uint8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mlp_jax.config import Config
+
+ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu}
+
+
+class MLP(nn.Module):
+    """images uint8[B, *image_shape] (or float in [0, 1]) -> logits float32[B, num_classes].
+
+    `hidden_sizes=()` is the lectures' one-layer softmax classifier (template matching).
+    `mean` and `std` are the normalisation constants in [0, 1] pixel units: (0, 1) for "scale",
+    the train-set mean and std for "standardize".
+    """
+
+    hidden_sizes: Sequence[int]
+    num_classes: int
+    activation: str = "relu"
+    dropout_rate: float = 0.0
+    use_bias: bool = True
+    mean: float = 0.0
+    std: float = 1.0
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+        x = images.reshape((images.shape[0], -1))  # flatten any image shape: [B, H*W*C]
+        if jnp.issubdtype(x.dtype, jnp.integer):
+            x = x.astype(jnp.float32) / 255.0
+        x = (x - self.mean) / self.std
+        activation = ACTIVATIONS[self.activation]
+        for i, width in enumerate(self.hidden_sizes):
+            x = activation(nn.Dense(width, use_bias=self.use_bias, name=f"hidden_{i}")(x))
+            if self.dropout_rate > 0:
+                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, use_bias=self.use_bias, name="output")(x)
+
+
+def layer_sizes(input_size: int, model: MLP) -> list[int]:
+    """[input, *hidden, classes], e.g. [784, 512, 256, 128, 64, 10]."""
+    return [input_size, *model.hidden_sizes, model.num_classes]
+
+
+def count_params(params) -> int:
+    return sum(leaf.size for leaf in jax.tree.leaves(params))
+
+
+def mlp_from_config(config: Config, num_classes: int, mean: float = 0.0, std: float = 1.0) -> MLP:
+    """The MLP that `config` describes; `mean`/`std` are used only with --normalize standardize."""
+    if config.normalize == "scale":
+        mean, std = 0.0, 1.0
+    return MLP(
+        hidden_sizes=config.hidden_sizes,
+        num_classes=num_classes,
+        activation=config.activation,
+        dropout_rate=config.dropout,
+        use_bias=config.bias,
+        mean=float(mean),
+        std=float(std),
+    )

@@ -1,0 +1,201 @@
+"""Pure, compiled training and evaluation: one step, one whole epoch, one whole split.
+
+Everything here is a pure function of pytrees: no printing, no clocks, no host-side randomness.
+Batches are dicts `{"image": uint8[B, H, W, C], "label": int32[B]}`, optionally with
+`"mask": bool[B]` (False marks padding, which then counts for nothing).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+class TrainState(train_state.TrainState):
+    """flax TrainState (params, tx, opt_state, step) plus the PRNG key for dropout.
+
+    Step t uses the key fold_in(rng, t), so a state alone determines the rest of training.
+    """
+
+    rng: jax.Array
+
+
+def create_train_state(
+    rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation, sample_input: jax.Array
+) -> TrainState:
+    """Initialise params from `sample_input` (any batch, e.g. images[:1]) and the optimizer state.
+
+    `model` is any linen module called as `model.apply(variables, images, train=bool, rngs=...)`.
+    """
+    params_rng, dropout_rng = jax.random.split(rng)
+    params = model.init(params_rng, sample_input, train=False)["params"]
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=dropout_rng)
+    return state.replace(step=jnp.zeros((), jnp.int32))  # an array, so its type never changes
+
+
+def cross_entropy_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None):
+    """Mean softmax cross-entropy over the real (unmasked) examples of a batch."""
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return _masked_mean(losses, mask)
+
+
+def _masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
+    if mask is None:
+        return jnp.mean(values)
+    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    """One SGD step on a minibatch: forward, loss, backprop (jax.value_and_grad), optax update.
+
+    Returns the new state and `{"loss", "accuracy", "count", "grad_norm"}` for this batch, measured
+    in training mode (with dropout) on the params before the update: the lectures' running loss.
+    The input state's buffers are donated: do not use it after the call.
+    """
+    mask = batch.get("mask")
+    dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+        logits = state.apply_fn(
+            {"params": params}, batch["image"], train=True, rngs={"dropout": dropout_rng}
+        )
+        return cross_entropy_loss(logits, batch["label"], mask), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads)
+    correct = jnp.argmax(logits, -1) == batch["label"]
+    count = jnp.sum(mask) if mask is not None else jnp.asarray(correct.shape[0])
+    metrics = {
+        "loss": loss,
+        "accuracy": _masked_mean(correct, mask),
+        "count": count.astype(jnp.int32),
+        "grad_norm": optax.tree.norm(grads),
+    }
+    return state, metrics
+
+
+@jax.jit
+def eval_step(state: TrainState, batch: Batch) -> Metrics:
+    """Per-example evaluation, vmapped over the batch: `{"loss", "correct", "prediction"}`, each [B]."""
+
+    def one_example(image, label):
+        logits = state.apply_fn({"params": state.params}, image[None], train=False)[0]
+        return {
+            "loss": optax.softmax_cross_entropy_with_integer_labels(logits, label),
+            "correct": jnp.argmax(logits) == label,
+            "prediction": jnp.argmax(logits).astype(jnp.int32),
+        }
+
+    return jax.vmap(one_example)(batch["image"], batch["label"])
+
+
+def _batch_indices(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array | None]:
+    """Split index vector [N] into int32[steps, batch_size], padding the last batch.
+
+    Returns the indices and a bool mask of the same shape (None when nothing was padded). Padding
+    points at example `order[0]` so that the gather stays in bounds; its mask is False.
+    """
+    n = order.shape[0]
+    steps = -(-n // batch_size)
+    padding = steps * batch_size - n
+    if padding == 0:
+        return order.reshape(steps, batch_size), None
+    indices = jnp.concatenate([order, jnp.full((padding,), order[0], order.dtype)])
+    mask = jnp.arange(steps * batch_size) < n
+    return indices.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    """Every example is used once per epoch: the last, smaller batch is padded and masked."""
+    return -(-num_examples // batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "unroll"), donate_argnums=0)
+def train_epoch(
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    key: jax.Array,
+    batch_size: int,
+    unroll: int = 1,
+) -> tuple[TrainState, Metrics]:
+    """One pass over the training set in one compiled call: lax.scan over a fresh permutation.
+
+    images uint8[N, H, W, C] and labels int32[N] stay on the device; `key` orders the epoch
+    (the loop passes fold_in(data_key, epoch)). If N is not a multiple of `batch_size`, the last
+    batch holds the remaining N mod batch_size examples (the rest is masked padding), so every
+    example is seen exactly once per epoch. Returns the example-weighted mean loss and accuracy.
+    """
+    order = jax.random.permutation(key, images.shape[0])
+    indices, masks = _batch_indices(order, batch_size)
+
+    def body(state, xs):
+        batch = {"image": images[xs["index"]], "label": labels[xs["index"]]}
+        if "mask" in xs:
+            batch["mask"] = xs["mask"]
+        return train_step(state, batch)
+
+    xs = {"index": indices} if masks is None else {"index": indices, "mask": masks}
+    state, per_step = jax.lax.scan(body, state, xs, unroll=unroll)
+    weights = per_step["count"] / jnp.sum(per_step["count"])
+    metrics = {
+        "train_loss": jnp.sum(per_step["loss"] * weights),
+        "train_accuracy": jnp.sum(per_step["accuracy"] * weights),
+        "grad_norm": jnp.mean(per_step["grad_norm"]),
+        "examples": jnp.sum(per_step["count"]),
+    }
+    return state, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size",))
+def evaluate(
+    state: TrainState, images: jax.Array, labels: jax.Array, batch_size: int = 1000
+) -> dict[str, Any]:
+    """Score a whole split in one compiled call; every example counts exactly once.
+
+    Returns `loss` and `accuracy` (means over the split), `error_rate`, `count`, and
+    `confusion` int32[C, C] with rows = true class and columns = predicted class.
+    """
+    n = images.shape[0]
+    indices, masks = _batch_indices(jnp.arange(n), min(batch_size, n))
+    if masks is None:
+        masks = jnp.ones(indices.shape, bool)
+    num_classes = jax.eval_shape(
+        lambda: state.apply_fn({"params": state.params}, images[:1], train=False)
+    ).shape[-1]
+
+    def body(totals, xs):
+        index, mask = xs
+        out = eval_step(state, {"image": images[index], "label": labels[index]})
+        truth = jax.nn.one_hot(labels[index], num_classes, dtype=jnp.int32) * mask[:, None]
+        predicted = jax.nn.one_hot(out["prediction"], num_classes, dtype=jnp.int32)
+        return {
+            "loss": totals["loss"] + jnp.sum(out["loss"] * mask),
+            "correct": totals["correct"] + jnp.sum(out["correct"] & mask),
+            "confusion": totals["confusion"] + truth.T @ predicted,
+        }, None
+
+    zeros = {
+        "loss": jnp.zeros((), jnp.float32),
+        "correct": jnp.zeros((), jnp.int32),
+        "confusion": jnp.zeros((num_classes, num_classes), jnp.int32),
+    }
+    totals, _ = jax.lax.scan(body, zeros, (indices, masks))
+    accuracy = totals["correct"] / n
+    return {
+        "loss": totals["loss"] / n,
+        "accuracy": accuracy,
+        "error_rate": 1.0 - accuracy,
+        "count": jnp.sum(totals["confusion"]),
+        "confusion": totals["confusion"],
+    }
