@@ -221,7 +221,9 @@ def test_evaluate_counts_every_example_exactly_once(batch_size):
 def test_eval_step_is_per_example():
     state = _state()
     images, labels = _images(6), _labels(6)
-    batched = jax.jit(functools.partial(state.apply_fn, train=False))({"params": state.params}, images)
+    batched = jax.jit(functools.partial(state.apply_fn, train=False))(
+        {"params": state.params}, images
+    )
     out = eval_step(state, {"image": images, "label": labels})
     chex.assert_shape([out["loss"], out["correct"], out["prediction"]], (6,))
     chex.assert_trees_all_equal(np.asarray(out["prediction"]), np.argmax(batched, -1))

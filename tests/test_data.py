@@ -1,0 +1,364 @@
+"""Tests for mlp_jax/data.py: IDX files, the MNIST subset, TFDS (mocked) and the offline path."""
+
+import gzip
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from mlp_jax import data
+from mlp_jax.config import Config, ConfigError
+
+
+def write_idx(path, array, type_code=0x08, compress=False):
+    """Writes `array` as an IDX file: magic 0x0000TTDD, big-endian uint32 dims, big-endian data."""
+    dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    array = np.asarray(array)
+    payload = (
+        bytes([0, 0, type_code, array.ndim])
+        + np.asarray(array.shape, ">u4").tobytes()
+        + array.astype(dtype[type_code]).tobytes()
+    )
+    with (gzip.open if compress else open)(path, "wb") as file:
+        file.write(payload)
+    return path
+
+
+def make_idx_dir(directory, num_train=12, num_test=5, image_size=(28, 28), compress=True):
+    """Writes the 4 IDX files of a small random 10-class dataset; returns its arrays."""
+    rng = np.random.default_rng(1)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (num_train, *image_size), dtype=np.uint8),
+        "train-labels-idx1-ubyte": np.arange(num_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (num_test, *image_size), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": np.arange(num_test) % 10,
+    }
+    directory.mkdir(exist_ok=True)
+    for name, array in arrays.items():
+        write_idx(directory / (name + (".gz" if compress else "")), array, compress=compress)
+    return arrays
+
+
+# IDX files.
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_read_idx_reads_plain_and_gzipped_files_alike(tmp_path, compress):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    path = write_idx(tmp_path / "images-idx3-ubyte", images, compress=compress)
+
+    result = data.read_idx(path)
+
+    assert result.dtype == np.uint8
+    np.testing.assert_array_equal(result, images)
+
+
+def test_read_idx_returns_big_endian_types_in_native_byte_order(tmp_path):
+    values = np.array([[-70000, 1], [2, 300000]], dtype=np.int32)
+    path = write_idx(tmp_path / "values-idx2-int", values, type_code=0x0C)
+
+    result = data.read_idx(path)
+
+    assert result.dtype == np.dtype("=i4")
+    np.testing.assert_array_equal(result, values)
+
+
+def test_read_idx_rejects_an_unknown_type_code(tmp_path):
+    path = tmp_path / "bad"
+    path.write_bytes(bytes([0, 0, 0x07, 1, 0, 0, 0, 1, 5]))
+
+    with pytest.raises(ValueError, match="unsupported IDX type code 0x07"):
+        data.read_idx(path)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_load_idx_dir_returns_images_with_a_channel_axis_and_int32_labels(tmp_path, compress):
+    arrays = make_idx_dir(tmp_path / "digits", compress=compress)
+
+    dataset = data.load_idx_dir(tmp_path / "digits")
+
+    assert dataset.name == "idx:digits"
+    assert dataset.train_images.shape == (12, 28, 28, 1) and dataset.train_images.dtype == np.uint8
+    assert dataset.test_images.shape == (5, 28, 28, 1) and dataset.test_images.dtype == np.uint8
+    assert dataset.train_labels.dtype == np.int32 and dataset.test_labels.dtype == np.int32
+    np.testing.assert_array_equal(dataset.train_images[..., 0], arrays["train-images-idx3-ubyte"])
+    np.testing.assert_array_equal(dataset.test_images[..., 0], arrays["t10k-images-idx3-ubyte"])
+    np.testing.assert_array_equal(dataset.train_labels, arrays["train-labels-idx1-ubyte"])
+    np.testing.assert_array_equal(dataset.test_labels, arrays["t10k-labels-idx1-ubyte"])
+    assert dataset.num_classes == 10
+    assert (dataset.image_shape, dataset.num_train, dataset.num_test) == ((28, 28, 1), 12, 5)
+    assert dataset.note is None and str(tmp_path / "digits") in dataset.source
+
+
+def test_load_idx_dir_accepts_the_dotted_file_names(tmp_path):
+    make_idx_dir(tmp_path, compress=False)
+    for path in tmp_path.iterdir():
+        path.rename(tmp_path / path.name.replace("-idx", ".idx"))  # train-images.idx3-ubyte
+
+    assert data.load_idx_dir(tmp_path).num_train == 12
+
+
+def test_load_idx_dir_gives_at_least_two_classes(tmp_path):
+    make_idx_dir(tmp_path)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(12), compress=True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(5), compress=True)
+
+    assert data.load_idx_dir(tmp_path).num_classes == 2
+
+
+def _remove_train_labels(directory):
+    (directory / "train-labels-idx1-ubyte.gz").unlink()
+
+
+def _drop_one_test_label(directory):
+    write_idx(directory / "t10k-labels-idx1-ubyte.gz", np.arange(4), compress=True)
+
+
+def _shrink_test_images(directory):
+    images = np.zeros((5, 27, 28), np.uint8)
+    write_idx(directory / "t10k-images-idx3-ubyte.gz", images, compress=True)
+
+
+def _corrupt_magic(directory):
+    (directory / "train-images-idx3-ubyte.gz").write_bytes(b"PK\x03\x04 not idx at all")
+
+
+def _truncate_images(directory):
+    path = directory / "train-images-idx3-ubyte.gz"
+    content = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(content[:-100]))
+
+
+def _label_unseen_in_train(directory):
+    write_idx(directory / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3, 10]), compress=True)
+
+
+def _labels_as_images(directory):
+    write_idx(directory / "train-labels-idx1-ubyte.gz", np.zeros((12, 2)), compress=True)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_remove_train_labels, "lacks train-labels-idx1-ubyte"),
+        (_drop_one_test_label, "has 5 images but .* has 4 labels"),
+        (_shrink_test_images, "both splits need the same image size"),
+        (_corrupt_magic, "not an IDX file"),
+        (_truncate_images, "truncated"),
+        (_label_unseen_in_train, r"expected labels in \[0, 9\]"),
+        (_labels_as_images, "expected integer labels"),
+    ],
+)
+def test_load_idx_dir_reports_a_bad_file_against_idx_dir(tmp_path, damage, message):
+    make_idx_dir(tmp_path)
+    damage(tmp_path)
+
+    with pytest.raises(ConfigError, match=message) as raised:
+        data.load_idx_dir(tmp_path)
+
+    assert raised.value.flag == "--idx-dir"
+    assert "\n" not in str(raised.value)
+
+
+def test_load_idx_dir_lists_the_expected_files_when_the_folder_is_missing(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist.*t10k-labels-idx1-ubyte") as raised:
+        data.load_idx_dir(tmp_path / "nowhere")
+
+    assert raised.value.flag == "--idx-dir"
+
+
+def test_load_idx_dir_rejects_a_file_in_place_of_a_folder(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("")
+
+    with pytest.raises(ConfigError, match="not a directory") as raised:
+        data.load_idx_dir(path)
+
+    assert raised.value.flag == "--idx-dir"
+
+
+def test_load_dataset_prefers_idx_dir_over_dataset(tmp_path):
+    make_idx_dir(tmp_path)
+
+    dataset = data.load_dataset(Config(dataset="cifar10", idx_dir=str(tmp_path)))
+
+    assert dataset.name.startswith("idx:") and dataset.image_shape == (28, 28, 1)
+
+
+# The MNIST subset.
+
+
+def test_mnist_subset_is_a_stratified_4000_1000_split_of_uint8_digits():
+    dataset = data.load_dataset(Config(dataset="mnist_subset"))
+
+    assert dataset.name == "mnist_subset" and dataset.num_classes == 10
+    assert dataset.train_images.shape == (4000, 28, 28, 1)
+    assert dataset.test_images.shape == (1000, 28, 28, 1)
+    assert dataset.train_images.dtype == np.uint8 and dataset.train_labels.dtype == np.int32
+    np.testing.assert_array_equal(np.bincount(dataset.train_labels), np.full(10, 400))
+    np.testing.assert_array_equal(np.bincount(dataset.test_labels), np.full(10, 100))
+    assert dataset.train_images.max() == 255  # grey levels, not [0, 1] floats
+
+
+def test_mnist_subset_split_is_fixed_and_disjoint():
+    _, labels = data._read_mnist_5k()
+    train_index, test_index = data._subset_split(labels)
+
+    # Pinned: the same split on every machine and every run.
+    assert train_index[:6].tolist() == [2066, 1504, 4618, 4643, 268, 4553]
+    assert test_index[:6].tolist() == [378, 507, 2123, 1649, 212, 783]
+    assert len(set(train_index) | set(test_index)) == 5000
+    first, second = data.load_mnist_subset(), data.load_mnist_subset()
+    for a, b in zip(first[1:5], second[1:5], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_mnist_subset_mixes_classes_in_reading_order():
+    labels = data.load_mnist_subset().train_labels
+
+    assert len(np.unique(labels[:100])) == 10
+
+
+# TFDS, mocked: no files, no network.
+
+
+@pytest.mark.parametrize(
+    ("name", "image_shape"), [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))]
+)
+def test_load_tfds_stacks_each_split_into_uint8_images_and_int32_labels(name, image_shape):
+    with tfds.testing.mock_data(num_examples=17):
+        dataset = data.load_dataset(Config(dataset=name))
+
+    assert dataset.name == name and dataset.num_classes == 10
+    assert dataset.train_images.shape == (17, *image_shape)
+    assert dataset.test_images.shape == (17, *image_shape)
+    assert dataset.train_images.dtype == np.uint8 and dataset.test_images.dtype == np.uint8
+    assert dataset.train_labels.dtype == np.int32 and dataset.test_labels.dtype == np.int32
+    assert dataset.train_labels.min() >= 0 and dataset.train_labels.max() < 10
+    assert dataset.note is None
+
+
+def test_offline_mnist_falls_back_to_the_subset_with_a_note(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_host_reachable", lambda host, port, timeout_s: False)
+
+    start = time.perf_counter()
+    dataset = data.load_dataset(Config(dataset="mnist", data_dir=str(tmp_path)))
+
+    assert time.perf_counter() - start < 5
+    assert dataset.name == "mnist_subset" and dataset.num_train == 4000
+    assert "offline" in dataset.note and "\n" not in dataset.note
+
+
+def test_offline_fashion_mnist_asks_for_idx_dir_or_a_prepared_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_host_reachable", lambda host, port, timeout_s: False)
+
+    with pytest.raises(ConfigError, match="offline.*--idx-dir") as raised:
+        data.load_dataset(Config(dataset="fashion_mnist", data_dir=str(tmp_path)))
+
+    assert raised.value.flag == "--dataset"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("no_such_dataset", "unknown dataset 'no_such_dataset'; allowed: mnist_subset"),
+        ("glue", "not an image-classification dataset"),
+        ("cats_vs_dogs", "one fixed size"),
+    ],
+)
+def test_unusable_dataset_names_are_config_errors(tmp_path, name, message):
+    with pytest.raises(ConfigError, match=message) as raised:
+        data.load_dataset(Config(dataset=name, data_dir=str(tmp_path)))
+
+    assert raised.value.flag == "--dataset"
+
+
+def test_manual_dir_must_hold_every_original_file(tmp_path):
+    (tmp_path / "manual").mkdir()
+    write_idx(
+        tmp_path / "manual" / "train-images-idx3-ubyte.gz", np.zeros((1, 2, 2)), compress=True
+    )
+
+    with pytest.raises(ConfigError, match="lacks t10k-images-idx3-ubyte.gz") as raised:
+        data.load_tfds("mnist", data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual")
+
+    assert raised.value.flag == "--manual-dir"
+
+
+def test_manual_dir_rejects_files_that_are_not_the_original_downloads(tmp_path):
+    make_idx_dir(tmp_path / "manual")
+
+    with pytest.raises(ConfigError, match="not the original download.*--idx-dir") as raised:
+        data.load_tfds("mnist", data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual")
+
+    assert raised.value.flag == "--manual-dir"
+
+
+# The network probe.
+
+
+def test_host_reachable_sees_a_listening_port_and_not_a_closed_one():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert data._host_reachable("127.0.0.1", port, timeout_s=2.0)
+    assert not data._host_reachable("127.0.0.1", port, timeout_s=2.0)
+
+
+def test_host_reachable_gives_up_on_a_hanging_lookup_within_its_timeout(monkeypatch):
+    release = threading.Event()
+
+    def hanging_lookup(*args, **kwargs):
+        release.wait(30)
+        raise socket.gaierror("released by the test")
+
+    monkeypatch.setattr(socket, "create_connection", hanging_lookup)
+    try:
+        start = time.perf_counter()
+        assert not data._host_reachable("storage.googleapis.com", 443, timeout_s=0.2)
+        assert time.perf_counter() - start < 2
+    finally:
+        release.set()  # lets the abandoned probe thread end
+
+
+# Normalisation statistics.
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 1000])
+def test_train_mean_std_matches_numpy_in_float64(monkeypatch, chunk):
+    monkeypatch.setattr(data, "_MEAN_STD_CHUNK", chunk)  # 1000: many partial histograms
+    images = np.random.default_rng(0).integers(0, 256, (50, 28, 28, 1), dtype=np.uint8)
+
+    mean, std = data.train_mean_std(images)
+
+    scaled = images.astype(np.float64) / 255.0
+    assert mean == pytest.approx(scaled.mean(), rel=1e-12)
+    assert std == pytest.approx(scaled.std(), rel=1e-12)
+    assert isinstance(mean, float) and isinstance(std, float)
+
+
+def test_train_mean_std_rejects_scaled_images():
+    with pytest.raises(ValueError, match="uint8"):
+        data.train_mean_std(np.zeros((2, 28, 28, 1), np.float32))
+
+
+# Import cost.
+
+
+def test_importing_the_data_module_loads_neither_tfds_nor_tensorflow():
+    code = (
+        "import sys, mlp_jax.data; "
+        "print(sorted({'tensorflow', 'tensorflow_datasets'} & set(sys.modules)))"
+    )
+    repo_root = Path(data.__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=repo_root
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
