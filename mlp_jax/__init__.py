@@ -1,4 +1,4 @@
-"""mlp_jax: multi-layer perceptrons on MNIST-like data, trained with pure, compiled JAX functions."""
+"""mlp_jax: multi-layer perceptrons on MNIST-like data, trained by pure, compiled JAX functions."""
 
 from mlp_jax.config import Config, ConfigError
 from mlp_jax.data import Dataset, load_dataset

@@ -1,4 +1,4 @@
-"""The multi-layer perceptron: Dense layers with a non-linearity between them, as a flax linen module.
+"""The multi-layer perceptron: Dense layers with non-linearities between them, a flax linen module.
 
 It takes raw uint8 images and does the conversion and normalisation itself, so they run inside the
 compiled step and the training set can stay on the device as uint8.

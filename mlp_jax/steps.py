@@ -86,7 +86,7 @@ def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
 
 @jax.jit
 def eval_step(state: TrainState, batch: Batch) -> Metrics:
-    """Per-example evaluation, vmapped over the batch: `{"loss", "correct", "prediction"}`, each [B]."""
+    """Per-example evaluation, vmapped over the batch: loss, correct and prediction, each [B]."""
 
     def one_example(image, label):
         logits = state.apply_fn({"params": state.params}, image[None], train=False)[0]
@@ -115,12 +115,23 @@ def _batch_indices(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Ar
     return indices.reshape(steps, batch_size), mask.reshape(steps, batch_size)
 
 
+def _split_over_devices(batch: Batch, sharding: jax.sharding.Sharding | None) -> Batch:
+    """Data parallelism: each device computes on its slice of the batch (no-op without a sharding).
+
+    The gather that built the batch reads a replicated train set, so each device gathers only its
+    own rows and the one collective left is XLA's all-reduce of the gradient.
+    """
+    return batch if sharding is None else jax.lax.with_sharding_constraint(batch, sharding)
+
+
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Every example is used once per epoch: the last, smaller batch is padded and masked."""
     return -(-num_examples // batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "unroll"), donate_argnums=0)
+@functools.partial(
+    jax.jit, static_argnames=("batch_size", "unroll", "batch_sharding"), donate_argnums=0
+)
 def train_epoch(
     state: TrainState,
     images: jax.Array,
@@ -128,6 +139,7 @@ def train_epoch(
     key: jax.Array,
     batch_size: int,
     unroll: int = 1,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[TrainState, Metrics]:
     """One pass over the training set in one compiled call: lax.scan over a fresh permutation.
 
@@ -135,6 +147,7 @@ def train_epoch(
     (the loop passes fold_in(data_key, epoch)). If N is not a multiple of `batch_size`, the last
     batch holds the remaining N mod batch_size examples (the rest is masked padding), so every
     example is seen exactly once per epoch. Returns the example-weighted mean loss and accuracy.
+    With `batch_sharding` (sharding.py), each gathered batch is split over the devices.
     """
     order = jax.random.permutation(key, images.shape[0])
     indices, masks = _batch_indices(order, batch_size)
@@ -143,7 +156,7 @@ def train_epoch(
         batch = {"image": images[xs["index"]], "label": labels[xs["index"]]}
         if "mask" in xs:
             batch["mask"] = xs["mask"]
-        return train_step(state, batch)
+        return train_step(state, _split_over_devices(batch, batch_sharding))
 
     xs = {"index": indices} if masks is None else {"index": indices, "mask": masks}
     state, per_step = jax.lax.scan(body, state, xs, unroll=unroll)
@@ -157,9 +170,13 @@ def train_epoch(
     return state, metrics
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size",))
+@functools.partial(jax.jit, static_argnames=("batch_size", "batch_sharding"))
 def evaluate(
-    state: TrainState, images: jax.Array, labels: jax.Array, batch_size: int = 1000
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    batch_size: int = 1000,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ) -> dict[str, Any]:
     """Score a whole split in one compiled call; every example counts exactly once.
 
@@ -175,9 +192,11 @@ def evaluate(
     ).shape[-1]
 
     def body(totals, xs):
-        index, mask = xs
-        out = eval_step(state, {"image": images[index], "label": labels[index]})
-        truth = jax.nn.one_hot(labels[index], num_classes, dtype=jnp.int32) * mask[:, None]
+        batch = {"image": images[xs[0]], "label": labels[xs[0]], "mask": xs[1]}
+        batch = _split_over_devices(batch, batch_sharding)
+        mask = batch["mask"]
+        out = eval_step(state, batch)
+        truth = jax.nn.one_hot(batch["label"], num_classes, dtype=jnp.int32) * mask[:, None]
         predicted = jax.nn.one_hot(out["prediction"], num_classes, dtype=jnp.int32)
         return {
             "loss": totals["loss"] + jnp.sum(out["loss"] * mask),

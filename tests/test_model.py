@@ -14,7 +14,7 @@ def _params(model, image_shape=(28, 28, 1)):
 
 
 def _expected_count(sizes, bias=True):
-    return sum(m * n + (n if bias else 0) for m, n in zip(sizes[:-1], sizes[1:]))
+    return sum(m * n + (n if bias else 0) for m, n in zip(sizes[:-1], sizes[1:], strict=True))
 
 
 @pytest.mark.parametrize(

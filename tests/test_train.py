@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import chex
-import numpy as np
 import pytest
 
 from mlp_jax import Config
@@ -82,8 +81,8 @@ def test_nan_loss_stops_with_epoch_and_advice(subset, capsys):
 
 def test_help_shows_every_default():
     text = build_parser().format_help()
-    for flag in ["--layers", "--hidden", "--activation", "--dropout", "--no-bias", "--optimizer",
-                 "--schedule", "--normalize", "--idx-dir", "--manual-dir", "--eval-every"]:  # fmt: skip
+    flags = "--layers --hidden --activation --dropout --no-bias --optimizer --schedule --normalize"
+    for flag in (flags + " --idx-dir --manual-dir --eval-every").split():
         assert flag in text
     assert "(default: 5)" in text and "(default: momentum)" in text
 
