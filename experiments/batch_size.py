@@ -1,0 +1,102 @@
+"""Study 2 (lecture: serial vs mini-batch vs full batch): batch 1, 12, 128, 1000 and the whole set.
+
+python -m experiments.batch_size [--idx-dir /usr/share/datasets/fashion-mnist] [--quick]
+Momentum SGD at a constant lr of 0.05 * min(1, batch / 128): the linear-scaling rule below 128,
+so that the small batches stay stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from experiments.common import (
+    Study,
+    curve_rows,
+    final,
+    make_parser,
+    mean_curve,
+    pm,
+    print_table,
+)
+
+BATCH_SIZES = (1, 12, 128, 1000, None)  # None: the whole training set (full-batch GD)
+QUICK_BATCH_SIZES = (16, None)
+BASE_LR, BASE_BATCH = 0.05, 128
+
+
+def lr_for(batch_size: int) -> float:
+    """Linear scaling below BASE_BATCH: the step per example stays the same."""
+    return BASE_LR * min(1.0, batch_size / BASE_BATCH)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser(__doc__.splitlines()[0], seeds=1).parse_args(argv)
+    study = Study("batch_size", args)
+    rows, table, curves = [], [], {}
+    for batch_size in QUICK_BATCH_SIZES if study.quick else BATCH_SIZES:
+        batch_size = batch_size or study.dataset.num_train
+        config = study.base.replace(
+            batch_size=batch_size, lr=lr_for(batch_size), schedule="constant"
+        )
+        name = (
+            "full batch"
+            if batch_size == study.dataset.num_train
+            else "serial"
+            if batch_size == 1
+            else "mini-batch"
+        )
+        label = f"{name} {batch_size}"
+        results = study.run(config, label)
+        for seed, result in enumerate(results):
+            rows += curve_rows(label, seed, result, batch_size=batch_size, base_lr=config.lr)
+        seconds = [sum(r["epoch_seconds"] for r in res.history) for res in results]
+        curves[label] = (
+            mean_curve(results, "test_accuracy"),
+            np.cumsum(mean_curve(results, "epoch_seconds")),
+        )
+        table.append(
+            {
+                "regime": label,
+                "lr": f"{config.lr:.3g}",
+                "steps/epoch": -(-study.dataset.num_train // batch_size),
+                "test accuracy (%)": pm(final(results)),
+                "train seconds": f"{np.mean(seconds):.1f}",
+                "examples/s": f"{np.mean(mean_curve(results, 'examples_per_second')):,.0f}",
+            }
+        )
+    print_table(
+        f"Batch regimes: {study.title}, {study.seeds} seed(s), {study.base.epochs} epochs", table
+    )
+    study.save(rows, _figure(study, curves))
+    return 0
+
+
+def _figure(study: Study, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
+    figure = Figure(figsize=(11, 4.5))
+    by_epoch, by_second = figure.subplots(1, 2, sharey=True)
+    for label, (accuracy, seconds) in curves.items():
+        epochs = np.arange(1, len(accuracy) + 1)
+        by_epoch.plot(epochs, 100 * accuracy, "o-", markersize=3, label=label)
+        by_second.plot(seconds, 100 * accuracy, "o-", markersize=3, label=label)
+    by_epoch.set(xlabel="epoch", ylabel="test accuracy (%)", title="per epoch (same data seen)")
+    by_second.set(
+        xlabel="training seconds (log scale, compile excluded)",
+        xscale="log",
+        title="per wall-clock second",
+    )
+    for axes in (by_epoch, by_second):
+        axes.grid(alpha=0.3)
+        axes.legend(title="batch size")
+    figure.suptitle(
+        f"{study.title}: serial vs mini-batch vs full batch "
+        f"({study.base.layers}-layer MLP, momentum SGD, constant lr 0.05·min(1, B/128))"
+    )
+    figure.tight_layout()
+    return figure
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

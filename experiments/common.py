@@ -1,0 +1,209 @@
+"""What the experiment scripts share: flags, data, runs over seeds, CSV, Markdown, figures.
+
+Scripts build `mlp_jax.Config`s in Python; the flags here only pick the data, seeds and epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # scripts run headless; set before pyplot is imported anywhere
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from mlp_jax import Config, Dataset, load_dataset  # noqa: E402
+from mlp_jax.plot import dataset_title  # noqa: E402
+from mlp_jax.train import DivergedError, RunResult, train_and_evaluate  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# --quick: a slice of mnist_subset and a tiny net, so a script finishes in seconds (a smoke test).
+QUICK_TRAIN, QUICK_TEST = 512, 256
+QUICK_NET = {"layers": 2, "hidden": (32,), "epochs": 2}
+
+
+def make_parser(description: str, *, seeds: int = 3, epochs: int = 10) -> argparse.ArgumentParser:
+    """The flags every study has; a script adds its own and passes its default seeds/epochs."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--dataset", default="mnist_subset", help="mlp_jax --dataset name")
+    parser.add_argument(
+        "--idx-dir", default=None, help="folder of 4 IDX files (overrides --dataset)"
+    )
+    parser.add_argument("--data-dir", default=None, help="TFDS data_dir")
+    parser.add_argument("--epochs", type=int, default=epochs, help="epochs per run")
+    parser.add_argument("--seeds", type=int, default=seeds, help="runs per configuration (0..N-1)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the PNG and CSV")
+    parser.add_argument("--quick", action="store_true", help="tiny data, net and grid: smoke test")
+    return parser
+
+
+class Study:
+    """One experiment's data, base config and output files, from its parsed flags."""
+
+    def __init__(self, name: str, args: argparse.Namespace):
+        self.name, self.args, self.quick = name, args, args.quick
+        config = Config(
+            dataset=args.dataset, idx_dir=args.idx_dir, data_dir=args.data_dir, epochs=args.epochs
+        )
+        self.dataset = load_dataset(config)
+        if self.quick:
+            self.dataset = subsample(self.dataset, QUICK_TRAIN, QUICK_TEST)
+            config = config.replace(**QUICK_NET)
+        self.base = config
+        self.seeds = 1 if self.quick else args.seeds
+        self.title = dataset_title(self.dataset.name) + (" (quick)" if self.quick else "")
+        tag = self.title.split(" ")[0].lower().replace("-", "_")
+        self.stem = args.out / f"{name}_{'quick' if self.quick else tag}"
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(
+            f"{name}: {self.dataset.name} ({self.dataset.num_train} train / "
+            f"{self.dataset.num_test} test), {self.seeds} seed(s), {config.epochs} epochs",
+            flush=True,
+        )
+
+    @property
+    def csv_path(self) -> Path:
+        return self.stem.with_suffix(".csv")
+
+    @property
+    def png_path(self) -> Path:
+        return self.stem.with_suffix(".png")
+
+    def run(self, config: Config, label: str, dataset: Dataset | None = None) -> list[RunResult]:
+        """`config` trained once per seed 0..seeds-1 (a plain loop over `train_and_evaluate`)."""
+        return [self.train(config.replace(seed=seed), label, dataset) for seed in range(self.seeds)]
+
+    def run_or_diverge(self, config: Config, label: str) -> list[RunResult | DivergedError]:
+        """Like `run`, but a NaN/inf loss is a result (the DivergedError), not a crash."""
+        results: list[RunResult | DivergedError] = []
+        for seed in range(self.seeds):
+            try:
+                results.append(self.train(config.replace(seed=seed), label))
+            except DivergedError as error:
+                print(f"  {label} seed {seed}: diverged in epoch {error.epoch}", flush=True)
+                results.append(error)
+        return results
+
+    def train(self, config: Config, label: str, dataset: Dataset | None = None) -> RunResult:
+        """One run, with one line of progress."""
+        result = train_and_evaluate(config, dataset or self.dataset, log=_quiet)
+        print(
+            f"  {label} seed {config.seed}: test accuracy {100 * result.test['accuracy']:.2f}% "
+            f"({sum(r['epoch_seconds'] for r in result.history):.1f}s)",
+            flush=True,
+        )
+        return result
+
+    def save(self, rows: list[dict[str, Any]], figure: Figure) -> None:
+        write_csv(rows, self.csv_path)
+        figure.savefig(self.png_path, dpi=110)
+        print(f"wrote {self.csv_path} and {self.png_path}")
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def subsample(dataset: Dataset, num_train: int, num_test: int) -> Dataset:
+    """The first `num_train` / `num_test` examples of each split (mnist_subset is pre-shuffled)."""
+    return dataset._replace(
+        train_images=dataset.train_images[:num_train],
+        train_labels=dataset.train_labels[:num_train],
+        test_images=dataset.test_images[:num_test],
+        test_labels=dataset.test_labels[:num_test],
+    )
+
+
+def validation_split(dataset: Dataset, fraction: float = 1 / 6) -> Dataset:
+    """Train on a fixed (5/6) part of the train split, "test" on the held-out rest.
+
+    Hyperparameters are chosen on this split, so the test split only scores the chosen ones.
+    """
+    order = np.random.default_rng(0).permutation(dataset.num_train)
+    held_out, kept = (
+        order[: round(fraction * dataset.num_train)],
+        order[round(fraction * dataset.num_train) :],
+    )
+    return dataset._replace(
+        name=dataset.name + "/validation",
+        train_images=dataset.train_images[kept],
+        train_labels=dataset.train_labels[kept],
+        test_images=dataset.train_images[held_out],
+        test_labels=dataset.train_labels[held_out],
+    )
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; 0 for one value) of the finite values; NaN if none."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
+def pm(values: Iterable[float], scale: float = 100.0, digits: int = 2) -> str:
+    """ "mean ± std" of values (as percentages by default), or "-" if none is finite."""
+    mean, std = mean_std(values)
+    if math.isnan(mean):
+        return "-"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def final(results: Sequence[RunResult], key: str = "test_accuracy") -> list[float]:
+    """The last epoch's `key` of each run."""
+    return [result.history[-1][key] for result in results]
+
+
+def mean_curve(results: Sequence[RunResult], key: str) -> np.ndarray:
+    """float[epochs]: `key` per epoch, averaged over the runs."""
+    return np.mean([[record[key] for record in result.history] for result in results], axis=0)
+
+
+def run_row(label: str, seed: int, result: RunResult, **extra: Any) -> dict[str, Any]:
+    """One CSV row: a run's final metrics and its total training seconds."""
+    last = result.history[-1]
+    return {
+        "config": label,
+        **extra,
+        "seed": seed,
+        "epochs": len(result.history),
+        "train_loss": round(last["train_loss"], 5),
+        "train_accuracy": round(last["train_accuracy"], 5),
+        "test_loss": round(last["test_loss"], 5),
+        "test_accuracy": round(last["test_accuracy"], 5),
+        "train_seconds": round(sum(r["epoch_seconds"] for r in result.history), 3),
+    }
+
+
+def curve_rows(label: str, seed: int, result: RunResult, **extra: Any) -> list[dict[str, Any]]:
+    """One CSV row per epoch of a run, for curve figures."""
+    return [{"config": label, **extra, "seed": seed, **record} for record in result.history]
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # union, first-seen order
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A GitHub Markdown table of `rows` (dicts), one column per key."""
+    columns = list(columns or rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def print_table(title: str, rows: Sequence[dict[str, Any]]) -> None:
+    print(f"\n### {title}\n\n{markdown_table(rows)}\n", flush=True)

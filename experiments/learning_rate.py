@@ -1,0 +1,117 @@
+"""Study 3 (lecture: "too small: slow; too large: does not work"): a log-spaced lr sweep, 1e-4 to 1.
+
+python -m experiments.learning_rate [--idx-dir /usr/share/datasets/fashion-mnist] [--quick]
+Plain SGD and momentum SGD (0.9) at a constant lr; a run whose loss becomes NaN/inf is marked as
+diverged (the train loop's DivergedError), not dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from experiments.common import Study, make_parser, mean_std, pm, print_table, run_row
+from mlp_jax.train import DivergedError
+
+LEARNING_RATES = tuple(float(lr) for lr in np.logspace(-4, 0, 9))  # 1e-4, 3.2e-4, ..., 1
+QUICK_LEARNING_RATES = (0.01, 1e6)  # the second one diverges, even on the tiny net
+OPTIMIZERS = ("sgd", "momentum")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser(__doc__.splitlines()[0]).parse_args(argv)
+    study = Study("learning_rate", args)
+    rows, table, points = [], [], {}
+    for optimizer in OPTIMIZERS[1:] if study.quick else OPTIMIZERS:
+        for lr in QUICK_LEARNING_RATES if study.quick else LEARNING_RATES:
+            config = study.base.replace(optimizer=optimizer, lr=lr, schedule="constant")
+            results = study.run_or_diverge(config, f"{optimizer} lr {lr:.2g}")
+            accuracies, diverged = [], 0
+            for seed, result in enumerate(results):
+                if isinstance(result, DivergedError):
+                    diverged += 1
+                    rows.append(
+                        {
+                            "config": f"{optimizer} lr {lr:.3g}",
+                            "optimizer": optimizer,
+                            "lr": lr,
+                            "seed": seed,
+                            "diverged": True,
+                            "diverged_epoch": result.epoch,
+                        }
+                    )
+                else:
+                    accuracies.append(result.history[-1]["test_accuracy"])
+                    rows.append(
+                        run_row(
+                            f"{optimizer} lr {lr:.3g}",
+                            seed,
+                            result,
+                            optimizer=optimizer,
+                            lr=lr,
+                            diverged=False,
+                        )
+                    )
+            points[optimizer, lr] = (accuracies, diverged)
+            table.append(
+                {
+                    "optimizer": optimizer,
+                    "lr": f"{lr:.2g}",
+                    "test accuracy (%)": pm(accuracies),
+                    "diverged (NaN guard)": f"{diverged}/{len(results)}" if diverged else "",
+                }
+            )
+    print_table(
+        f"Learning rate: {study.title}, {study.seeds} seeds, {study.base.epochs} epochs", table
+    )
+    study.save(rows, _figure(study, points))
+    return 0
+
+
+def _figure(study: Study, points: dict[tuple[str, float], tuple[list[float], int]]) -> Figure:
+    figure = Figure(figsize=(7.5, 4.8))
+    axes = figure.subplots()
+    chance = 100 / study.dataset.num_classes
+    for index, optimizer in enumerate(dict.fromkeys(opt for opt, _ in points)):
+        color = f"C{index}"
+        lrs = [lr for opt, lr in points if opt == optimizer]
+        stats = [mean_std(points[optimizer, lr][0]) for lr in lrs]
+        label = {"sgd": "plain SGD", "momentum": "SGD + momentum 0.9"}.get(optimizer, optimizer)
+        axes.errorbar(
+            lrs,
+            [100 * m for m, _ in stats],
+            yerr=[100 * s for _, s in stats],
+            fmt="o-",
+            color=color,
+            capsize=3,
+            label=label,
+        )
+        diverged = [lr for lr in lrs if points[optimizer, lr][1]]
+        if diverged:  # drawn at chance level: a diverged run predicts nothing
+            axes.plot(
+                diverged,
+                [chance] * len(diverged),
+                "X",
+                color=color,
+                markersize=11,
+                markeredgecolor="black",
+                label=f"{label}: diverged (NaN loss)",
+            )
+    axes.axhline(chance, color="gray", linestyle=":", label="chance")
+    axes.set(
+        xscale="log",
+        xlabel="learning rate (constant)",
+        ylabel="final test accuracy (%)",
+        title=f"{study.title}: learning-rate sweep ({study.base.layers}-layer MLP, "
+        f"{study.base.epochs} epochs, {study.seeds} seeds)",
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

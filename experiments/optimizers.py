@@ -1,0 +1,158 @@
+"""Study 4: plain SGD, momentum, Nesterov, RMSprop and Adam, each at its best lr; and lr schedules.
+
+python -m experiments.optimizers [--idx-dir /usr/share/datasets/fashion-mnist] [--quick]
+Each optimizer's lr is picked from a small grid on a validation split (1/6 of train, seed 0,
+cosine schedule); the picked configs then train on the whole train split and are scored on test.
+The schedules (constant, step, cosine, warmup-cosine) use momentum SGD at its picked lr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from experiments.common import (
+    Study,
+    curve_rows,
+    final,
+    make_parser,
+    mean_curve,
+    pm,
+    print_table,
+    validation_split,
+)
+from mlp_jax.train import DivergedError
+
+LR_GRID = {
+    "sgd": (0.03, 0.1, 0.3),
+    "momentum": (0.01, 0.03, 0.1),
+    "nesterov": (0.01, 0.03, 0.1),
+    "rmsprop": (1e-4, 3e-4, 1e-3),
+    "adam": (1e-4, 3e-4, 1e-3),
+}
+QUICK_LR_GRID = {"momentum": (0.02, 0.05), "adam": (1e-3,)}
+SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
+QUICK_SCHEDULES = ("constant", "cosine")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser(__doc__.splitlines()[0]).parse_args(argv)
+    study = Study("optimizers", args)
+    grid = QUICK_LR_GRID if study.quick else LR_GRID
+    rows, sweep_table, sweep = [], [], {}
+    validation = validation_split(study.dataset)
+    for optimizer, lrs in grid.items():
+        for lr in lrs if len(lrs) > 1 else ():  # a single candidate needs no selection
+            config = study.base.replace(optimizer=optimizer, lr=lr, schedule="cosine", seed=0)
+            try:
+                result = study.train(
+                    config, f"sweep {optimizer} lr {lr:g} (validation)", validation
+                )
+                accuracy = result.history[-1]["test_accuracy"]
+            except DivergedError:
+                accuracy = float("nan")
+            sweep[optimizer, lr] = accuracy
+            rows.append(
+                {
+                    "phase": "lr sweep (validation)",
+                    "config": f"{optimizer} lr {lr:g}",
+                    "optimizer": optimizer,
+                    "lr": lr,
+                    "schedule": "cosine",
+                    "seed": 0,
+                    "validation_accuracy": accuracy,
+                }
+            )
+            sweep_table.append(
+                {
+                    "optimizer": optimizer,
+                    "lr": f"{lr:g}",
+                    "validation accuracy (%)": f"{100 * accuracy:.2f}",
+                }
+            )
+    best_lr = {
+        optimizer: max(lrs, key=lambda lr: np.nan_to_num(sweep.get((optimizer, lr), 0.0)))
+        for optimizer, lrs in grid.items()
+    }
+
+    curves, table = {"optimizer": {}, "schedule": {}}, []
+    reference = "momentum"
+    runs = [("optimizer", o, best_lr[o], "cosine") for o in grid] + [
+        ("schedule", reference, best_lr[reference], s)
+        for s in (QUICK_SCHEDULES if study.quick else SCHEDULES)
+        if s != "cosine"  # the cosine run of momentum is already in the optimizer group
+    ]
+    for group, optimizer, lr, schedule in runs:
+        config = study.base.replace(optimizer=optimizer, lr=lr, schedule=schedule)
+        label = f"{optimizer} lr {lr:g}, {schedule}"
+        results = study.run(config, label)
+        rows += [
+            row
+            for seed, r in enumerate(results)
+            for row in curve_rows(
+                label, seed, r, phase=group, optimizer=optimizer, lr=lr, schedule=schedule
+            )
+        ]
+        curves[group][label] = mean_curve(results, "test_accuracy")
+        if group == "optimizer" and optimizer == reference:
+            curves["schedule"][label] = curves[group][label]
+        table.append(
+            {
+                "group": group,
+                "config": label,
+                "test accuracy (%)": pm(final(results)),
+                "test loss": pm(final(results, "test_loss"), scale=1, digits=4),
+            }
+        )
+
+    if sweep_table:
+        print_table(f"Optimizers, lr sweep on a validation split: {study.title}", sweep_table)
+    print_table(
+        f"Optimizers and schedules: {study.title}, {study.seeds} seeds, {study.base.epochs} epochs",
+        table,
+    )
+    study.save(rows, _figure(study, sweep, curves))
+    return 0
+
+
+def _figure(study: Study, sweep: dict, curves: dict[str, dict[str, np.ndarray]]) -> Figure:
+    figure = Figure(figsize=(15, 4.6))
+    sweep_axes, optimizer_axes, schedule_axes = figure.subplots(1, 3)
+    for optimizer in dict.fromkeys(opt for opt, _ in sweep):
+        lrs = [lr for opt, lr in sweep if opt == optimizer]
+        sweep_axes.plot(lrs, [100 * sweep[optimizer, lr] for lr in lrs], "o-", label=optimizer)
+    sweep_axes.set(
+        xscale="log",
+        xlabel="peak learning rate",
+        ylabel="validation accuracy (%)",
+        title="lr sweep (1 seed, validation split)",
+    )
+    for axes, group, title in (
+        (optimizer_axes, "optimizer", "optimizers at their best lr (cosine)"),
+        (schedule_axes, "schedule", "schedules (momentum SGD)"),
+    ):
+        for label, accuracy in curves[group].items():
+            axes.plot(
+                np.arange(1, len(accuracy) + 1), 100 * accuracy, "o-", markersize=3, label=label
+            )
+        axes.set(
+            xlabel="epoch",
+            ylabel="test accuracy (%)",
+            title=f"{title}, mean of {study.seeds} seeds",
+        )
+    for axes in (sweep_axes, optimizer_axes, schedule_axes):
+        axes.grid(alpha=0.3)
+        if axes.has_data():
+            axes.legend(fontsize=8)
+    figure.suptitle(
+        f"{study.title}: optimizers and lr schedules "
+        f"({study.base.layers}-layer MLP, batch {study.base.batch_size})"
+    )
+    figure.tight_layout()
+    return figure
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""Every experiment script's --quick mode runs in-process and writes its PNG(s) and CSV rows."""
+
+import csv
+import importlib
+
+import pytest
+
+
+def _rows(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _run(name, tmp_path):
+    module = importlib.import_module(f"experiments.{name}")
+    assert module.main(["--quick", "--out", str(tmp_path)]) == 0
+    return _rows(tmp_path / f"{name}_quick.csv")
+
+
+def _assert_png(path):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+
+
+def test_depth_writes_one_row_per_depth(tmp_path):
+    rows = _run("depth", tmp_path)
+    assert [int(row["layers"]) for row in rows] == [1, 2]
+    assert all(0.0 <= float(row["test_accuracy"]) <= 1.0 for row in rows)
+    _assert_png(tmp_path / "depth_quick.png")
+
+
+def test_batch_size_writes_each_epoch_of_each_regime_including_full_batch(tmp_path):
+    rows = _run("batch_size", tmp_path)
+    assert sorted({int(row["batch_size"]) for row in rows}) == [16, 512]  # 512: the whole set
+    assert len(rows) == 2 * 2  # 2 regimes x 2 epochs
+    assert all(float(row["epoch_seconds"]) > 0 for row in rows)
+    _assert_png(tmp_path / "batch_size_quick.png")
+
+
+def test_learning_rate_records_divergence_as_a_result(tmp_path):
+    rows = _run("learning_rate", tmp_path)
+    assert [float(row["lr"]) for row in rows] == [0.01, 1e6]
+    assert [row["diverged"] for row in rows] == ["False", "True"]
+    assert int(rows[1]["diverged_epoch"]) >= 1
+    _assert_png(tmp_path / "learning_rate_quick.png")
+
+
+def test_optimizers_sweeps_on_validation_then_trains_the_picked_configs(tmp_path):
+    rows = _run("optimizers", tmp_path)
+    sweep = [row for row in rows if row["phase"] == "lr sweep (validation)"]
+    assert [float(row["lr"]) for row in sweep] == [0.02, 0.05]
+    curves = [row for row in rows if row["phase"] in ("optimizer", "schedule")]
+    configs = {(row["optimizer"], row["schedule"]) for row in curves}
+    assert configs == {("momentum", "cosine"), ("adam", "cosine"), ("momentum", "constant")}
+    assert len(curves) == 3 * 2  # 3 runs x 2 epochs
+    _assert_png(tmp_path / "optimizers_quick.png")
+
+
+def test_regularization_reports_train_and_test_accuracy(tmp_path):
+    rows = _run("regularization", tmp_path)
+    assert [float(row["dropout"]) for row in rows] == [0.0, 0.5]
+    assert all(0.0 <= float(row["train_accuracy_eval"]) <= 1.0 for row in rows)
+    _assert_png(tmp_path / "regularization_quick.png")
+
+
+def test_pictures_draws_templates_predictions_confusion_and_curves(tmp_path):
+    rows = _run("pictures", tmp_path)
+    assert [row["config"] for row in rows] == ["1 layer"] * 2 + ["2 layers"] * 2
+    for kind in ("templates", "predictions", "confusion", "curves"):
+        _assert_png(tmp_path / f"pictures_quick_{kind}.png")
+
+
+def test_backprop_timing_times_both_implementations(tmp_path):
+    rows = _run("backprop_timing", tmp_path)
+    implementations = [row["implementation"] for row in rows]
+    assert implementations.count("jax.grad (autodiff)") == 2
+    assert implementations.count("custom_vjp (lecture formulas)") == 2
+    _assert_png(tmp_path / "backprop_timing_quick.png")
+
+
+def test_best_mlp_selects_on_validation_then_scores_on_test(tmp_path):
+    rows = _run("best_mlp", tmp_path)
+    assert [row["phase"] for row in rows] == ["selection (validation)"] * 2 + ["final (test)"] * 2
+    _assert_png(tmp_path / "best_mlp_quick.png")
+
+
+def test_script_flags_reject_bad_input():
+    from experiments import depth
+
+    with pytest.raises(SystemExit) as error:
+        depth.main(["--seeds", "three"])
+    assert error.value.code == 2
