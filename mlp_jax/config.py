@@ -60,10 +60,26 @@ class Config:
     eval_every: int = _field(1, "evaluate on the test split every N epochs (and after the last)")
     seed: int = _field(0, "seed for init, dropout and data order")
     workdir: str | None = _field(None, "write config.json and metrics.jsonl here")
+    # Scale: devices, hosts, many models (sharding.py, sweep.py).
+    devices: str = _field("auto", "data-parallel devices: auto (all) or N (the first N)")
+    seeds: int = _field(
+        1, "train K models (seeds seed .. seed+K-1) in one compiled program; report mean and std"
+    )
+    lr_sweep: tuple[float, ...] | None = _field(
+        None, "comma-separated peak learning rates, one model each, trained in one program"
+    )
+    coordinator: str | None = _field(
+        None, "multi-process: host:port of process 0 (default: detected from SLURM/TPU/MPI)"
+    )
+    num_processes: int | None = _field(None, "multi-process: number of processes")
+    process_id: int | None = _field(None, "multi-process: this process's index, 0 .. N-1")
 
     def __post_init__(self) -> None:
         if self.hidden is not None:
             object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.lr_sweep is not None:
+            object.__setattr__(self, "lr_sweep", tuple(float(lr) for lr in self.lr_sweep))
+        object.__setattr__(self, "devices", str(self.devices))  # Python callers may pass an int
         self.validate()
 
     @property
@@ -107,6 +123,44 @@ class Config:
             self.eval_batch_size >= 1, "--eval-batch-size", f"must be >= 1, got {self.eval_batch_size}"
         )
         _check(self.eval_every >= 1, "--eval-every", f"must be >= 1, got {self.eval_every}")
+        self._validate_scale()
+
+    def _validate_scale(self) -> None:
+        _check(
+            self.devices == "auto" or (self.devices.isdigit() and int(self.devices) >= 1),
+            "--devices",
+            f"must be auto or a number >= 1, got {self.devices!r}",
+        )
+        _check(self.seeds >= 1, "--seeds", f"must be >= 1, got {self.seeds}")
+        if self.lr_sweep is not None:
+            _check(len(self.lr_sweep) >= 1, "--lr-sweep", "needs at least one learning rate")
+            bad = [lr for lr in self.lr_sweep if not _positive(lr)]
+            _check(not bad, "--lr-sweep", f"learning rates must be finite and > 0, got {bad}")
+        if self.coordinator is not None:
+            host, _, port = self.coordinator.rpartition(":")
+            _check(
+                bool(host) and port.isdigit(),
+                "--coordinator",
+                f"expected host:port, e.g. 10.0.0.1:1234, got {self.coordinator!r}",
+            )
+        if self.num_processes is not None:
+            _check(
+                self.num_processes >= 1,
+                "--num-processes",
+                f"must be >= 1, got {self.num_processes}",
+            )
+        if self.process_id is not None:
+            _check(
+                self.num_processes is not None and 0 <= self.process_id < self.num_processes,
+                "--process-id",
+                f"must be in 0 .. --num-processes - 1, got {self.process_id} "
+                f"(--num-processes {self.num_processes})",
+            )
+
+    @property
+    def num_models(self) -> int:
+        """Models trained at once: --seeds times the number of --lr-sweep values."""
+        return self.seeds * (len(self.lr_sweep) if self.lr_sweep is not None else 1)
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -20,10 +21,21 @@ import numpy as np
 from tqdm import tqdm
 
 from mlp_jax.config import Config, ConfigError
-from mlp_jax.data import Dataset, load_dataset, train_mean_std
-from mlp_jax.model import MLP, count_params, layer_sizes, mlp_from_config
-from mlp_jax.optim import make_optimizer, make_schedule
-from mlp_jax.steps import TrainState, create_train_state, evaluate, steps_per_epoch, train_epoch
+from mlp_jax.data import Dataset, load_dataset
+from mlp_jax.model import count_params, layer_sizes
+from mlp_jax.optim import make_schedule
+from mlp_jax.sharding import (
+    batch_sharding,
+    data_parallel,
+    describe,
+    initialize_distributed,
+    is_main_process,
+    make_mesh,
+    put_replicated,
+)
+from mlp_jax.state import build_model, check_fits, epoch_key, init_state
+from mlp_jax.steps import TrainState, evaluate, steps_per_epoch, train_epoch
+from mlp_jax.sweep import SweepResult, train_many
 
 PROG = "mlp_jax.train"
 
@@ -61,6 +73,15 @@ def _parse_widths(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
 
 
+def _parse_floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per Config field, with the field's default and help."""
     parser = _Parser(
@@ -74,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         if field.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif field.type.startswith("tuple"):
-            kwargs["type"] = _parse_widths
+            kwargs["type"] = _parse_floats if "float" in field.type else _parse_widths
         else:
             kwargs["type"] = {"int": int, "float": float}.get(field.type.split(" ")[0], str)
         if "choices" in field.metadata:
@@ -88,32 +109,6 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
 
 
 # ----------------------------------------------------------------------------- set-up
-
-
-def build_model(config: Config, dataset: Dataset) -> MLP:
-    """The MLP that `config` describes, normalising with the train split's statistics."""
-    mean, std = train_mean_std(dataset.train_images)
-    return mlp_from_config(config, dataset.num_classes, mean, std)
-
-
-def init_state(config: Config, dataset: Dataset, model: MLP) -> TrainState:
-    """Params and optimizer state for `model`, initialised from `config.seed`."""
-    tx = make_optimizer(config, steps_per_epoch(len(dataset.train_labels), config.batch_size))
-    init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-    return create_train_state(init_key, model, tx, dataset.train_images[:1])
-
-
-def epoch_key(config: Config, epoch: int) -> jax.Array:
-    """The key that orders epoch `epoch` (1-based): fold_in(data_key, epoch)."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), epoch)
-
-
-def check_fits(config: Config, dataset: Dataset) -> None:
-    num_train = len(dataset.train_labels)
-    if config.batch_size > num_train:
-        raise ConfigError(
-            "--batch-size", f"must be 1 .. {num_train} (the training-set size), got {config.batch_size}"
-        )
 
 
 def prepare_workdir(config: Config) -> str | None:
@@ -140,13 +135,26 @@ def _print(line: str) -> None:
     tqdm.write(line, file=sys.stdout)  # keeps lines above the progress bar on a terminal
 
 
+def _silent(line: str) -> None:
+    """The log of every process but process 0."""
+
+
 def train_and_evaluate(
     config: Config, dataset: Dataset | None = None, log: Callable[[str], None] = _print
 ) -> RunResult:
-    """Train for `config.epochs`, evaluating every `config.eval_every` epochs and after the last."""
+    """Train for `config.epochs`, evaluating every `config.eval_every` epochs and after the last.
+
+    Runs on the `data` mesh of --devices, in every process of a multi-process launch; only
+    process 0 logs and writes the workdir. For --seeds/--lr-sweep see train_and_evaluate_many.
+    """
+    if config.num_models > 1:
+        raise ValueError("config asks for several models (--seeds/--lr-sweep): use train_many")
+    initialize_distributed(config)  # before any JAX computation
+    log = log if is_main_process() else _silent
     workdir = prepare_workdir(config)
     dataset = dataset if dataset is not None else load_dataset(config)
     check_fits(config, dataset)
+    mesh = make_mesh(config)
     model = build_model(config, dataset)
     state = init_state(config, dataset, model)
     num_train, num_test = len(dataset.train_labels), len(dataset.test_labels)
@@ -154,6 +162,7 @@ def train_and_evaluate(
     schedule = make_schedule(config, batches)
 
     log(f"devices: {', '.join(str(d) for d in jax.devices())}")
+    log(describe(mesh))
     if dataset.note:
         log(dataset.note)
     log(
@@ -166,18 +175,28 @@ def train_and_evaluate(
         f"training: {config.epochs} epochs x {batches} steps of batch {config.batch_size} "
         f"({config.optimizer}, lr {config.lr:g}, {config.schedule} schedule)"
     )
-    if workdir:
+    if workdir and is_main_process():
         _write_config(workdir, config, dataset, sizes)
 
-    train_images, train_labels = jax.device_put((dataset.train_images, dataset.train_labels))
-    test_images, test_labels = jax.device_put((dataset.test_images, dataset.test_labels))
+    # Replicated on every device (MNIST-sized sets fit): each device gathers its rows of a batch.
+    state = put_replicated(state, mesh)
+    train_images, train_labels, test_images, test_labels = put_replicated(
+        (dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels), mesh
+    )
+    split = batch_sharding(mesh)
     start = time.perf_counter()
-    run_epoch = train_epoch.lower(
-        state, train_images, train_labels, epoch_key(config, 1), batch_size=config.batch_size
-    ).compile()
-    run_eval = evaluate.lower(
-        state, test_images, test_labels, batch_size=config.eval_batch_size
-    ).compile()
+    run_epoch = data_parallel(
+        functools.partial(train_epoch, batch_size=config.batch_size, batch_sharding=split),
+        mesh,
+        donate_state=True,
+    ).lower(state, train_images, train_labels, put_replicated(epoch_key(config, 1), mesh))
+    run_epoch = run_epoch.compile()
+    run_eval = data_parallel(
+        functools.partial(evaluate, batch_size=config.eval_batch_size, batch_sharding=split),
+        mesh,
+        donate_state=False,
+    ).lower(state, test_images, test_labels)
+    run_eval = run_eval.compile()
     log(f"compiled the epoch and the evaluation in {time.perf_counter() - start:.2f}s")
 
     history = []
@@ -186,7 +205,8 @@ def train_and_evaluate(
     for epoch in epochs:
         lr = float(schedule(state.step))
         start = time.perf_counter()
-        state, train_metrics = run_epoch(state, train_images, train_labels, epoch_key(config, epoch))
+        key = put_replicated(epoch_key(config, epoch), mesh)
+        state, train_metrics = run_epoch(state, train_images, train_labels, key)
         train_metrics = jax.device_get(train_metrics)
         seconds = time.perf_counter() - start
         train_loss = float(train_metrics["train_loss"])
@@ -208,7 +228,7 @@ def train_and_evaluate(
             record["test_accuracy"] = float(test["accuracy"])
         history.append(record)
         log(_format_epoch(record, config.epochs))
-        if workdir:
+        if workdir and is_main_process():
             with open(os.path.join(workdir, "metrics.jsonl"), "a") as file:
                 file.write(json.dumps(record) + "\n")
     log(
@@ -216,6 +236,77 @@ def train_and_evaluate(
         f"on {int(test['count'])} test images"
     )
     return RunResult(state=state, history=history, test=test, dataset=dataset)
+
+
+def train_and_evaluate_many(
+    config: Config, dataset: Dataset | None = None, log: Callable[[str], None] = _print
+) -> SweepResult:
+    """--seeds K and/or --lr-sweep: every model in one compiled program (sweep.train_many).
+
+    Logs mean ± std over the models per epoch, each model's final test accuracy, and mean ± std
+    over seeds per learning rate. The workdir's metrics.jsonl gets one record per model and epoch.
+    """
+    initialize_distributed(config)  # before any JAX computation
+    log = log if is_main_process() else _silent
+    workdir = prepare_workdir(config)
+    dataset = dataset if dataset is not None else load_dataset(config)
+    check_fits(config, dataset)
+    mesh = make_mesh(config)
+    model = build_model(config, dataset)
+    sizes = layer_sizes(int(np.prod(dataset.train_images.shape[1:])), model)
+    log(f"devices: {', '.join(str(d) for d in jax.devices())}")
+    log(describe(mesh))
+    if dataset.note:
+        log(dataset.note)
+    log(f"dataset: {dataset.name}: {dataset.num_train} train / {dataset.num_test} test")
+    lrs = config.lr_sweep if config.lr_sweep is not None else (config.lr,)
+    log(
+        f"models: {config.num_models} {'-'.join(map(str, sizes))} MLPs in one program "
+        f"(seeds {config.seed}..{config.seed + config.seeds - 1} x peak lr "
+        f"{', '.join(f'{lr:g}' for lr in lrs)}), {config.epochs} epochs of batch "
+        f"{config.batch_size}"
+    )
+    if workdir and is_main_process():
+        _write_config(workdir, config, dataset, sizes)
+
+    def on_epoch(epoch: int, records: list[dict[str, Any]]) -> None:
+        log(_format_models_epoch(records, config.epochs))
+        if workdir and is_main_process():
+            with open(os.path.join(workdir, "metrics.jsonl"), "a") as file:
+                file.writelines(json.dumps(record) + "\n" for record in records)
+
+    def on_compiled(seconds: float) -> None:
+        log(f"compiled the epoch and the evaluation of all models in {seconds:.2f}s")
+
+    result = train_many(config, dataset, mesh=mesh, on_epoch=on_epoch, on_compiled=on_compiled)
+    for k, (seed, lr) in enumerate(zip(result.seeds, result.lrs, strict=True)):
+        log(
+            f"seed {seed} lr {lr:g}: test accuracy {100 * result.test[k]['accuracy']:.2f}% "
+            f"(loss {float(result.test[k]['loss']):.4f})"
+        )
+    for row in result.summary():
+        diverged = f", {row['diverged']} diverged" if row["diverged"] else ""
+        log(
+            f"lr {row['lr']:g}: test accuracy {100 * row['test_accuracy_mean']:.2f} "
+            f"± {100 * row['test_accuracy_std']:.2f}% (mean ± std over {len(row['seeds'])} "
+            f"seeds{diverged})"
+        )
+    return result
+
+
+def _format_models_epoch(records: list[dict[str, Any]], epochs: int) -> str:
+    """One line per epoch for many models: mean ± std over them."""
+    loss = np.array([r["train_loss"] for r in records])
+    first = records[0]
+    line = (
+        f"epoch {first['epoch']:>{len(str(epochs))}}/{epochs}  "
+        f"train loss {loss.mean():.4f} ± {loss.std():.4f}"
+    )
+    if first["test_accuracy"] is not None:
+        accuracy = 100 * np.array([r["test_accuracy"] for r in records])
+        line += f"  test acc {accuracy.mean():.2f} ± {accuracy.std():.2f}%"
+    total = len(records) * first["examples_per_second"]
+    return line + f"  {first['epoch_seconds']:.2f}s {total:,.0f} ex/s ({len(records)} models)"
 
 
 def _format_epoch(record: dict[str, Any], epochs: int) -> str:
@@ -253,7 +344,10 @@ def _write_config(workdir: str, config: Config, dataset: Dataset, sizes: list[in
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from_args(argv)
-        train_and_evaluate(config)
+        if config.num_models > 1:
+            train_and_evaluate_many(config)
+        else:
+            train_and_evaluate(config)
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

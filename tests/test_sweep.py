@@ -1,0 +1,102 @@
+"""Many models in one program: --seeds and --lr-sweep equal the separate runs they replace."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from mlp_jax import Config, ConfigError
+from mlp_jax.data import load_mnist_subset
+from mlp_jax.model import MLP
+from mlp_jax.optim import make_optimizer
+from mlp_jax.steps import create_train_state
+from mlp_jax.sweep import sweep_models, with_learning_rate
+from mlp_jax.train import config_from_args, train_and_evaluate, train_and_evaluate_many
+
+# Dropout makes the per-model keys matter; 1,000 examples keep the epoch short.
+CONFIG = Config(dataset="mnist_subset", layers=2, hidden=(16,), epochs=1, batch_size=128,
+                dropout=0.1, eval_batch_size=500)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data():
+    full = load_mnist_subset()
+    return full._replace(
+        train_images=full.train_images[:1000], train_labels=full.train_labels[:1000]
+    )
+
+
+@pytest.fixture(scope="module")
+def separate_run(data):
+    """train_and_evaluate for one (seed, lr), each computed once for the whole module."""
+    cache = {}
+
+    def run(seed: int, lr: float):
+        if (seed, lr) not in cache:
+            config = CONFIG.replace(seed=seed, lr=lr)
+            cache[seed, lr] = train_and_evaluate(config, data, log=lambda line: None)
+        return cache[seed, lr]
+
+    return run
+
+
+def test_seeds_4_equals_4_separate_runs(data, separate_run):
+    lines = []
+    many = train_and_evaluate_many(CONFIG.replace(seeds=4), data, log=lines.append)
+    assert many.seeds == [0, 1, 2, 3] and many.lrs == [CONFIG.lr] * 4
+    for k, seed in enumerate(many.seeds):
+        alone = separate_run(seed, CONFIG.lr)
+        chex.assert_trees_all_close(many.state(k).params, alone.state.params, atol=1e-5, rtol=1e-5)
+        assert many.test[k]["loss"] == pytest.approx(float(alone.test["loss"]), rel=1e-5)
+        assert many.history[k][0]["train_loss"] == pytest.approx(
+            alone.history[0]["train_loss"], rel=1e-5
+        )
+    accuracies = [float(separate_run(seed, CONFIG.lr).test["accuracy"]) for seed in many.seeds]
+    (row,) = many.summary()
+    assert row["test_accuracy_mean"] == pytest.approx(np.mean(accuracies), abs=1e-6)
+    assert row["test_accuracy_std"] == pytest.approx(np.std(accuracies, ddof=1), abs=1e-6)
+    assert any("± " in line and "mean ± std over 4 seeds" in line for line in lines)
+
+
+def test_lr_sweep_equals_separate_runs(data, separate_run):
+    lrs = (0.01, CONFIG.lr, 0.2)
+    many = train_and_evaluate_many(CONFIG.replace(lr_sweep=lrs), data, log=lambda line: None)
+    assert many.lrs == list(lrs) and many.seeds == [0, 0, 0]
+    for k, lr in enumerate(lrs):
+        alone = separate_run(0, lr)
+        chex.assert_trees_all_close(many.state(k).params, alone.state.params, atol=1e-5, rtol=1e-5)
+        assert float(many.state(k).opt_state.hyperparams["learning_rate"]) == pytest.approx(lr)
+        assert many.history[k][0]["lr"] == pytest.approx(alone.history[0]["lr"])
+
+
+def test_seeds_times_lrs_gives_one_model_per_pair():
+    config = CONFIG.replace(seed=1, seeds=2, lr_sweep=(0.1, 0.01))
+    assert config.num_models == 4
+    assert sweep_models(config) == ([1, 2, 1, 2], [0.1, 0.1, 0.01, 0.01])
+    assert sweep_models(config, seeds=[7], lrs=[0.5]) == ([7], [0.5])
+
+
+def test_with_learning_rate_changes_only_the_injected_peak(data):
+    tx = make_optimizer(CONFIG, steps_per_epoch=8)
+    model = MLP(hidden_sizes=(4,), num_classes=10)
+    state = create_train_state(jax.random.PRNGKey(0), model, tx, data.train_images[:1])
+    changed = with_learning_rate(state, 0.3)
+    assert float(changed.opt_state.hyperparams["learning_rate"]) == pytest.approx(0.3)
+    chex.assert_trees_all_equal(changed.params, state.params)
+
+
+def test_cli_parses_seeds_and_lr_sweep():
+    config = config_from_args(["--seeds", "4", "--lr-sweep", "0.001,0.01,0.1"])
+    assert config.seeds == 4 and config.lr_sweep == (0.001, 0.01, 0.1)
+
+
+def test_bad_sweep_flags_name_the_flag():
+    with pytest.raises(ConfigError, match="--seeds: must be >= 1"):
+        Config(seeds=0)
+    with pytest.raises(ConfigError, match="--lr-sweep: learning rates must be finite and > 0"):
+        Config(lr_sweep=(0.1, -1.0))
+
+
+def test_single_run_entry_point_refuses_several_models(data):
+    with pytest.raises(ValueError, match="train_many"):
+        train_and_evaluate(CONFIG.replace(seeds=2), data)
