@@ -1,5 +1,13 @@
 """mlp_jax: multi-layer perceptrons on MNIST-like data, trained by pure, compiled JAX functions."""
 
+from mlp_jax.checkpoint import (
+    Checkpoint,
+    Checkpointer,
+    CheckpointError,
+    NoCheckpointError,
+    restore_checkpoint,
+    restore_params,
+)
 from mlp_jax.config import Config, ConfigError
 from mlp_jax.data import Dataset, load_dataset
 from mlp_jax.model import MLP, count_params, mlp_from_config
@@ -28,6 +36,12 @@ from mlp_jax.steps import (
 from mlp_jax.sweep import SweepResult, train_many, with_learning_rate
 
 __all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "Checkpointer",
+    "NoCheckpointError",
+    "restore_checkpoint",
+    "restore_params",
     "MLP",
     "Config",
     "ConfigError",

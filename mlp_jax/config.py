@@ -33,7 +33,9 @@ class Config:
     dataset: str = _field("mnist", "TFDS image-classification dataset name, or mnist_subset")
     data_dir: str | None = _field(None, "TFDS data_dir (where prepared datasets live)")
     manual_dir: str | None = _field(None, "folder with the 4 original MNIST IDX .gz files")
-    idx_dir: str | None = _field(None, "folder with 4 IDX files (e.g. Fashion-MNIST); overrides --dataset")
+    idx_dir: str | None = _field(
+        None, "folder with 4 IDX files (e.g. Fashion-MNIST); overrides --dataset"
+    )
     normalize: str = _field("standardize", "input normalisation", choices=NORMALIZATIONS)
     # Model.
     layers: int = _field(5, "number of Dense layers (hidden layers + output layer)")
@@ -42,7 +44,9 @@ class Config:
     )
     activation: str = _field("relu", "hidden-layer non-linearity", choices=ACTIVATIONS)
     dropout: float = _field(0.0, "dropout rate after each hidden activation, in [0, 1)")
-    bias: bool = _field(True, "use bias in the Dense layers (--no-bias: the lectures' bias-free net)")
+    bias: bool = _field(
+        True, "use bias in the Dense layers (--no-bias: the lectures' bias-free net)"
+    )
     # Optimiser and schedule.
     optimizer: str = _field("momentum", "optax optimizer", choices=OPTIMIZERS)
     lr: float = _field(0.05, "peak learning rate")
@@ -59,7 +63,14 @@ class Config:
     eval_batch_size: int = _field(1000, "evaluation batch size (any size: padded and masked)")
     eval_every: int = _field(1, "evaluate on the test split every N epochs (and after the last)")
     seed: int = _field(0, "seed for init, dropout and data order")
-    workdir: str | None = _field(None, "write config.json and metrics.jsonl here")
+    workdir: str | None = _field(
+        None, "write config.json, metrics.jsonl and checkpoints here; resume the run it holds"
+    )
+    checkpoint_every: int = _field(1, "with --workdir: save a checkpoint every N epochs (and last)")
+    keep: int = _field(3, "with --workdir: keep the newest K checkpoints")
+    fresh: bool = _field(
+        False, "with --workdir: move a run already there aside (DIR.previous-<time>), start over"
+    )
     # Scale: devices, hosts, many models (sharding.py, sweep.py).
     devices: str = _field("auto", "data-parallel devices: auto (all) or N (the first N)")
     seeds: int = _field(
@@ -107,7 +118,9 @@ class Config:
             ("schedule", SCHEDULES),
         ]:
             value = getattr(self, name)
-            _check(value in allowed, f"--{name}", f"unknown {value!r}; allowed: {', '.join(allowed)}")
+            _check(
+                value in allowed, f"--{name}", f"unknown {value!r}; allowed: {', '.join(allowed)}"
+            )
         _check(0.0 <= self.dropout < 1.0, "--dropout", f"must be in [0, 1), got {self.dropout}")
         _check(_positive(self.lr), "--lr", f"must be a finite number > 0, got {self.lr}")
         _check(0.0 <= self.momentum < 1.0, "--momentum", f"must be in [0, 1), got {self.momentum}")
@@ -116,13 +129,24 @@ class Config:
             _check(_positive(self.clip_norm), "--clip-norm", f"must be > 0, got {self.clip_norm}")
         _check(self.step_every >= 1, "--step-every", f"must be >= 1, got {self.step_every}")
         _check(0.0 < self.gamma <= 1.0, "--gamma", f"must be in (0, 1], got {self.gamma}")
-        _check(self.warmup_epochs >= 0, "--warmup-epochs", f"must be >= 0, got {self.warmup_epochs}")
+        _check(
+            self.warmup_epochs >= 0, "--warmup-epochs", f"must be >= 0, got {self.warmup_epochs}"
+        )
         _check(self.epochs >= 1, "--epochs", f"must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, "--batch-size", f"must be >= 1, got {self.batch_size}")
         _check(
-            self.eval_batch_size >= 1, "--eval-batch-size", f"must be >= 1, got {self.eval_batch_size}"
+            self.eval_batch_size >= 1,
+            "--eval-batch-size",
+            f"must be >= 1, got {self.eval_batch_size}",
         )
         _check(self.eval_every >= 1, "--eval-every", f"must be >= 1, got {self.eval_every}")
+        _check(
+            self.checkpoint_every >= 1,
+            "--checkpoint-every",
+            f"must be >= 1, got {self.checkpoint_every}",
+        )
+        _check(self.keep >= 1, "--keep", f"must be >= 1, got {self.keep}")
+        _check(not self.fresh or self.workdir is not None, "--fresh", "needs --workdir")
         self._validate_scale()
 
     def _validate_scale(self) -> None:

@@ -9,9 +9,12 @@ import argparse
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,6 +23,18 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from mlp_jax.checkpoint import (
+    CHECKPOINTS,
+    Checkpointer,
+    CheckpointError,
+    NoCheckpointError,
+    append_metrics,
+    check_resumable,
+    holds_run,
+    keep_metrics_until,
+    move_run_aside,
+    write_atomically,
+)
 from mlp_jax.config import Config, ConfigError
 from mlp_jax.data import Dataset, load_dataset
 from mlp_jax.model import count_params, layer_sizes
@@ -50,6 +65,20 @@ class DivergedError(RuntimeError):
         )
 
 
+class StoppedBySignal(Exception):
+    """SIGINT/SIGTERM stopped the run after a completed epoch (checkpointed with --workdir)."""
+
+    def __init__(self, signum: int, epoch: int, epochs: int, checkpoint: str | None):
+        self.signum = signum
+        name = signal.Signals(signum).name
+        where = (
+            f"checkpoint {checkpoint} is saved; run the same command to resume"
+            if checkpoint
+            else "nothing was saved (no --workdir)"
+        )
+        super().__init__(f"stopped by {name} after epoch {epoch}/{epochs}: {where}")
+
+
 @dataclasses.dataclass
 class RunResult:
     state: TrainState
@@ -70,7 +99,9 @@ def _parse_widths(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 def _parse_floats(text: str) -> tuple[float, ...]:
@@ -111,20 +142,31 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
 # ----------------------------------------------------------------------------- set-up
 
 
-def prepare_workdir(config: Config) -> str | None:
+def prepare_workdir(config: Config, log: Callable[[str], None] | None = None) -> str | None:
+    """Create the workdir. With --fresh, first move a run already there aside (never delete it)."""
     if config.workdir is None:
         return None
     workdir = config.workdir
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ConfigError("--workdir", f"{workdir} is a file; expected a directory (new or empty)")
-    if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+    if config.fresh and os.path.isdir(workdir) and holds_run(workdir):
+        try:
+            aside = move_run_aside(workdir)
+        except OSError as error:
+            raise ConfigError(
+                "--fresh", f"cannot move the run in {workdir} aside: {error.strerror}"
+            ) from None
+        (log or _print)(f"--fresh: moved the previous run in {workdir} to {aside}")
+    elif config.num_models > 1 and os.path.isdir(workdir) and holds_run(workdir):
         raise ConfigError(
-            "--workdir", f"{workdir} already holds a run (metrics.jsonl); choose a new directory"
+            "--workdir",
+            f"{workdir} already holds a run, and --seeds/--lr-sweep runs do not resume; "
+            "use --fresh (moves it aside) or a new directory",
         )
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as error:
-        raise ConfigError("--workdir", f"cannot create {workdir}: {error.strerror}")
+        raise ConfigError("--workdir", f"cannot create {workdir}: {error.strerror}") from None
     return workdir
 
 
@@ -146,12 +188,14 @@ def train_and_evaluate(
 
     Runs on the `data` mesh of --devices, in every process of a multi-process launch; only
     process 0 logs and writes the workdir. For --seeds/--lr-sweep see train_and_evaluate_many.
+    With `config.workdir`, a run already there resumes from its newest readable checkpoint, and
+    a checkpoint is saved every `config.checkpoint_every` epochs, after the last and on a signal.
     """
     if config.num_models > 1:
         raise ValueError("config asks for several models (--seeds/--lr-sweep): use train_many")
     initialize_distributed(config)  # before any JAX computation
     log = log if is_main_process() else _silent
-    workdir = prepare_workdir(config)
+    workdir = prepare_workdir(config, log)
     dataset = dataset if dataset is not None else load_dataset(config)
     check_fits(config, dataset)
     mesh = make_mesh(config)
@@ -175,7 +219,12 @@ def train_and_evaluate(
         f"training: {config.epochs} epochs x {batches} steps of batch {config.batch_size} "
         f"({config.optimizer}, lr {config.lr:g}, {config.schedule} schedule)"
     )
+    run_info = {"dataset": _dataset_info(dataset), "mean": model.mean, "std": model.std}
+    done, history, checkpointer = 0, [], None
+    if workdir:
+        state, done, history = _resume(config, state, run_info, log)
     if workdir and is_main_process():
+        checkpointer = Checkpointer(workdir, config.keep)
         _write_config(workdir, config, dataset, sizes)
 
     # Replicated on every device (MNIST-sized sets fit): each device gathers its rows of a batch.
@@ -199,38 +248,56 @@ def train_and_evaluate(
     run_eval = run_eval.compile()
     log(f"compiled the epoch and the evaluation in {time.perf_counter() - start:.2f}s")
 
-    history = []
     test = None
-    epochs = tqdm(range(1, config.epochs + 1), desc="epochs", disable=not sys.stdout.isatty())
-    for epoch in epochs:
-        lr = float(schedule(state.step))
-        start = time.perf_counter()
-        key = put_replicated(epoch_key(config, epoch), mesh)
-        state, train_metrics = run_epoch(state, train_images, train_labels, key)
-        train_metrics = jax.device_get(train_metrics)
-        seconds = time.perf_counter() - start
-        train_loss = float(train_metrics["train_loss"])
-        if not math.isfinite(train_loss):
-            raise DivergedError(epoch, train_loss, lr)
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_accuracy": float(train_metrics["train_accuracy"]),
-            "test_loss": None,
-            "test_accuracy": None,
-            "lr": lr,
-            "epoch_seconds": seconds,
-            "examples_per_second": num_train / seconds,
-        }
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            test = jax.device_get(run_eval(state, test_images, test_labels))
-            record["test_loss"] = float(test["loss"])
-            record["test_accuracy"] = float(test["accuracy"])
-        history.append(record)
-        log(_format_epoch(record, config.epochs))
-        if workdir and is_main_process():
-            with open(os.path.join(workdir, "metrics.jsonl"), "a") as file:
-                file.write(json.dumps(record) + "\n")
+    epochs = tqdm(
+        range(done + 1, config.epochs + 1),
+        desc="epochs",
+        initial=done,
+        total=config.epochs,
+        disable=not sys.stdout.isatty(),
+    )
+    try:
+        with _StopRequest() as stop:
+            for epoch in epochs:
+                lr = float(schedule(state.step))
+                start = time.perf_counter()
+                key = put_replicated(epoch_key(config, epoch), mesh)
+                state, train_metrics = run_epoch(state, train_images, train_labels, key)
+                train_metrics = _fetch(train_metrics)
+                seconds = time.perf_counter() - start
+                train_loss = float(train_metrics["train_loss"])
+                if not math.isfinite(train_loss):
+                    raise DivergedError(epoch, train_loss, lr)
+                record = {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "train_accuracy": float(train_metrics["train_accuracy"]),
+                    "test_loss": None,
+                    "test_accuracy": None,
+                    "lr": lr,
+                    "epoch_seconds": seconds,
+                    "examples_per_second": num_train / seconds,
+                }
+                if epoch % config.eval_every == 0 or epoch == config.epochs:
+                    test = _fetch(run_eval(state, test_images, test_labels))
+                    record["test_loss"] = float(test["loss"])
+                    record["test_accuracy"] = float(test["accuracy"])
+                history.append(record)
+                log(_format_epoch(record, config.epochs))
+                if checkpointer is not None:
+                    # The line first: a kill between the two leaves a line that resume drops.
+                    append_metrics(workdir, record)
+                    due = epoch % config.checkpoint_every == 0 or epoch == config.epochs
+                    if due or stop.signum:
+                        checkpointer.save(epoch, state, config, run_info)
+                if stop.signum:
+                    saved = checkpointer.path(epoch) if checkpointer is not None else None
+                    raise StoppedBySignal(stop.signum, epoch, config.epochs, saved)
+    finally:
+        if checkpointer is not None:
+            checkpointer.close()  # the last asynchronous save is on disk before we return
+    if test is None:  # resumed a run that was already complete
+        test = _fetch(run_eval(state, test_images, test_labels))
     log(
         f"test accuracy {100 * test['accuracy']:.2f}% (loss {float(test['loss']):.4f}) "
         f"on {int(test['count'])} test images"
@@ -294,6 +361,103 @@ def train_and_evaluate_many(
     return result
 
 
+def _resume(
+    config: Config, state: TrainState, run_info: dict[str, Any], log: Callable[[str], None]
+) -> tuple[TrainState, int, list[dict[str, Any]]]:
+    """Continue the run in config.workdir, if any: (state, epochs done, their metrics records).
+
+    Everything that can refuse (another config, no readable checkpoint, too few --epochs) runs
+    before anything in the workdir changes.
+    """
+    workdir = config.workdir
+    if not holds_run(workdir):
+        return state, 0, []
+    checkpoint, newer = None, []
+    if os.path.isdir(os.path.join(workdir, CHECKPOINTS)):
+        reader = Checkpointer(workdir, read_only=True)
+        if reader.epochs():
+            try:
+                checkpoint = reader.restore(
+                    state, check=lambda info: check_resumable(config, info, run_info["dataset"])
+                )
+            except NoCheckpointError as error:
+                raise ConfigError(
+                    "--workdir", f"{error}; --fresh moves this run aside and starts over"
+                ) from None
+            newer = sorted((e for e in reader.epochs() if e > checkpoint.epoch), reverse=True)
+    if checkpoint is None and os.path.exists(os.path.join(workdir, "config.json")):
+        with open(os.path.join(workdir, "config.json")) as file:
+            check_resumable(config, json.load(file), run_info["dataset"])
+    done = checkpoint.epoch if checkpoint is not None else 0
+    if done > config.epochs:
+        raise ConfigError(
+            "--epochs", f"the run in {workdir} is at epoch {done}; use --epochs {done} or more"
+        )
+    if not is_main_process():  # process 0 alone changes the workdir
+        return (checkpoint.state if checkpoint else state), done, []
+
+    for epoch, reason in zip(newer, checkpoint.skipped if checkpoint else (), strict=True):
+        log(f"{reason}: moved it to {reader.set_aside(epoch)}")
+    history, dropped = keep_metrics_until(workdir, done)
+    note = f"; dropped {dropped} metrics.jsonl lines after epoch {done}" if dropped else ""
+    if checkpoint is None:
+        log(f"resuming {workdir}: no checkpoint yet, starting at epoch 1{note}")
+        return state, 0, history
+    if [record["epoch"] for record in history] != list(range(1, done + 1)):
+        note += f"; metrics.jsonl lacks some of epochs 1..{done}"
+    log(
+        f"resuming from checkpoint {checkpoint.path} (epoch {done}/{config.epochs}, "
+        f"step {int(checkpoint.state.step)}){note}"
+    )
+    restored = checkpoint.state
+    if checkpoint.config.lr != config.lr:  # the peak lr lives in the optimizer state: take the new
+        hyperparams = state.opt_state.hyperparams
+        restored = restored.replace(opt_state=restored.opt_state._replace(hyperparams=hyperparams))
+    return restored, done, history
+
+
+class _StopRequest:
+    """The first SIGINT/SIGTERM asks the loop to stop after the current epoch; the second exits.
+
+    Handlers go in only in the main thread (Python allows no other), and the previous ones are
+    restored on exit. They only write to fd 2 and set a flag: safe whatever the loop is doing.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is not None:
+            os.write(2, f"{PROG}: {name} again: exiting now, without saving\n".encode())
+            os._exit(128 + signum)
+        self.signum = signum
+        os.write(
+            2,
+            f"{PROG}: {name}: finishing this epoch, then saving and stopping "
+            f"({name} again exits at once)\n".encode(),
+        )
+
+
+def _fetch(tree: Any) -> Any:
+    """jax.device_get, but waiting in short sleeps: a signal handler then runs at once, where a
+    blocking wait would defer it (and a second Ctrl-C) to the end of the epoch."""
+    while not all(leaf.is_ready() for leaf in jax.tree.leaves(tree)):
+        time.sleep(0.002)
+    return jax.device_get(tree)
+
+
 def _format_models_epoch(records: list[dict[str, Any]], epochs: int) -> str:
     """One line per epoch for many models: mean ± std over them."""
     loss = np.array([r["train_loss"] for r in records])
@@ -322,26 +486,49 @@ def _format_epoch(record: dict[str, Any], epochs: int) -> str:
     )
 
 
+def _dataset_info(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "name": dataset.name,
+        "source": dataset.source,
+        "note": dataset.note,
+        "num_train": len(dataset.train_labels),
+        "num_test": len(dataset.test_labels),
+        "image_shape": list(dataset.train_images.shape[1:]),
+        "num_classes": dataset.num_classes,
+    }
+
+
 def _write_config(workdir: str, config: Config, dataset: Dataset, sizes: list[int]) -> None:
     info = {
         "config": config.to_dict(),
-        "dataset": {
-            "name": dataset.name,
-            "source": dataset.source,
-            "note": dataset.note,
-            "num_train": len(dataset.train_labels),
-            "num_test": len(dataset.test_labels),
-            "image_shape": list(dataset.train_images.shape[1:]),
-            "num_classes": dataset.num_classes,
-        },
+        "dataset": _dataset_info(dataset),
         "layer_sizes": sizes,
         "devices": [str(d) for d in jax.devices()],
     }
-    with open(os.path.join(workdir, "config.json"), "w") as file:
-        json.dump(info, file, indent=2)
+    write_atomically(os.path.join(workdir, "config.json"), json.dumps(info, indent=2))
+
+
+def _quiet_failed_save_noise() -> None:
+    """A failed save is reported in one line (CheckpointError); silence orbax's echoes of it.
+
+    orbax logs a traceback through absl, and after one write fails it closes its event loop, so
+    TensorStore reports each other pending write into the closed loop as an unraisable error.
+    """
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not (
+            isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"
+        ):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_failed_save_noise()
     try:
         config = config_from_args(argv)
         if config.num_models > 1:
@@ -351,9 +538,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    except DivergedError as error:
+    except (DivergedError, CheckpointError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
+    except StoppedBySignal as stopped:
+        print(f"{PROG}: {stopped}", file=sys.stderr)
+        return 128 + stopped.signum
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

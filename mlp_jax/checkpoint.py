@@ -1,0 +1,404 @@
+"""Orbax checkpoints of a run and the files that make resuming exact: `DIR/checkpoints/<epoch>/`,
+`DIR/metrics.jsonl` (one line per epoch, even after kills), moving an old run aside for --fresh.
+
+A checkpoint is the whole TrainState plus a JSON record (epoch, config, dataset, normalisation, a
+hash of the state); with `epoch_key(config, e)` ordering each epoch, that is all a resume needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mlp_jax.config import Config, ConfigError
+from mlp_jax.model import MLP, mlp_from_config
+from mlp_jax.optim import make_optimizer
+from mlp_jax.steps import TrainState, create_train_state, steps_per_epoch
+
+CHECKPOINTS = "checkpoints"  # DIR/checkpoints/<epoch>/{state, info}
+UNREADABLE = "unreadable-checkpoints"  # where checkpoints that failed to restore are moved
+METRICS = "metrics.jsonl"
+RUN_FILES = ("config.json", METRICS, CHECKPOINTS)  # any of these means DIR holds a run
+
+# Config fields that change the shapes or the meaning of the saved state, or the data order: a
+# resume with any of them different would not continue the same run. Everything else (epochs, lr
+# and the schedule, evaluation, where the data lives, checkpointing) may change on resume.
+MUST_MATCH = (
+    "dataset",
+    "idx_dir",
+    "normalize",
+    "layers",
+    "hidden_sizes",
+    "activation",
+    "dropout",
+    "bias",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "clip_norm",
+    "batch_size",
+    "seed",
+    "seeds",  # --seeds and --lr-sweep stack K models into one state
+    "lr_sweep",
+)
+# What identifies the data a run was trained on (the config alone does not: e.g. offline fallback).
+DATASET_FACTS = ("name", "num_train", "num_test", "image_shape", "num_classes")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (full or read-only disk); older checkpoints are intact."""
+
+
+class NoCheckpointError(FileNotFoundError):
+    """The workdir holds no checkpoint that can be read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A restored checkpoint: the state after `epoch` epochs and what it was trained with."""
+
+    state: TrainState
+    epoch: int
+    config: Config
+    info: dict[str, Any]  # the JSON record saved with it (see `Checkpointer.save`)
+    path: str  # DIR/checkpoints/<epoch>
+    skipped: tuple[str, ...] = ()  # one message per newer checkpoint that could not be read
+
+
+class Checkpointer:
+    """Saves checkpoints of one workdir asynchronously, keeps the newest `keep`, restores.
+
+    `read_only=True` writes nothing until `save`/`set_aside`: for looking at a workdir before
+    deciding to resume it. (orbax's own read_only option logs a warning each time.)
+    """
+
+    def __init__(self, workdir: str, keep: int = 3, *, read_only: bool = False):
+        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+            # Temporary dirs are saves that a kill interrupted: never complete, so never used.
+            cleanup_tmp_directories=not read_only,
+            create=False,  # orbax cannot create it with `active_processes` set (below)
+            enable_async_checkpointing=True,
+            # In a multi-process run only process 0 saves: no barriers with the others.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=jax.process_index(), active_processes={jax.process_index()}
+            ),
+        )
+        self._last_saved: int | None = None
+        if not read_only:
+            os.makedirs(self.directory, exist_ok=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def epochs(self) -> list[int]:
+        """Epochs of the complete checkpoints, oldest first (interrupted saves are not listed)."""
+        return sorted(self._manager.all_steps())
+
+    def path(self, epoch: int) -> str:
+        return os.path.join(self.directory, str(epoch))
+
+    def save(self, epoch: int, state: TrainState, config: Config, run_info: dict[str, Any]) -> str:
+        """Start writing the checkpoint of `epoch`; it becomes visible only once complete.
+
+        Copies the state to host memory first, so the caller may donate `state` right away.
+        `run_info` holds `dataset` (with DATASET_FACTS), `mean` and `std` (see `abstract_state`).
+        Raises CheckpointError if this or the previous (asynchronous) save failed.
+        """
+        host_state = jax.device_get(state)
+        info = {
+            **run_info,
+            "epoch": epoch,
+            "step": int(host_state.step),
+            "config": config.to_dict(),
+            "state_sha256": _state_hash(host_state),
+        }
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(host_state), info=ocp.args.JsonSave(info)
+        )
+        self._last_saved = epoch
+        try:
+            self._manager.save(epoch, args=args, force=True)
+        except Exception as error:
+            raise self._save_error(epoch, error) from error
+        return self.path(epoch)
+
+    def wait(self) -> None:
+        """Block until the last save is complete on disk; raise CheckpointError if it failed."""
+        try:
+            self._manager.wait_until_finished()
+            self._manager.check_for_errors()
+        except Exception as error:
+            raise self._save_error(self._last_saved, error) from error
+
+    def close(self) -> None:
+        """Wait for the last save (raising CheckpointError if it failed), then release orbax."""
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+
+    def read_info(self, epoch: int) -> dict[str, Any]:
+        """The JSON record of one checkpoint, without reading its arrays."""
+        restored = self._manager.restore(
+            epoch, args=ocp.args.Composite(info=ocp.args.JsonRestore())
+        )
+        return restored.info
+
+    def restore(
+        self,
+        target: TrainState | None = None,
+        epoch: int | None = None,
+        check: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Checkpoint:
+        """The newest checkpoint that reads back intact (or exactly `epoch`).
+
+        A checkpoint whose files cannot be read, or whose arrays do not hash to what was saved, is
+        skipped with a message naming it (in `Checkpoint.skipped`) and the next older one is tried.
+        `check(info)` may raise (e.g. ConfigError) to refuse a checkpoint outright. Without
+        `target` (a state of the right structure), the state is rebuilt from the saved record.
+        """
+        candidates = [epoch] if epoch is not None else sorted(self.epochs(), reverse=True)
+        skipped = []
+        for candidate in candidates:
+            path = self.path(candidate)
+            try:
+                info = self.read_info(candidate)
+            except Exception as error:
+                skipped.append(f"checkpoint {path} cannot be read ({_first_line(error)})")
+                continue
+            if check is not None:
+                check(info)
+            abstract = _abstract(target if target is not None else abstract_state(info))
+            try:
+                restored = self._manager.restore(
+                    candidate, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+                ).state
+            except Exception as error:
+                skipped.append(f"checkpoint {path} cannot be read ({_first_line(error)})")
+                continue
+            if _state_hash(jax.device_get(restored)) != info.get("state_sha256"):
+                skipped.append(
+                    f"checkpoint {path} is corrupted (its arrays do not match their hash)"
+                )
+                continue
+            return Checkpoint(
+                state=restored,
+                epoch=int(info["epoch"]),
+                config=config_from_dict(info["config"]),
+                info=info,
+                path=path,
+                skipped=tuple(skipped),
+            )
+        where = f"epoch {epoch} in {self.directory}" if epoch is not None else self.directory
+        reasons = "; ".join(skipped) if skipped else "there is none"
+        raise NoCheckpointError(f"no readable checkpoint of {where}: {reasons}")
+
+    def set_aside(self, epoch: int) -> str:
+        """Move one (unreadable) checkpoint out of the way, to DIR/unreadable-checkpoints/."""
+        aside = _unused_path(
+            os.path.join(os.path.dirname(self.directory), UNREADABLE, f"{epoch}-{_timestamp()}")
+        )
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        os.rename(self.path(epoch), aside)
+        self._manager.reload()
+        return aside
+
+    def _save_error(self, epoch: int | None, error: Exception) -> CheckpointError:
+        # From the disk, not the manager: orbax already forgot the one it planned to delete.
+        kept = sorted(int(name) for name in os.listdir(self.directory) if name.isdigit())
+        return CheckpointError(
+            f"cannot write checkpoint {self.path(epoch)}: {_os_reason(error)}; the complete "
+            f"checkpoints are intact (epochs {', '.join(map(str, kept)) or 'none'})"
+        )
+
+
+def restore_checkpoint(workdir: str, epoch: int | None = None) -> Checkpoint:
+    """Restore the newest readable checkpoint of `workdir` (or that of `epoch`), for research code.
+
+    Needs no dataset: the model (with its normalisation) and the optimizer are rebuilt from the
+    saved record, so `ckpt.state.apply_fn` and `ckpt.state.params` are ready to use. Newer
+    checkpoints that cannot be read are listed in `ckpt.skipped`. Raises NoCheckpointError.
+    """
+    if not os.path.isdir(os.path.join(workdir, CHECKPOINTS)):
+        raise NoCheckpointError(f"no checkpoints in {workdir} (expected {CHECKPOINTS}/ there)")
+    return Checkpointer(workdir, read_only=True).restore(epoch=epoch)
+
+
+def restore_params(workdir: str, epoch: int | None = None) -> Any:
+    """Just the params of the newest readable checkpoint of `workdir` (see `restore_checkpoint`)."""
+    return restore_checkpoint(workdir, epoch).state.params
+
+
+def abstract_state(info: dict[str, Any]) -> TrainState:
+    """Shapes and dtypes of the TrainState a checkpoint record describes, computing nothing."""
+    config = config_from_dict(info["config"])
+    dataset = info["dataset"]
+    model = model_from_info(info)
+    tx = make_optimizer(config, steps_per_epoch(dataset["num_train"], config.batch_size))
+    sample = jnp.zeros((1, *dataset["image_shape"]), jnp.uint8)
+    return jax.eval_shape(lambda: create_train_state(jax.random.PRNGKey(0), model, tx, sample))
+
+
+def model_from_info(info: dict[str, Any]) -> MLP:
+    """The MLP of a checkpoint record, with the normalisation constants it was trained with."""
+    config = config_from_dict(info["config"])
+    return mlp_from_config(config, info["dataset"]["num_classes"], info["mean"], info["std"])
+
+
+def config_from_dict(saved: dict[str, Any]) -> Config:
+    """A Config from its saved dict; fields this version does not know are ignored."""
+    known = {field.name for field in dataclasses.fields(Config)}
+    return Config(**{name: value for name, value in saved.items() if name in known})
+
+
+def check_resumable(config: Config, info: dict[str, Any], dataset_facts: dict[str, Any]) -> None:
+    """Raise ConfigError listing every MUST_MATCH field (and dataset fact) that differs."""
+    saved = config_from_dict(info["config"])
+    differences = [
+        f"{name} {_show(getattr(saved, name, None))} -> {_show(getattr(config, name, None))}"
+        for name in MUST_MATCH
+        if getattr(saved, name, None) != getattr(config, name, None)
+    ]
+    saved_facts = info.get("dataset", {})
+    differences += [
+        f"dataset {name} {_show(saved_facts.get(name))} -> {_show(dataset_facts.get(name))}"
+        for name in DATASET_FACTS
+        if name in saved_facts and saved_facts[name] != dataset_facts.get(name)
+    ]
+    if differences:
+        raise ConfigError(
+            "--workdir",
+            f"{config.workdir} holds a run with a different config ({'; '.join(differences)}); "
+            "to resume, use its settings; or start over with --fresh (moves the old run aside) "
+            "or use another --workdir",
+        )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return ",".join(map(str, value)) or "()"
+    return str(value)
+
+
+def _abstract(state: TrainState) -> TrainState:
+    """ShapeDtypeStructs (with a sharding, as orbax needs) for every array of `state`."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def describe(leaf):
+        sharding = getattr(leaf, "sharding", None) or device
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+    return jax.tree.map(describe, state)
+
+
+def _state_hash(host_state: TrainState) -> str:
+    """sha256 over every array of the state (dtype, shape, bytes): catches silently bad restores."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(host_state):
+        leaf = np.ascontiguousarray(leaf)
+        digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+        digest.update(leaf.tobytes())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- the run directory
+
+
+def holds_run(workdir: str) -> bool:
+    return any(os.path.exists(os.path.join(workdir, name)) for name in RUN_FILES)
+
+
+def move_run_aside(workdir: str) -> str:
+    """Rename `workdir` to `<workdir>.previous-<timestamp>` (one atomic rename) and recreate it."""
+    workdir = os.path.normpath(workdir)
+    aside = _unused_path(f"{workdir}.previous-{_timestamp()}")
+    os.rename(workdir, aside)
+    os.makedirs(workdir)
+    return aside
+
+
+def read_metrics(workdir: str) -> tuple[list[dict[str, Any]], int]:
+    """The records of DIR/metrics.jsonl and how many lines could not be read.
+
+    A kill can leave a last line without its newline (a torn write): it is not a record.
+    """
+    path = os.path.join(workdir, METRICS)
+    if not os.path.exists(path):
+        return [], 0
+    with open(path, "rb") as file:
+        lines = file.read().split(b"\n")
+    records, unreadable = [], 0
+    for line in lines[:-1]:  # the part after the last newline is empty or torn
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            unreadable += 1
+    return records, unreadable + (lines[-1] != b"")
+
+
+def keep_metrics_until(workdir: str, epoch: int) -> tuple[list[dict[str, Any]], int]:
+    """Cut metrics.jsonl to the records of epochs 1..`epoch` (atomically: temp file + rename).
+
+    Returns the kept records and how many lines were dropped (later epochs, torn or unreadable).
+    """
+    records, unreadable = read_metrics(workdir)
+    kept = [record for record in records if record.get("epoch", epoch + 1) <= epoch]
+    dropped = len(records) - len(kept) + unreadable
+    if dropped:
+        write_atomically(
+            os.path.join(workdir, METRICS), "".join(json.dumps(r) + "\n" for r in kept)
+        )
+    return kept, dropped
+
+
+def append_metrics(workdir: str, record: dict[str, Any]) -> None:
+    """Append one line and fsync it, so it is on disk before the epoch's checkpoint is."""
+    with open(os.path.join(workdir, METRICS), "a") as file:
+        file.write(json.dumps(record) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write `text` to a temp file beside `path`, fsync, then rename: readers see old or new."""
+    temp = f"{path}.tmp-{os.getpid()}"
+    with open(temp, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, path)
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _unused_path(path: str) -> str:
+    candidates: Iterable[str] = (path if i == 0 else f"{path}-{i}" for i in range(1000))
+    return next(candidate for candidate in candidates if not os.path.exists(candidate))
+
+
+def _os_reason(error: BaseException) -> str:
+    """'No space left on device (errno 28)' out of an OSError or a TensorStore error message."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror} (errno {error.errno})"
+    match = re.search(r":\s*([^:]+?)\s*\[os_error_code='?(\d+)", str(error))
+    if match:
+        return f"{match.group(1)} (errno {match.group(2)})"
+    return _first_line(error)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
