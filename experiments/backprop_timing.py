@@ -98,7 +98,7 @@ def _figure(study: Study, seconds: dict[str, list[float]], max_difference: float
         axes.grid(alpha=0.3)
     layers = "-".join(map(str, [784, *study.base.hidden_sizes, 10]))
     figure.suptitle(
-        f"{study.title}: {layers} MLP, hand-written backprop vs jax.grad "
+        f"{study.title}: {layers} MLP, hand-written backprop vs jax.grad\n"
         f"(max |param difference| after training {max_difference:.1e})"
     )
     figure.tight_layout()

@@ -91,7 +91,7 @@ def _figure(study: Study, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> F
         axes.grid(alpha=0.3)
         axes.legend(title="batch size")
     figure.suptitle(
-        f"{study.title}: serial vs mini-batch vs full batch "
+        f"{study.title}: serial vs mini-batch vs full batch\n"
         f"({study.base.layers}-layer MLP, momentum SGD, constant lr 0.05·min(1, B/128))"
     )
     figure.tight_layout()

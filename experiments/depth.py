@@ -61,8 +61,9 @@ def _figure(study: Study, accuracies: dict[int, list[float]]) -> Figure:
     axes.set(
         xlabel="number of Dense layers (hidden layers + output)",
         ylabel="test accuracy (%)",
-        title=f"{study.title}: accuracy against depth ({study.base.epochs} epochs, "
-        f"{study.base.optimizer} lr {study.base.lr:g} {study.base.schedule})",
+        title=f"{study.title}: test accuracy against depth\n({study.base.epochs} epochs, "
+        f"{study.base.optimizer} lr {study.base.lr:g}, {study.base.schedule}, "
+        f"batch {study.base.batch_size})",
     )
     axes.grid(alpha=0.3)
     axes.legend()

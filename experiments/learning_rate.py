@@ -89,22 +89,34 @@ def _figure(study: Study, points: dict[tuple[str, float], tuple[list[float], int
             label=label,
         )
         diverged = [lr for lr in lrs if points[optimizer, lr][1]]
-        if diverged:  # drawn at chance level: a diverged run predicts nothing
+        if diverged:  # at chance level (a diverged run predicts nothing), nudged apart in x
+            nudge = 1.15 ** (index - 0.5)
             axes.plot(
-                diverged,
+                [lr * nudge for lr in diverged],
                 [chance] * len(diverged),
                 "X",
                 color=color,
                 markersize=11,
                 markeredgecolor="black",
-                label=f"{label}: diverged (NaN loss)",
+                label=f"{label}: diverged (NaN loss), with count of seeds",
             )
+            for lr in diverged:
+                runs = len(points[optimizer, lr][0]) + points[optimizer, lr][1]
+                axes.annotate(
+                    f"{points[optimizer, lr][1]}/{runs}",
+                    (lr * nudge, chance),
+                    xytext=(0, 9 + 12 * index),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=8,
+                    color=color,
+                )
     axes.axhline(chance, color="gray", linestyle=":", label="chance")
     axes.set(
         xscale="log",
         xlabel="learning rate (constant)",
         ylabel="final test accuracy (%)",
-        title=f"{study.title}: learning-rate sweep ({study.base.layers}-layer MLP, "
+        title=f"{study.title}: learning-rate sweep\n({study.base.layers}-layer MLP, "
         f"{study.base.epochs} epochs, {study.seeds} seeds)",
     )
     axes.grid(alpha=0.3)
