@@ -185,6 +185,17 @@ def test_epochs_use_fresh_permutations():
     assert not np.allclose(first.params["output"]["kernel"], second.params["output"]["kernel"])
 
 
+@pytest.mark.parametrize("batch_size", [8, 12])  # 12 leaves a padded, masked last batch
+def test_unrolling_the_epoch_does_not_change_the_training(batch_size):
+    images, labels = _images(60), _labels(60)
+    key = jax.random.PRNGKey(3)
+    rolled, rolled_metrics = train_epoch(_state(), images, labels, key, batch_size, unroll=1)
+    for unroll in (None, 3):
+        state, metrics = train_epoch(_state(), images, labels, key, batch_size, unroll=unroll)
+        chex.assert_trees_all_equal(state.params, rolled.params)
+        chex.assert_trees_all_close(metrics, rolled_metrics, rtol=1e-6)  # sums may reassociate
+
+
 def test_no_retracing_across_epochs():
     counted_epoch = jax.jit(
         chex.assert_max_traces(train_epoch.__wrapped__, n=1),
