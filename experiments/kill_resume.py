@@ -70,6 +70,16 @@ class Run:
         return code
 
 
+def newest_checkpoint(workdir: Path) -> int:
+    checkpoints = workdir / "checkpoints"
+    epochs = (
+        [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
+        if checkpoints.exists()
+        else []
+    )
+    return max(epochs, default=0)
+
+
 def on_disk(workdir: Path) -> str:
     """What a kill left: metrics lines, complete checkpoints, interrupted saves."""
     records, torn = read_metrics(str(workdir)) if workdir.exists() else ([], 0)
@@ -142,14 +152,15 @@ def main() -> int:
     epoch_seconds = training / epochs
     log = root / "killed.log"
     for kill in range(1, args.kills + 1):
-        done = len(read_metrics(str(killed))[0]) if killed.exists() else 0
+        done = newest_checkpoint(killed)  # where this restart resumes
         run = Run(killed, flags, log)
         if rng.random() < 0.25:
             when, deadline = "in start-up", run.began + rng.uniform(0, start_up)
         else:
-            target = rng.randint(done, epochs - 1)  # 0: during the first epoch it trains
+            target = rng.randint(done, epochs - 1)  # done: during the first epoch it trains
             fraction = rng.random()
-            when = f"{fraction:.2f} of an epoch after epoch {target}'s line"
+            since = f"epoch {target}'s line" if target > done else "compilation"
+            when = f"{fraction:.2f} of an epoch after {since}"
             while target not in run.epoch_lines and run.process.poll() is None:
                 if target == done and run.compiled.is_set():
                     break

@@ -84,7 +84,7 @@ class Checkpointer:
     """
 
     def __init__(self, workdir: str, keep: int = 3, *, read_only: bool = False):
-        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+        self.directory = os.path.join(workdir, CHECKPOINTS)  # as given: messages show it
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocp.checkpoint_managers.LatestN(keep),
             # Temporary dirs are saves that a kill interrupted: never complete, so never used.
