@@ -11,7 +11,9 @@ import optax
 from mlp_jax.config import Config
 
 
-def make_schedule(config: Config, steps_per_epoch: int, peak_lr: float | None = None) -> optax.Schedule:
+def make_schedule(
+    config: Config, steps_per_epoch: int, peak_lr: float | None = None
+) -> optax.Schedule:
     """Learning rate as a function of the step count; epochs are converted to steps here."""
     peak = config.lr if peak_lr is None else peak_lr
     total_steps = config.epochs * steps_per_epoch
