@@ -1,0 +1,44 @@
+"""experiments/benchmark.py --quick writes its table and JSON, with or without torch installed."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _run_quick(out: Path, *flags: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmark", "--quick", "--out", str(out), *flags],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_quick_benchmark_writes_a_row_per_contender_and_batch_size(tmp_path):
+    _run_quick(tmp_path)
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    expected = ["mlp_jax", "flax_host_loop"]
+    if HAS_TORCH:
+        expected = ["mlp_jax", "pytorch", "flax_host_loop", "pytorch_1thread"]
+    assert [section["batch_size"] for section in report["sections"]] == [16, 64]
+    for section in report["sections"]:
+        assert [row["contender"] for row in section["rows"]] == expected
+        for row in section["rows"]:
+            assert row["epoch_seconds_median"] > 0 and row["roofline_fraction"] > 0
+            assert (row["speedup_vs_pytorch"] is not None) == HAS_TORCH
+    assert report["flops_per_example"] == 2_641_664
+    table = (tmp_path / "benchmark.md").read_text()
+    assert "| contender | batch |" in table and table.count("| mlp_jax |") == 2
+
+
+def test_quick_time_to_accuracy_writes_one_row_per_recipe(tmp_path):
+    _run_quick(tmp_path, "--time-to-accuracy")
+    rows = json.loads((tmp_path / "time_to_accuracy.json").read_text())["time_to_accuracy"]
+    assert len(rows) == (3 if HAS_TORCH else 2)
+    assert all(row["epochs_run"] == 2 and 0 <= row["final_accuracy"] <= 1 for row in rows)
+    assert "| recipe |" in (tmp_path / "time_to_accuracy.md").read_text()
