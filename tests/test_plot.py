@@ -3,17 +3,18 @@
 import json
 
 import numpy as np
-import pytest
 
 from mlp_jax import Config
 from mlp_jax.plot import (
     class_names,
+    confusion_from_checkpoint,
     main,
     plot_confusion,
     plot_curves,
     plot_predictions,
     plot_templates,
 )
+from mlp_jax.train import train_and_evaluate
 
 HISTORY = [
     {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.6, "test_loss": 0.8, "test_accuracy": 0.7},
@@ -65,10 +66,6 @@ def test_cli_draws_curves_of_a_workdir_without_checkpoints(tmp_path, capsys):
 
 
 def test_cli_draws_the_confusion_matrix_of_the_newest_checkpoint(tmp_path):
-    pytest.importorskip("mlp_jax.checkpoint")
-    from mlp_jax.plot import confusion_from_checkpoint
-    from mlp_jax.train import train_and_evaluate
-
     workdir = tmp_path / "run"
     config = Config(dataset="mnist_subset", layers=2, hidden=(16,), epochs=2, workdir=str(workdir))
     result = train_and_evaluate(config, log=lambda line: None)
