@@ -3,9 +3,10 @@ each time; then check that it ends bit-identical to an uninterrupted run (issue 
 
     python experiments/kill_resume.py [--kills 10] [--seed 0] [--keep-dirs DIR] [-- TRAIN FLAGS]
 
-Three kills in four land at a uniform moment of the training that is left (epochs, evaluations,
-metrics lines, asynchronous saves); the rest anywhere in start-up (resume and compilation). Prints
-one line per kill, what it left on disk, and a verdict; exit 1 on a mismatch.
+Three kills in four land in training, within the three epochs after the one the restart resumes
+from (epochs, evaluations, metrics lines, asynchronous saves); the rest land anywhere in start-up
+(resume and compilation). Prints one line per kill, what it left on disk, and a verdict; exit 1 on
+a mismatch.
 """
 
 from __future__ import annotations
@@ -147,17 +148,20 @@ def main() -> int:
     )
 
     # One kill in four lands anywhere in start-up (resume, compilation). The others land in
-    # training: after the line of a random epoch k still to come, at a random fraction of an
-    # epoch's time, i.e. anywhere in metrics line k, save k (asynchronous), epoch k + 1, eval.
-    epoch_seconds = training / epochs
+    # training: after the line of epoch k (the resumed epoch or one of the next two), at a fraction
+    # of the time from one epoch line to the next, i.e. anywhere in metrics line k, save k
+    # (asynchronous), epoch k + 1 and its evaluation.
+    lines = sorted(reference_run.epoch_lines.values())
+    epoch_seconds = float(np.median(np.diff(lines)))  # line to line: epoch, eval, save
     log = root / "killed.log"
     for kill in range(1, args.kills + 1):
         done = newest_checkpoint(killed)  # where this restart resumes
         run = Run(killed, flags, log)
-        if rng.random() < 0.25:
+        if rng.random() < 0.25 or done == epochs:  # a complete run has only start-up left
             when, deadline = "in start-up", run.began + rng.uniform(0, start_up)
         else:
-            target = rng.randint(done, epochs - 1)  # done: during the first epoch it trains
+            # A few epochs ahead at most, so that 10 kills spread over a 10-epoch run.
+            target = rng.randint(done, min(done + 2, epochs - 1))  # done: its first epoch
             fraction = rng.random()
             since = f"epoch {target}'s line" if target > done else "compilation"
             when = f"{fraction:.2f} of an epoch after {since}"
