@@ -167,7 +167,7 @@ class TorchLoop:
 
     def __init__(self, dataset: Dataset, batch_size: int, threads: int | None = None):
         self.batch_size = batch_size
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or TORCH_THREADS
         torch.manual_seed(0)
         self.images = torch.from_numpy(dataset.train_images).float().div_(255.0)
         self.labels = torch.from_numpy(dataset.train_labels).long()
@@ -198,6 +198,7 @@ CONTENDERS: dict[str, Callable[[Dataset, int], Contender]] = {
     "pytorch_1thread": lambda dataset, batch_size: TorchLoop(dataset, batch_size, threads=1),
 }
 NEEDS_TORCH = {"pytorch", "pytorch_1thread"}
+TORCH_THREADS = os.cpu_count() or 1  # the lectures' torch.set_num_threads; --torch-threads
 REFERENCE = "pytorch"
 
 
@@ -210,17 +211,22 @@ def throughput_section(
     contenders: Sequence[str],
     epochs: int,
     matmul_size: int,
+    slow_epoch_seconds: float,
 ) -> dict[str, Any]:
     """Epoch seconds of each contender at one batch size: warm-up, then alternating epochs.
 
     Each round times one epoch of every contender (in a rotating order) and one large matmul, so
-    the roofline and the contenders see the same load from other processes.
+    the roofline and the contenders see the same load from other processes. A contender whose
+    warm-up epoch took over `slow_epoch_seconds` is timed on one epoch only, so the run ends.
     """
     runners = {name: CONTENDERS[name](dataset, batch_size) for name in contenders}
+    timed_epochs = {}
     for name, runner in runners.items():
         start = time.perf_counter()
         runner.run_epoch(0)  # compiles (JAX) and warms caches; not timed
-        print(f"  batch {batch_size}: warmed up {name} in {time.perf_counter() - start:.1f}s")
+        seconds = time.perf_counter() - start
+        timed_epochs[name] = 1 if seconds > slow_epoch_seconds else epochs
+        print(f"  batch {batch_size}: warmed up {name} in {seconds:.1f}s", flush=True)
     wall: dict[str, list[float]] = {name: [] for name in runners}
     cpu: dict[str, list[float]] = {name: [] for name in runners}
     examples: dict[str, int] = {}
@@ -228,7 +234,8 @@ def throughput_section(
     for round_index in range(epochs):
         shift = round_index % len(runners)  # rotate, so no contender always runs first
         order = list(runners)[shift:] + list(runners)[:shift]
-        for name in order:
+        timed = [name for name in order if len(wall[name]) < timed_epochs[name]]
+        for name in timed:
             start_wall, start_cpu = time.perf_counter(), time.process_time()
             examples[name] = runners[name].run_epoch(round_index + 1)
             wall[name].append(time.perf_counter() - start_wall)
@@ -236,7 +243,7 @@ def throughput_section(
         peaks.append(time_matmul(matmul_size))
         print(
             f"  batch {batch_size} round {round_index + 1}/{epochs}: "
-            + ", ".join(f"{name} {wall[name][-1]:.2f}s" for name in runners),
+            + ", ".join(f"{name} {wall[name][-1]:.2f}s" for name in timed),
             flush=True,
         )
     peak = statistics.median(peaks)
@@ -249,6 +256,7 @@ def throughput_section(
                 "contender": name,
                 "device": runner.device,
                 "batch_size": batch_size,
+                "timed_epochs": len(wall[name]),
                 "examples_per_epoch": examples[name],
                 "epoch_seconds_median": median,
                 "epoch_seconds_min": min(wall[name]),
@@ -335,18 +343,23 @@ def _torch_to_accuracy(
         loop.run_epoch(epoch)
         with torch.no_grad():
             predictions = torch.cat([loop.net(x).argmax(1) for x in test_images.split(1000)])
-        accuracies.append(float((predictions == test_labels).float().mean()))
+        # An exact count: a float32 mean can put 8800/10000 just below 0.88.
+        accuracies.append(int((predictions == test_labels).sum()) / len(test_labels))
         stamps.append(time.perf_counter() - start)
         print(f"  pytorch epoch {epoch}: test accuracy {accuracies[-1]:.4f} at {stamps[-1]:.1f}s")
-    row = _accuracy_row("pytorch, lectures' recipe", batch_size, accuracies, stamps, target)
-    print(f"  pytorch, lectures' recipe: {_describe(row)}", flush=True)
+        if accuracies[-1] >= target - 1e-6:  # the time is taken; more epochs cost minutes
+            break
+    label = f"pytorch, lectures' recipe ({loop.threads} thread{'s' * (loop.threads > 1)})"
+    row = _accuracy_row(label, batch_size, accuracies, stamps, target)
+    print(f"  {label}: {_describe(row)}", flush=True)
     return row
 
 
 def _accuracy_row(
     label: str, batch_size: int, accuracies: list[float], stamps: list[float], target: float
 ) -> dict[str, Any]:
-    reached = next((i for i, accuracy in enumerate(accuracies) if accuracy >= target), None)
+    # mlp_jax's accuracies are float32: 8800/10000 is 0.87999999523, which must count as 88%.
+    reached = next((i for i, accuracy in enumerate(accuracies) if accuracy >= target - 1e-6), None)
     return {
         "recipe": label,
         "batch_size": batch_size,
@@ -409,6 +422,7 @@ def throughput_table(sections: list[dict[str, Any]]) -> str:
                 {
                     "contender": row["contender"],
                     "batch": row["batch_size"],
+                    "epochs": row["timed_epochs"],
                     "epoch s (median)": f"{row['epoch_seconds_median']:.2f}",
                     "min-max": f"{row['epoch_seconds_min']:.2f}-{row['epoch_seconds_max']:.2f}",
                     "CPU s": f"{row['cpu_seconds_median']:.2f}",
@@ -503,11 +517,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--target", type=float, default=0.88, help="test accuracy to reach")
     parser.add_argument("--max-epochs", type=int, default=10, help="time-to-accuracy epochs")
+    parser.add_argument(
+        "--torch-threads", type=int, default=TORCH_THREADS, help="torch.set_num_threads"
+    )
+    parser.add_argument(
+        "--slow-epoch-seconds",
+        type=float,
+        default=120.0,
+        help="time a contender on one epoch if its warm-up epoch took longer",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    global TORCH_THREADS
+    TORCH_THREADS = args.torch_threads
     command = "python -m experiments.benchmark " + " ".join(sys.argv[1:] if argv is None else argv)
     dataset = load_workload(args)
     report: dict[str, Any] = {
@@ -539,7 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     epochs = 1 if args.quick else args.epochs
     matmul_size = 256 if args.quick else args.matmul_size
     sections = [
-        throughput_section(dataset, batch_size, contenders, epochs, matmul_size)
+        throughput_section(
+            dataset, batch_size, contenders, epochs, matmul_size, args.slow_epoch_seconds
+        )
         for batch_size in batch_sizes
     ]
     report.update(
