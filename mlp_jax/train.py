@@ -95,22 +95,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _parse_widths(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+def _list_of(kind: type) -> Callable[[str], tuple]:
+    """argparse type for comma-separated values, e.g. --hidden 1000,1500."""
 
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {kind.__name__}s, got {text!r}"
+            ) from None
 
-def _parse_floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         if field.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif field.type.startswith("tuple"):
-            kwargs["type"] = _parse_floats if "float" in field.type else _parse_widths
+            kwargs["type"] = _list_of(float if "float" in field.type else int)
         else:
             kwargs["type"] = {"int": int, "float": float}.get(field.type.split(" ")[0], str)
         if "choices" in field.metadata:

@@ -1,0 +1,15 @@
+"""The README's research-code example runs as written."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_research_code_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    example = next(block for block in blocks if "train_step" in block)
+    exec(compile(example, str(README), "exec"), {})
+    out = capsys.readouterr().out
+    accuracy = float(out.split("test accuracy:")[1].split()[0])
+    assert 0.0 <= accuracy <= 1.0 and "loss of each model" in out
