@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else "mini-batch"
         )
         label = f"{name} {batch_size}"
-        results = study.run(config, label)
+        # Separate runs, not one vmapped program: the wall-seconds axis is one model's own time.
+        results = study.run_each(config, label)
         for seed, result in enumerate(results):
             rows += curve_rows(label, seed, result, batch_size=batch_size, base_lr=config.lr)
         seconds = [sum(r["epoch_seconds"] for r in res.history) for res in results]

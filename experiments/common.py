@@ -1,6 +1,8 @@
 """What the experiment scripts share: flags, data, runs over seeds, CSV, Markdown, figures.
 
 Scripts build `mlp_jax.Config`s in Python; the flags here only pick the data, seeds and epochs.
+The seeds of a configuration (and the lrs of a sweep) train as one vmapped program: the same
+`mlp_jax.train_many` engine as `python -m mlp_jax.train --seeds K --lr-sweep ...`.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ matplotlib.use("Agg")  # scripts run headless; set before pyplot is imported any
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mlp_jax import Config, Dataset, load_dataset  # noqa: E402
+from mlp_jax import Config, Dataset, load_dataset, train_many  # noqa: E402
 from mlp_jax.plot import dataset_title  # noqa: E402
 from mlp_jax.train import DivergedError, RunResult, train_and_evaluate  # noqa: E402
 
@@ -79,19 +82,58 @@ class Study:
         return self.stem.with_suffix(".png")
 
     def run(self, config: Config, label: str, dataset: Dataset | None = None) -> list[RunResult]:
-        """`config` trained once per seed 0..seeds-1 (a plain loop over `train_and_evaluate`)."""
-        return [self.train(config.replace(seed=seed), label, dataset) for seed in range(self.seeds)]
+        """`config` trained once per seed 0..seeds-1, all seeds in one compiled program.
 
-    def run_or_diverge(self, config: Config, label: str) -> list[RunResult | DivergedError]:
-        """Like `run`, but a NaN/inf loss is a result (the DivergedError), not a crash."""
-        results: list[RunResult | DivergedError] = []
-        for seed in range(self.seeds):
-            try:
-                results.append(self.train(config.replace(seed=seed), label))
-            except DivergedError as error:
-                print(f"  {label} seed {seed}: diverged in epoch {error.epoch}", flush=True)
-                results.append(error)
+        This is the `--seeds` engine (`mlp_jax.train_many`); a diverged seed raises its
+        DivergedError, as train_and_evaluate would.
+        """
+        results = self.sweep(config, label, [config.lr], dataset)[config.lr]
+        for result in results:
+            if isinstance(result, DivergedError):
+                raise result
+        return results  # type: ignore[return-value]
+
+    def sweep(
+        self,
+        config: Config,
+        label: str,
+        lrs: Sequence[float],
+        dataset: Dataset | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> dict[float, list[RunResult | DivergedError]]:
+        """One model per (lr, seed), all in one compiled program (`train_many`, `--lr-sweep`).
+
+        Returns, per peak lr, one result per seed (default 0..seeds-1). A model whose running
+        train loss became NaN/inf gets the DivergedError that the train loop's NaN guard would
+        have raised (same epoch); the other models are unaffected by it.
+        """
+        seeds = range(self.seeds) if seeds is None else seeds
+        start = time.perf_counter()
+        many = train_many(config, dataset or self.dataset, seeds=seeds, lrs=lrs)
+        seconds = time.perf_counter() - start
+        results: dict[float, list[RunResult | DivergedError]] = {}
+        for k, (seed, lr) in enumerate(zip(many.seeds, many.lrs, strict=True)):
+            history = many.history[k]
+            bad = next((r for r in history if not math.isfinite(r["train_loss"])), None)
+            if bad is not None:
+                result = DivergedError(bad["epoch"], bad["train_loss"], bad["lr"])
+                verdict = f"diverged in epoch {bad['epoch']}"
+            else:
+                result = RunResult(many.state(k), history, many.test[k], many.dataset)
+                verdict = f"test accuracy {100 * many.test[k]['accuracy']:.2f}%"
+            lr_label = f" lr {lr:.2g}" if len(lrs) > 1 else ""
+            print(f"  {label}{lr_label} seed {seed}: {verdict}", flush=True)
+            results.setdefault(lr, []).append(result)
+        print(
+            f"  ({len(many.seeds)} models in one program: compile {many.compile_seconds:.1f}s, "
+            f"{seconds:.1f}s in all)",
+            flush=True,
+        )
         return results
+
+    def run_each(self, config: Config, label: str) -> list[RunResult]:
+        """`config` trained once per seed as separate runs, so each run's seconds are its own."""
+        return [self.train(config.replace(seed=seed), label) for seed in range(self.seeds)]
 
     def train(self, config: Config, label: str, dataset: Dataset | None = None) -> RunResult:
         """One run, with one line of progress."""

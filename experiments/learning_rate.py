@@ -2,7 +2,8 @@
 
 python -m experiments.learning_rate [--idx-dir /usr/share/datasets/fashion-mnist] [--quick]
 Plain SGD and momentum SGD (0.9) at a constant lr; a run whose loss becomes NaN/inf is marked as
-diverged (the train loop's DivergedError), not dropped.
+diverged (the NaN guard's DivergedError), not dropped. Per optimizer, all lrs and seeds train as
+one vmapped program (mlp_jax.train_many).
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser(__doc__.splitlines()[0]).parse_args(argv)
     study = Study("learning_rate", args)
     rows, table, points = [], [], {}
+    learning_rates = QUICK_LEARNING_RATES if study.quick else LEARNING_RATES
     for optimizer in OPTIMIZERS[1:] if study.quick else OPTIMIZERS:
-        for lr in QUICK_LEARNING_RATES if study.quick else LEARNING_RATES:
-            config = study.base.replace(optimizer=optimizer, lr=lr, schedule="constant")
-            results = study.run_or_diverge(config, f"{optimizer} lr {lr:.2g}")
+        # Every lr and seed of this optimizer in one compiled program (the --lr-sweep engine).
+        config = study.base.replace(optimizer=optimizer, schedule="constant")
+        by_lr = study.sweep(config, optimizer, learning_rates)
+        for lr in learning_rates:
+            results = by_lr[lr]
             accuracies, diverged = [], 0
             for seed, result in enumerate(results):
                 if isinstance(result, DivergedError):

@@ -44,15 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, sweep_table, sweep = [], [], {}
     validation = validation_split(study.dataset)
     for optimizer, lrs in grid.items():
-        for lr in lrs if len(lrs) > 1 else ():  # a single candidate needs no selection
-            config = study.base.replace(optimizer=optimizer, lr=lr, schedule="cosine", seed=0)
-            try:
-                result = study.train(
-                    config, f"sweep {optimizer} lr {lr:g} (validation)", validation
-                )
-                accuracy = result.history[-1]["test_accuracy"]
-            except DivergedError:
+        if len(lrs) < 2:  # a single candidate needs no selection
+            continue
+        # The whole grid of this optimizer in one compiled program (the --lr-sweep engine).
+        config = study.base.replace(optimizer=optimizer, schedule="cosine")
+        by_lr = study.sweep(config, f"sweep {optimizer} (validation)", lrs, validation, seeds=[0])
+        for lr in lrs:
+            (result,) = by_lr[lr]
+            if isinstance(result, DivergedError):
                 accuracy = float("nan")
+            else:
+                accuracy = result.history[-1]["test_accuracy"]
             sweep[optimizer, lr] = accuracy
             rows.append(
                 {
