@@ -105,32 +105,45 @@ def _free_port() -> int:
 
 
 def test_two_processes_match_four_devices_and_only_process_0_reports(runs, tmp_path):
-    # The same CLI flags as a single-process run, plus the three multi-process ones.
-    args = ["--dataset", "mnist_subset", "--layers", "2", "--hidden", "32", "--epochs", "1",
+    # The same CLI flags as a single-process run, plus the three multi-process ones; the
+    # workdir is shared by both processes, as on a shared filesystem.
+    workdir = tmp_path / "workdir"
+    args = ["--dataset", "mnist_subset", "--layers", "2", "--hidden", "32",
             "--batch-size", "64", "--dropout", "0.1", "--eval-batch-size", "300",
-            "--coordinator", f"localhost:{_free_port()}", "--num-processes", "2"]  # fmt: skip
+            "--workdir", str(workdir), "--num-processes", "2"]  # fmt: skip
 
-    def launch(rank: int) -> subprocess.Popen:
-        workdir = str(tmp_path / f"workdir{rank}")
-        command = [sys.executable, str(WORKER), str(tmp_path), "cli", *args]
-        command += ["--process-id", str(rank), "--workdir", workdir]
-        return subprocess.Popen(command, env=_env(2), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    def launch(epochs: int) -> list[tuple[str, str]]:
+        coordinator = ["--coordinator", f"localhost:{_free_port()}", "--epochs", str(epochs)]
+        command = [sys.executable, str(WORKER), str(tmp_path), "cli", *args, *coordinator]
+        workers = [
+            subprocess.Popen([*command, "--process-id", str(rank)], env=_env(2),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for rank in (0, 1)
+        ]  # fmt: skip
+        try:
+            outputs = [worker.communicate(timeout=TIMEOUT) for worker in workers]
+        finally:
+            for worker in workers:  # one that failed leaves the other waiting for it
+                worker.kill()
+        for worker, (_, stderr) in zip(workers, outputs, strict=True):
+            assert worker.returncode == 0, stderr[-3000:]
+        return outputs
 
-    workers = [launch(0), launch(1)]
-    try:
-        outputs = [worker.communicate(timeout=TIMEOUT) for worker in workers]
-    finally:
-        for worker in workers:  # one that failed leaves the other waiting for it
-            worker.kill()
-    for worker, (_, stderr) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, stderr[-3000:]
+    outputs = launch(epochs=1)
     assert "mesh data=4 over 4 cpu devices in 2 processes" in outputs[0][0]
     ours = [line for line in outputs[1][0].splitlines() if not line.startswith("[Gloo]")]
     assert "epoch 1/1" in outputs[0][0] and ours == []  # gloo's C++ log is not ours to silence
-    assert (tmp_path / "workdir0" / "metrics.jsonl").exists()
-    assert not (tmp_path / "workdir1" / "metrics.jsonl").exists()
+    assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 1
+    assert (workdir / "checkpoints" / "1").is_dir()
     four, four_metrics = _load(runs, "devices4")
     two_processes, metrics = _load(tmp_path, "processes2")
     chex.assert_trees_all_close(two_processes, four, atol=1e-5, rtol=1e-5)
     assert metrics["count"] == 1000 and metrics["accuracy"] == four_metrics["accuracy"]
+
+    # Both processes restore the checkpoint that process 0 saved, and train one more epoch.
+    outputs = launch(epochs=2)
+    assert "resuming from checkpoint" in outputs[0][0] and "epoch 2/2" in outputs[0][0]
+    assert not any(line.startswith("epoch 1/2") for line in outputs[0][0].splitlines())
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in records] == [1, 2]
+    assert (workdir / "checkpoints" / "2").is_dir()
