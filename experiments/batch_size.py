@@ -33,7 +33,7 @@ def lr_for(batch_size: int) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser(__doc__.splitlines()[0], seeds=1).parse_args(argv)
+    args = make_parser(__doc__.splitlines()[0]).parse_args(argv)
     study = Study("batch_size", args)
     rows, table, curves = [], [], {}
     for batch_size in QUICK_BATCH_SIZES if study.quick else BATCH_SIZES:
@@ -93,7 +93,8 @@ def _figure(study: Study, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> F
         axes.legend(title="batch size")
     figure.suptitle(
         f"{study.title}: serial vs mini-batch vs full batch\n"
-        f"({study.base.layers}-layer MLP, momentum SGD, constant lr 0.05·min(1, B/128))"
+        f"({study.base.layers}-layer MLP, momentum SGD, constant lr 0.05·min(1, B/128), "
+        f"mean of {study.seeds} seed(s))"
     )
     figure.tight_layout()
     return figure

@@ -211,7 +211,11 @@ def mean_curve(results: Sequence[RunResult], key: str) -> np.ndarray:
 
 
 def run_row(label: str, seed: int, result: RunResult, **extra: Any) -> dict[str, Any]:
-    """One CSV row: a run's final metrics and its total training seconds."""
+    """One CSV row: a run's final metrics and its total training seconds.
+
+    For models trained together (`Study.run`, `Study.sweep`) the seconds are the whole
+    program's, shared by all its models.
+    """
     last = result.history[-1]
     return {
         "config": label,

@@ -35,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "widths": label,
                 "test accuracy (%)": pm(accuracies[layers]),
                 "train accuracy, running (%)": pm(final(results, "train_accuracy")),
-                "s/epoch": f"{rows[-1]['train_seconds'] / rows[-1]['epochs']:.2f}",
+                f"s/epoch, {study.seeds} seeds together": (
+                    f"{rows[-1]['train_seconds'] / rows[-1]['epochs']:.2f}"
+                ),
             }
         )
     print_table(f"Depth: {study.title}, {study.seeds} seeds, {study.base.epochs} epochs", table)
