@@ -170,9 +170,11 @@ def test_resume_after_clean_stop_matches_uninterrupted_run(reference, tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
 
     stopped = config.replace(workdir=str(tmp_path / "run"))
+    # What the caller had: Python's KeyboardInterrupt handler, or SIG_IGN under `nohup ... &`.
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     with pytest.raises(StoppedBySignal, match="after epoch 2/4.*checkpoints/2"):
         train_and_evaluate(stopped, dataset, log=stop_after_epoch_2)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert {signum: signal.getsignal(signum) for signum in handlers} == handlers  # restored
     lines = []
     resumed = train_and_evaluate(stopped, dataset, log=lines.append)
     assert sum(line.startswith("resuming from checkpoint") for line in lines) == 1
