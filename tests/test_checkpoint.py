@@ -221,6 +221,25 @@ def test_sigterm_writes_a_checkpoint_that_resumes_exactly(reference, tmp_path):
     assert_same_run(workdir, reference)
 
 
+def test_second_sigint_exits_at_once_and_keeps_the_previous_checkpoint(reference, tmp_path):
+    workdir = tmp_path / "run"
+    process = start_run(workdir, pause_at="epoch:2")  # epoch 2 would take 600 s more
+    wait_for_pause(process)
+    wait_until(lambda: (workdir / "checkpoints" / "1").is_dir())
+    process.send_signal(signal.SIGINT)
+    for line in process.stderr:  # the first one is taken: it will stop after this epoch
+        if "SIGINT: finishing this epoch" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)  # not the 600 s the epoch still had to run
+    assert process.returncode == 130, err
+    assert "SIGINT again: exiting now, without saving" in err
+    assert restore_checkpoint(str(workdir)).epoch == 1
+    code, out, err = run(workdir)
+    assert code == 0, err
+    assert_same_run(workdir, reference)
+
+
 def test_partial_checkpoint_is_ignored(copy_of_reference):
     checkpoints = copy_of_reference / "checkpoints"
     partial = checkpoints / "5.orbax-checkpoint-tmp-1700000000000000"  # as a kill mid-save leaves
