@@ -1,6 +1,7 @@
 """Runs for test_sharding.py in a fresh process, where XLA_FLAGS can fake several CPU devices.
 
-`python tests/scale_worker.py OUT single`: 1, 4 and 8 devices, a 2-seed sweep, an uneven batch.
+`python tests/scale_worker.py OUT single`: 1, 4 and 8 devices, a 2-seed sweep, a host-fed
+train_step on a sharded batch, an uneven batch.
 `python tests/scale_worker.py OUT cli ARGS...`: one process of a CLI run (e.g. of several).
 Results go to OUT: params as .npz, metrics as .json; only process 0 writes.
 """
@@ -19,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlp_jax import Config, ConfigError  # noqa: E402
 from mlp_jax.data import load_mnist_subset  # noqa: E402
-from mlp_jax.sharding import is_main_process  # noqa: E402
+from mlp_jax.sharding import is_main_process, make_mesh, put_replicated, shard_batch  # noqa: E402
+from mlp_jax.state import build_model, init_state  # noqa: E402
+from mlp_jax.steps import train_step  # noqa: E402
 from mlp_jax.sweep import train_many  # noqa: E402
 from mlp_jax.train import config_from_args, train_and_evaluate  # noqa: E402
 
@@ -46,6 +49,19 @@ def single(out: Path) -> None:
         save(out, f"devices{devices}", result.state.params, result.test)
     sweep = train_many(CONFIG.replace(devices="8", seeds=2), data)
     save(out, "sweep8_seed0", sweep.state(0).params, sweep.test[0])
+    # A host-fed research loop: train_step on one global batch that shard_batch splits over 8
+    # devices, against the same step on one device.
+    batch = {"image": data.train_images[:64], "label": data.train_labels[:64]}
+    model = build_model(CONFIG, data)
+    for devices in ("1", "8"):
+        mesh = make_mesh(CONFIG.replace(devices=devices))
+        state = put_replicated(init_state(CONFIG, data, model), mesh)
+        sharded = shard_batch(batch, mesh)
+        state, metrics = train_step(state, sharded)
+        metrics = {"loss": metrics["loss"], "accuracy": metrics["accuracy"], "count": 64}
+        save(out, f"host_fed{devices}", state.params, metrics)
+        spread = len(sharded["image"].addressable_shards)  # one block of rows per device
+        (out / f"host_fed{devices}_shards.txt").write_text(str(spread))
     try:
         train_and_evaluate(CONFIG.replace(devices="8", batch_size=100), data, log=quiet)
     except ConfigError as error:

@@ -70,6 +70,15 @@ def test_vmapped_seeds_on_eight_devices_match_a_single_run(runs):
     chex.assert_trees_all_close(seed0, one, atol=1e-5, rtol=1e-5)
 
 
+def test_train_step_on_a_batch_sharded_over_eight_devices_matches_one_device(runs):
+    one, one_metrics = _load(runs, "host_fed1")
+    eight, eight_metrics = _load(runs, "host_fed8")
+    chex.assert_trees_all_close(eight, one, atol=1e-6, rtol=1e-6)
+    assert eight_metrics["loss"] == pytest.approx(one_metrics["loss"], rel=1e-6)
+    assert (runs / "host_fed8_shards.txt").read_text() == "8"
+    assert (runs / "host_fed1_shards.txt").read_text() == "1"
+
+
 def test_uneven_global_batch_names_the_nearest_valid_sizes(runs):
     message = (runs / "uneven_error.txt").read_text()
     assert message.startswith("--batch-size") and "8 devices" in message and "96 or 104" in message
