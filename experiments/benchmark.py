@@ -154,6 +154,66 @@ def _flax_update_model(state: train_state.TrainState, grads: Any) -> train_state
     return state.apply_gradients(grads=grads)
 
 
+class MatmulChain:
+    """A ceiling, not a peer: only the epoch's matmuls, scanned like mlp_jax's epoch.
+
+    The same five layer shapes, batch size and steps (full batches only), with forward
+    a_l = a_{l-1} W_l, backward dW_l = a_{l-1}^T E_l and E_{l-1} = E_l W_l^T, and the SGD update,
+    on float32 batches already in order. No permutation, gather, bias, activation, loss or
+    metric, and E_5 is the logits themselves. Its roofline fraction is what a chain of these
+    matmul shapes reaches on this device: the small layers' dots run far below the big matmul.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int):
+        pixels = int(np.prod(dataset.image_shape))
+        sizes = [pixels, *HIDDEN, dataset.num_classes]
+        steps = len(dataset.train_labels) // batch_size
+        images = dataset.train_images[: steps * batch_size].reshape(steps, batch_size, pixels)
+        self.batches = jax.device_put(images.astype(np.float32) / 255.0)
+        keys = jax.random.split(jax.random.PRNGKey(0), len(sizes) - 1)
+        self.weights = [
+            jax.random.normal(key, (n_in, n_out)) / np.sqrt(n_in)
+            for key, n_in, n_out in zip(keys, sizes[:-1], sizes[1:], strict=True)
+        ]
+        self.examples = steps * batch_size
+        self.device = str(jax.devices()[0])
+
+    def run_epoch(self, epoch: int) -> int:
+        self.weights = _matmul_chain_epoch(self.weights, self.batches)
+        jax.block_until_ready(self.weights)
+        return self.examples
+
+
+@jax.jit
+def _matmul_chain_epoch(weights: list[jax.Array], batches: jax.Array) -> list[jax.Array]:
+    def step(weights, inputs):
+        activations = [inputs]
+        for weight in weights:
+            activations.append(activations[-1] @ weight)
+        error, grads = activations[-1], []
+        for layer in reversed(range(len(weights))):
+            grads.insert(0, activations[layer].T @ error)
+            if layer > 0:  # the first layer needs no input gradient, as in training
+                error = error @ weights[layer].T
+        # A tiny step keeps the weights finite over thousands of steps (only the time counts).
+        return [weight - 1e-7 * grad for weight, grad in zip(weights, grads, strict=True)], None
+
+    return jax.lax.scan(step, weights, batches)[0]
+
+
+def time_permutation(num_examples: int) -> float:
+    """Seconds of one `jax.random.permutation` of the train set: part of every mlp_jax epoch."""
+    permutation = jax.jit(jax.random.permutation, static_argnums=1)
+    key = jax.random.PRNGKey(0)
+    permutation(key, num_examples).block_until_ready()
+    seconds = []
+    for index in range(5):
+        start = time.perf_counter()
+        permutation(jax.random.fold_in(key, index), num_examples).block_until_ready()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
 def torch_mlp(sizes: Sequence[int]) -> Any:
     """The lectures' PyTorch net: Linear layers with ReLU between them."""
     layers: list[Any] = [torch.nn.Flatten()]
@@ -196,6 +256,8 @@ CONTENDERS: dict[str, Callable[[Dataset, int], Contender]] = {
     # A reference, not a peer: the same loop on one thread, which an oversubscribed machine
     # favours (OpenMP's threads wait for each other when another process takes a core).
     "pytorch_1thread": lambda dataset, batch_size: TorchLoop(dataset, batch_size, threads=1),
+    # A ceiling, not a peer: the epoch's matmuls alone.
+    "matmul_chain": MatmulChain,
 }
 NEEDS_TORCH = {"pytorch", "pytorch_1thread"}
 TORCH_THREADS = os.cpu_count() or 1  # the lectures' torch.set_num_threads; --torch-threads
@@ -247,6 +309,10 @@ def throughput_section(
             flush=True,
         )
     peak = statistics.median(peaks)
+    num_examples = len(dataset.train_labels)
+    permutation_seconds = time_permutation(num_examples)
+    milliseconds = permutation_seconds * 1e3
+    print(f"  the permutation of {num_examples:,} in each mlp_jax epoch: {milliseconds:.1f} ms")
     flops = flops_per_example([int(np.prod(dataset.image_shape)), *HIDDEN, dataset.num_classes])
     rows = []
     for name, runner in runners.items():
@@ -283,6 +349,7 @@ def throughput_section(
         "batch_size": batch_size,
         "matmul_flops_per_second": peak,
         "matmul_flops_per_second_all": peaks,
+        "permutation_seconds": permutation_seconds,
         "loadavg_after": os.getloadavg(),
         "peak_rss_mib_so_far": peak_rss_mib(),
         "rows": rows,

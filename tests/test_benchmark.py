@@ -22,15 +22,16 @@ def _run_quick(out: Path, *flags: str) -> subprocess.CompletedProcess:
 def test_quick_benchmark_writes_a_row_per_contender_and_batch_size(tmp_path):
     _run_quick(tmp_path)
     report = json.loads((tmp_path / "benchmark.json").read_text())
-    expected = ["mlp_jax", "flax_host_loop"]
+    expected = ["mlp_jax", "flax_host_loop", "matmul_chain"]
     if HAS_TORCH:
-        expected = ["mlp_jax", "pytorch", "flax_host_loop", "pytorch_1thread"]
+        expected = ["mlp_jax", "pytorch", "flax_host_loop", "pytorch_1thread", "matmul_chain"]
     assert [section["batch_size"] for section in report["sections"]] == [16, 64]
     for section in report["sections"]:
         assert [row["contender"] for row in section["rows"]] == expected
         for row in section["rows"]:
             assert row["epoch_seconds_median"] > 0 and row["roofline_fraction"] > 0
             assert (row["speedup_vs_pytorch"] is not None) == HAS_TORCH
+        assert section["permutation_seconds"] > 0
     assert report["flops_per_example"] == 2_641_664
     table = (tmp_path / "benchmark.md").read_text()
     assert "| contender | batch |" in table and table.count("| mlp_jax |") == 2
