@@ -574,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-sizes", default=",".join(map(str, BATCH_SIZES)), help="comma-separated"
     )
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per contender")
+    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per contender")
     parser.add_argument(
         "--contenders", default=",".join(CONTENDERS), help="comma-separated, from this list"
     )
