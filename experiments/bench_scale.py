@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 
 from mlp_jax import Config  # noqa: E402
 from mlp_jax.data import Dataset, load_mnist_subset  # noqa: E402
+from mlp_jax.loop import train_and_evaluate  # noqa: E402
 from mlp_jax.sweep import train_many  # noqa: E402
-from mlp_jax.train import train_and_evaluate  # noqa: E402
 
 
 def _quiet(line: str) -> None:

@@ -28,7 +28,7 @@ from flax.training import train_state
 from experiments.common import markdown_table
 from mlp_jax import Config, Dataset, build_model, epoch_key, init_state, train_epoch
 from mlp_jax.data import load_idx_dir
-from mlp_jax.train import train_and_evaluate
+from mlp_jax.loop import train_and_evaluate
 
 try:
     import torch

@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from mlp_jax import Config, Dataset, load_dataset, train_many  # noqa: E402
+from mlp_jax.loop import DivergedError, RunResult, train_and_evaluate  # noqa: E402
 from mlp_jax.plot import dataset_title  # noqa: E402
-from mlp_jax.train import DivergedError, RunResult, train_and_evaluate  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # --quick: a slice of mnist_subset and a tiny net, so a script finishes in seconds (a smoke test).

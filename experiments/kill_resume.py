@@ -27,7 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mlp_jax.checkpoint import read_metrics, restore_checkpoint  # noqa: E402
+from mlp_jax.checkpoint import restore_checkpoint  # noqa: E402
+from mlp_jax.workdir import read_metrics  # noqa: E402
 
 DEFAULT_FLAGS = [
     "--dataset", "mnist_subset", "--layers", "3", "--hidden", "512,256", "--dropout", "0.1",

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from experiments.common import Study, make_parser, mean_std, pm, print_table, run_row
-from mlp_jax.train import DivergedError
+from mlp_jax.loop import DivergedError
 
 LEARNING_RATES = tuple(float(lr) for lr in np.logspace(-4, 0, 9))  # 1e-4, 3.2e-4, ..., 1
 QUICK_LEARNING_RATES = (0.01, 1e6)  # the second one diverges, even on the tiny net

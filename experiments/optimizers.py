@@ -23,7 +23,7 @@ from experiments.common import (
     print_table,
     validation_split,
 )
-from mlp_jax.train import DivergedError
+from mlp_jax.loop import DivergedError
 
 LR_GRID = {
     "sgd": (0.03, 0.1, 0.3),

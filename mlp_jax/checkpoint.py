@@ -1,5 +1,5 @@
-"""Orbax checkpoints of a run and the files that make resuming exact: `DIR/checkpoints/<epoch>/`,
-`DIR/metrics.jsonl` (one line per epoch, even after kills), moving an old run aside for --fresh.
+"""Orbax checkpoints of a run, `DIR/checkpoints/<epoch>/`: saving, restoring, which to keep.
+The rest of the run folder (config.json, metrics.jsonl, --fresh) is workdir.py's.
 
 A checkpoint is the whole TrainState plus a JSON record (epoch, config, dataset, normalisation, a
 hash of the state); with `epoch_key(config, e)` ordering each epoch, that is all a resume needs.
@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import re
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -25,11 +23,7 @@ from mlp_jax.config import Config, ConfigError
 from mlp_jax.model import MLP, mlp_from_config
 from mlp_jax.optim import make_optimizer
 from mlp_jax.steps import TrainState, create_train_state, steps_per_epoch
-
-CHECKPOINTS = "checkpoints"  # DIR/checkpoints/<epoch>/{state, info}
-UNREADABLE = "unreadable-checkpoints"  # where checkpoints that failed to restore are moved
-METRICS = "metrics.jsonl"
-RUN_FILES = ("config.json", METRICS, CHECKPOINTS)  # any of these means DIR holds a run
+from mlp_jax.workdir import CHECKPOINTS, UNREADABLE, Workdir, timestamp, unused_path
 
 # Config fields that change the shapes or the meaning of the saved state, or the data order: a
 # resume with any of them different would not continue the same run. Everything else (epochs, lr
@@ -83,8 +77,10 @@ class Checkpointer:
     deciding to resume it. (orbax's own read_only option logs a warning each time.)
     """
 
-    def __init__(self, workdir: str, keep: int = 3, *, read_only: bool = False):
-        self.directory = os.path.join(workdir, CHECKPOINTS)  # as given: messages show it
+    def __init__(self, workdir: str | Workdir, keep: int = 3, *, read_only: bool = False):
+        workdir = Workdir.of(workdir)
+        self.directory = workdir.file(CHECKPOINTS)  # absolute, as orbax needs
+        self.shown = workdir.show(CHECKPOINTS)  # as the user typed it: messages show this
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocp.checkpoint_managers.LatestN(keep),
             # Temporary dirs are saves that a kill interrupted: never complete, so never used.
@@ -106,6 +102,10 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def path(self, epoch: int) -> str:
+        """DIR/checkpoints/<epoch> as the user would type it (for messages)."""
+        return os.path.join(self.shown, str(epoch))
+
+    def _absolute(self, epoch: int) -> str:
         return os.path.join(self.directory, str(epoch))
 
     def save(self, epoch: int, state: TrainState, config: Config, run_info: dict[str, Any]) -> str:
@@ -200,19 +200,22 @@ class Checkpointer:
                 path=path,
                 skipped=tuple(skipped),
             )
-        where = f"epoch {epoch} in {self.directory}" if epoch is not None else self.directory
+        where = f"epoch {epoch} in {self.shown}" if epoch is not None else self.shown
         reasons = "; ".join(skipped) if skipped else "there is none"
         raise NoCheckpointError(f"no readable checkpoint of {where}: {reasons}")
 
     def set_aside(self, epoch: int) -> str:
         """Move one (unreadable) checkpoint out of the way, to DIR/unreadable-checkpoints/."""
-        aside = _unused_path(
-            os.path.join(os.path.dirname(self.directory), UNREADABLE, f"{epoch}-{_timestamp()}")
+        name = os.path.basename(
+            unused_path(os.path.join(self._unreadable(), f"{epoch}-{timestamp()}"))
         )
-        os.makedirs(os.path.dirname(aside), exist_ok=True)
-        os.rename(self.path(epoch), aside)
+        os.makedirs(self._unreadable(), exist_ok=True)
+        os.rename(self._absolute(epoch), os.path.join(self._unreadable(), name))
         self._manager.reload()
-        return aside
+        return os.path.join(os.path.dirname(self.shown), UNREADABLE, name)
+
+    def _unreadable(self) -> str:
+        return os.path.join(os.path.dirname(self.directory), UNREADABLE)
 
     def _save_error(self, epoch: int | None, error: Exception) -> CheckpointError:
         # From the disk, not the manager: orbax already forgot the one it planned to delete.
@@ -223,19 +226,22 @@ class Checkpointer:
         )
 
 
-def restore_checkpoint(workdir: str, epoch: int | None = None) -> Checkpoint:
+def restore_checkpoint(workdir: str | Workdir, epoch: int | None = None) -> Checkpoint:
     """Restore the newest readable checkpoint of `workdir` (or that of `epoch`), for research code.
 
     Needs no dataset: the model (with its normalisation) and the optimizer are rebuilt from the
     saved record, so `ckpt.state.apply_fn` and `ckpt.state.params` are ready to use. Newer
     checkpoints that cannot be read are listed in `ckpt.skipped`. Raises NoCheckpointError.
     """
-    if not os.path.isdir(os.path.join(workdir, CHECKPOINTS)):
-        raise NoCheckpointError(f"no checkpoints in {workdir} (expected {CHECKPOINTS}/ there)")
+    workdir = Workdir.of(workdir)  # relative paths are relative to the current directory
+    if not os.path.isdir(workdir.file(CHECKPOINTS)):
+        raise NoCheckpointError(
+            f"no checkpoints in {workdir.shown} (expected {CHECKPOINTS}/ there)"
+        )
     return Checkpointer(workdir, read_only=True).restore(epoch=epoch)
 
 
-def restore_params(workdir: str, epoch: int | None = None) -> Any:
+def restore_params(workdir: str | Workdir, epoch: int | None = None) -> Any:
     """Just the params of the newest readable checkpoint of `workdir` (see `restore_checkpoint`)."""
     return restore_checkpoint(workdir, epoch).state.params
 
@@ -310,83 +316,6 @@ def _state_hash(host_state: TrainState) -> str:
         digest.update(f"{leaf.dtype}{leaf.shape}".encode())
         digest.update(leaf.tobytes())
     return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------- the run directory
-
-
-def holds_run(workdir: str) -> bool:
-    return any(os.path.exists(os.path.join(workdir, name)) for name in RUN_FILES)
-
-
-def move_run_aside(workdir: str) -> str:
-    """Rename `workdir` to `<workdir>.previous-<timestamp>` (one atomic rename) and recreate it."""
-    workdir = os.path.normpath(workdir)
-    aside = _unused_path(f"{workdir}.previous-{_timestamp()}")
-    os.rename(workdir, aside)
-    os.makedirs(workdir)
-    return aside
-
-
-def read_metrics(workdir: str) -> tuple[list[dict[str, Any]], int]:
-    """The records of DIR/metrics.jsonl and how many lines could not be read.
-
-    A kill can leave a last line without its newline (a torn write): it is not a record.
-    """
-    path = os.path.join(workdir, METRICS)
-    if not os.path.exists(path):
-        return [], 0
-    with open(path, "rb") as file:
-        lines = file.read().split(b"\n")
-    records, unreadable = [], 0
-    for line in lines[:-1]:  # the part after the last newline is empty or torn
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            unreadable += 1
-    return records, unreadable + (lines[-1] != b"")
-
-
-def keep_metrics_until(workdir: str, epoch: int) -> tuple[list[dict[str, Any]], int]:
-    """Cut metrics.jsonl to the records of epochs 1..`epoch` (atomically: temp file + rename).
-
-    Returns the kept records and how many lines were dropped (later epochs, torn or unreadable).
-    """
-    records, unreadable = read_metrics(workdir)
-    kept = [record for record in records if record.get("epoch", epoch + 1) <= epoch]
-    dropped = len(records) - len(kept) + unreadable
-    if dropped:
-        write_atomically(
-            os.path.join(workdir, METRICS), "".join(json.dumps(r) + "\n" for r in kept)
-        )
-    return kept, dropped
-
-
-def append_metrics(workdir: str, record: dict[str, Any]) -> None:
-    """Append one line and fsync it, so it is on disk before the epoch's checkpoint is."""
-    with open(os.path.join(workdir, METRICS), "a") as file:
-        file.write(json.dumps(record) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write `text` to a temp file beside `path`, fsync, then rename: readers see old or new."""
-    temp = f"{path}.tmp-{os.getpid()}"
-    with open(temp, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-
-
-def _timestamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
-
-
-def _unused_path(path: str) -> str:
-    candidates: Iterable[str] = (path if i == 0 else f"{path}-{i}" for i in range(1000))
-    return next(candidate for candidate in candidates if not os.path.exists(candidate))
 
 
 def _os_reason(error: BaseException) -> str:

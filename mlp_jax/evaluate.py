@@ -14,10 +14,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from mlp_jax.checkpoint import DATASET_FACTS, NoCheckpointError, read_metrics, restore_checkpoint
+from mlp_jax.checkpoint import DATASET_FACTS, NoCheckpointError, restore_checkpoint
 from mlp_jax.config import ConfigError
 from mlp_jax.data import load_dataset
 from mlp_jax.steps import evaluate
+from mlp_jax.workdir import read_metrics
 
 PROG = "mlp_jax.evaluate"
 

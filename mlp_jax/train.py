@@ -1,93 +1,21 @@
-"""`python -m mlp_jax.train`: the command line and the epoch loop.
+"""`python -m mlp_jax.train`: parse the flags (one per Config field), call the loop, and turn
+its errors into one-line messages and exit codes.
 
-This is the only module with printing, clocks and files; the compiled work is in steps.py.
+Imports no JAX until the flags are parsed, so `--help` and flag errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
-import json
 import logging
-import math
-import os
-import signal
 import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
-import numpy as np
-from tqdm import tqdm
-
-from mlp_jax.checkpoint import (
-    CHECKPOINTS,
-    Checkpointer,
-    CheckpointError,
-    NoCheckpointError,
-    append_metrics,
-    check_resumable,
-    holds_run,
-    keep_metrics_until,
-    move_run_aside,
-    write_atomically,
-)
 from mlp_jax.config import Config, ConfigError
-from mlp_jax.data import Dataset, load_dataset
-from mlp_jax.model import count_params, layer_sizes
-from mlp_jax.optim import make_schedule
-from mlp_jax.sharding import (
-    batch_sharding,
-    data_parallel,
-    describe,
-    initialize_distributed,
-    is_main_process,
-    make_mesh,
-    put_replicated,
-)
-from mlp_jax.state import build_model, check_fits, epoch_key, init_state
-from mlp_jax.steps import TrainState, evaluate, steps_per_epoch, train_epoch
-from mlp_jax.sweep import SweepResult, train_many
 
 PROG = "mlp_jax.train"
-
-
-class DivergedError(RuntimeError):
-    """The running train loss became NaN or inf."""
-
-    def __init__(self, epoch: int, loss: float, lr: float):
-        self.epoch, self.loss, self.lr = epoch, loss, lr
-        super().__init__(
-            f"train loss became {loss} in epoch {epoch} (lr {lr:.4g}); try a smaller --lr"
-        )
-
-
-class StoppedBySignal(Exception):
-    """SIGINT/SIGTERM stopped the run after a completed epoch (checkpointed with --workdir)."""
-
-    def __init__(self, signum: int, epoch: int, epochs: int, checkpoint: str | None):
-        self.signum = signum
-        name = signal.Signals(signum).name
-        where = (
-            f"checkpoint {checkpoint} is saved; run the same command to resume"
-            if checkpoint
-            else "nothing was saved (no --workdir)"
-        )
-        super().__init__(f"stopped by {name} after epoch {epoch}/{epochs}: {where}")
-
-
-@dataclasses.dataclass
-class RunResult:
-    state: TrainState
-    history: list[dict[str, Any]]  # one metrics.jsonl record per epoch
-    test: dict[str, Any]  # evaluate() of the final state, as numpy
-    dataset: Dataset
-
-
-# ----------------------------------------------------------------------------- command line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,375 +63,6 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
     return Config(**vars(build_parser().parse_args(argv)))
 
 
-# ----------------------------------------------------------------------------- set-up
-
-
-def prepare_workdir(config: Config, log: Callable[[str], None] | None = None) -> str | None:
-    """Create the workdir. With --fresh, first move a run already there aside (never delete it)."""
-    if config.workdir is None:
-        return None
-    workdir = config.workdir
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ConfigError("--workdir", f"{workdir} is a file; expected a directory (new or empty)")
-    if config.fresh and os.path.isdir(workdir) and holds_run(workdir):
-        try:
-            aside = move_run_aside(workdir)
-        except OSError as error:
-            raise ConfigError(
-                "--fresh", f"cannot move the run in {workdir} aside: {error.strerror}"
-            ) from None
-        (log or _print)(f"--fresh: moved the previous run in {workdir} to {aside}")
-    elif config.num_models > 1 and os.path.isdir(workdir) and holds_run(workdir):
-        raise ConfigError(
-            "--workdir",
-            f"{workdir} already holds a run, and --seeds/--lr-sweep runs do not resume; "
-            "use --fresh (moves it aside) or a new directory",
-        )
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as error:
-        raise ConfigError("--workdir", f"cannot create {workdir}: {error.strerror}") from None
-    return workdir
-
-
-# ----------------------------------------------------------------------------- the loop
-
-
-def _print(line: str) -> None:
-    tqdm.write(line, file=sys.stdout)  # keeps lines above the progress bar on a terminal
-
-
-def _silent(line: str) -> None:
-    """The log of every process but process 0."""
-
-
-def train_and_evaluate(
-    config: Config, dataset: Dataset | None = None, log: Callable[[str], None] = _print
-) -> RunResult:
-    """Train for `config.epochs`, evaluating every `config.eval_every` epochs and after the last.
-
-    Runs on the `data` mesh of --devices, in every process of a multi-process launch; only
-    process 0 logs and writes the workdir. For --seeds/--lr-sweep see train_and_evaluate_many.
-    With `config.workdir`, a run already there resumes from its newest readable checkpoint, and
-    a checkpoint is saved every `config.checkpoint_every` epochs, after the last and on a signal.
-    """
-    if config.num_models > 1:
-        raise ValueError("config asks for several models (--seeds/--lr-sweep): use train_many")
-    initialize_distributed(config)  # before any JAX computation
-    log = log if is_main_process() else _silent
-    workdir = prepare_workdir(config, log)
-    dataset = dataset if dataset is not None else load_dataset(config)
-    check_fits(config, dataset)
-    mesh = make_mesh(config)
-    model = build_model(config, dataset)
-    state = init_state(config, dataset, model)
-    num_train, num_test = len(dataset.train_labels), len(dataset.test_labels)
-    batches = steps_per_epoch(num_train, config.batch_size)
-    schedule = make_schedule(config, batches)
-
-    log(f"devices: {', '.join(str(d) for d in jax.devices())}")
-    log(describe(mesh))
-    if dataset.note:
-        log(dataset.note)
-    log(
-        f"dataset: {dataset.name} ({dataset.source}): {num_train} train / {num_test} test, "
-        f"images {dataset.train_images.shape[1:]} uint8, {dataset.num_classes} classes"
-    )
-    sizes = layer_sizes(int(np.prod(dataset.train_images.shape[1:])), model)
-    log(f"model: {'-'.join(map(str, sizes))} MLP, {count_params(state.params):,} parameters")
-    log(
-        f"training: {config.epochs} epochs x {batches} steps of batch {config.batch_size} "
-        f"({config.optimizer}, lr {config.lr:g}, {config.schedule} schedule)"
-    )
-    run_info = {"dataset": _dataset_info(dataset), "mean": model.mean, "std": model.std}
-    done, history, checkpointer = 0, [], None
-    if workdir:
-        state, done, history = _resume(config, state, run_info, log)
-    if workdir and is_main_process():
-        checkpointer = Checkpointer(workdir, config.keep)
-        _write_config(workdir, config, dataset, sizes)
-
-    # Replicated on every device (MNIST-sized sets fit): each device gathers its rows of a batch.
-    state = put_replicated(state, mesh)
-    train_images, train_labels, test_images, test_labels = put_replicated(
-        (dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels), mesh
-    )
-    split = batch_sharding(mesh)
-    start = time.perf_counter()
-    run_epoch = data_parallel(
-        functools.partial(train_epoch, batch_size=config.batch_size, batch_sharding=split),
-        mesh,
-        donate_state=True,
-    ).lower(state, train_images, train_labels, put_replicated(epoch_key(config, 1), mesh))
-    run_epoch = run_epoch.compile()
-    run_eval = data_parallel(
-        functools.partial(evaluate, batch_size=config.eval_batch_size, batch_sharding=split),
-        mesh,
-        donate_state=False,
-    ).lower(state, test_images, test_labels)
-    run_eval = run_eval.compile()
-    log(f"compiled the epoch and the evaluation in {time.perf_counter() - start:.2f}s")
-
-    test = None
-    epochs = tqdm(
-        range(done + 1, config.epochs + 1),
-        desc="epochs",
-        initial=done,
-        total=config.epochs,
-        disable=not sys.stdout.isatty(),
-    )
-    try:
-        with _StopRequest() as stop:
-            for epoch in epochs:
-                lr = float(schedule(state.step))
-                start = time.perf_counter()
-                key = put_replicated(epoch_key(config, epoch), mesh)
-                state, train_metrics = run_epoch(state, train_images, train_labels, key)
-                train_metrics = _fetch(train_metrics)
-                seconds = time.perf_counter() - start
-                train_loss = float(train_metrics["train_loss"])
-                if not math.isfinite(train_loss):
-                    raise DivergedError(epoch, train_loss, lr)
-                record = {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "train_accuracy": float(train_metrics["train_accuracy"]),
-                    "test_loss": None,
-                    "test_accuracy": None,
-                    "lr": lr,
-                    "epoch_seconds": seconds,
-                    "examples_per_second": num_train / seconds,
-                }
-                if epoch % config.eval_every == 0 or epoch == config.epochs:
-                    test = _fetch(run_eval(state, test_images, test_labels))
-                    record["test_loss"] = float(test["loss"])
-                    record["test_accuracy"] = float(test["accuracy"])
-                history.append(record)
-                log(_format_epoch(record, config.epochs))
-                if checkpointer is not None:
-                    # The line first: a kill between the two leaves a line that resume drops.
-                    append_metrics(workdir, record)
-                    due = epoch % config.checkpoint_every == 0 or epoch == config.epochs
-                    if due or stop.signum:
-                        checkpointer.save(epoch, state, config, run_info)
-                if stop.signum:
-                    saved = checkpointer.path(epoch) if checkpointer is not None else None
-                    raise StoppedBySignal(stop.signum, epoch, config.epochs, saved)
-    finally:
-        if checkpointer is not None:
-            checkpointer.close()  # the last asynchronous save is on disk before we return
-    if test is None:  # resumed a run that was already complete
-        test = _fetch(run_eval(state, test_images, test_labels))
-    log(
-        f"test accuracy {100 * test['accuracy']:.2f}% (loss {float(test['loss']):.4f}) "
-        f"on {int(test['count'])} test images"
-    )
-    return RunResult(state=state, history=history, test=test, dataset=dataset)
-
-
-def train_and_evaluate_many(
-    config: Config, dataset: Dataset | None = None, log: Callable[[str], None] = _print
-) -> SweepResult:
-    """--seeds K and/or --lr-sweep: every model in one compiled program (sweep.train_many).
-
-    Logs mean ± std over the models per epoch, each model's final test accuracy, and mean ± std
-    over seeds per learning rate. The workdir's metrics.jsonl gets one record per model and epoch.
-    """
-    initialize_distributed(config)  # before any JAX computation
-    log = log if is_main_process() else _silent
-    workdir = prepare_workdir(config)
-    dataset = dataset if dataset is not None else load_dataset(config)
-    check_fits(config, dataset)
-    mesh = make_mesh(config)
-    model = build_model(config, dataset)
-    sizes = layer_sizes(int(np.prod(dataset.train_images.shape[1:])), model)
-    log(f"devices: {', '.join(str(d) for d in jax.devices())}")
-    log(describe(mesh))
-    if dataset.note:
-        log(dataset.note)
-    log(f"dataset: {dataset.name}: {dataset.num_train} train / {dataset.num_test} test")
-    lrs = config.lr_sweep if config.lr_sweep is not None else (config.lr,)
-    log(
-        f"models: {config.num_models} {'-'.join(map(str, sizes))} MLPs in one program "
-        f"(seeds {config.seed}..{config.seed + config.seeds - 1} x peak lr "
-        f"{', '.join(f'{lr:g}' for lr in lrs)}), {config.epochs} epochs of batch "
-        f"{config.batch_size}"
-    )
-    if workdir and is_main_process():
-        _write_config(workdir, config, dataset, sizes)
-
-    def on_epoch(epoch: int, records: list[dict[str, Any]]) -> None:
-        log(_format_models_epoch(records, config.epochs))
-        if workdir and is_main_process():
-            with open(os.path.join(workdir, "metrics.jsonl"), "a") as file:
-                file.writelines(json.dumps(record) + "\n" for record in records)
-
-    def on_compiled(seconds: float) -> None:
-        log(f"compiled the epoch and the evaluation of all models in {seconds:.2f}s")
-
-    result = train_many(config, dataset, mesh=mesh, on_epoch=on_epoch, on_compiled=on_compiled)
-    for k, (seed, lr) in enumerate(zip(result.seeds, result.lrs, strict=True)):
-        log(
-            f"seed {seed} lr {lr:g}: test accuracy {100 * result.test[k]['accuracy']:.2f}% "
-            f"(loss {float(result.test[k]['loss']):.4f})"
-        )
-    for row in result.summary():
-        diverged = f", {row['diverged']} diverged" if row["diverged"] else ""
-        log(
-            f"lr {row['lr']:g}: test accuracy {100 * row['test_accuracy_mean']:.2f} "
-            f"± {100 * row['test_accuracy_std']:.2f}% (mean ± std over {len(row['seeds'])} "
-            f"seeds{diverged})"
-        )
-    return result
-
-
-def _resume(
-    config: Config, state: TrainState, run_info: dict[str, Any], log: Callable[[str], None]
-) -> tuple[TrainState, int, list[dict[str, Any]]]:
-    """Continue the run in config.workdir, if any: (state, epochs done, their metrics records).
-
-    Everything that can refuse (another config, no readable checkpoint, too few --epochs) runs
-    before anything in the workdir changes.
-    """
-    workdir = config.workdir
-    if not holds_run(workdir):
-        return state, 0, []
-    checkpoint, newer = None, []
-    if os.path.isdir(os.path.join(workdir, CHECKPOINTS)):
-        reader = Checkpointer(workdir, read_only=True)
-        if reader.epochs():
-            try:
-                checkpoint = reader.restore(
-                    state, check=lambda info: check_resumable(config, info, run_info["dataset"])
-                )
-            except NoCheckpointError as error:
-                raise ConfigError(
-                    "--workdir", f"{error}; --fresh moves this run aside and starts over"
-                ) from None
-            newer = sorted((e for e in reader.epochs() if e > checkpoint.epoch), reverse=True)
-    if checkpoint is None and os.path.exists(os.path.join(workdir, "config.json")):
-        with open(os.path.join(workdir, "config.json")) as file:
-            check_resumable(config, json.load(file), run_info["dataset"])
-    done = checkpoint.epoch if checkpoint is not None else 0
-    if done > config.epochs:
-        raise ConfigError(
-            "--epochs", f"the run in {workdir} is at epoch {done}; use --epochs {done} or more"
-        )
-    if not is_main_process():  # process 0 alone changes the workdir
-        return (checkpoint.state if checkpoint else state), done, []
-
-    for epoch, reason in zip(newer, checkpoint.skipped if checkpoint else (), strict=True):
-        log(f"{reason}: moved it to {reader.set_aside(epoch)}")
-    history, dropped = keep_metrics_until(workdir, done)
-    note = f"; dropped {dropped} metrics.jsonl lines after epoch {done}" if dropped else ""
-    if checkpoint is None:
-        log(f"resuming {workdir}: no checkpoint yet, starting at epoch 1{note}")
-        return state, 0, history
-    if [record["epoch"] for record in history] != list(range(1, done + 1)):
-        note += f"; metrics.jsonl lacks some of epochs 1..{done}"
-    log(
-        f"resuming from checkpoint {checkpoint.path} (epoch {done}/{config.epochs}, "
-        f"step {int(checkpoint.state.step)}){note}"
-    )
-    restored = checkpoint.state
-    if checkpoint.config.lr != config.lr:  # the peak lr lives in the optimizer state: take the new
-        hyperparams = state.opt_state.hyperparams
-        restored = restored.replace(opt_state=restored.opt_state._replace(hyperparams=hyperparams))
-    return restored, done, history
-
-
-class _StopRequest:
-    """The first SIGINT/SIGTERM asks the loop to stop after the current epoch; the second exits.
-
-    Handlers go in only in the main thread (Python allows no other), and the previous ones are
-    restored on exit. They only write to fd 2 and set a flag: safe whatever the loop is doing.
-    """
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if self.signum is not None:
-            os.write(2, f"{PROG}: {name} again: exiting now, without saving\n".encode())
-            os._exit(128 + signum)
-        self.signum = signum
-        os.write(
-            2,
-            f"{PROG}: {name}: finishing this epoch, then saving and stopping "
-            f"({name} again exits at once)\n".encode(),
-        )
-
-
-def _fetch(tree: Any) -> Any:
-    """jax.device_get, but waiting in short sleeps: a signal handler then runs at once, where a
-    blocking wait would defer it (and a second Ctrl-C) to the end of the epoch."""
-    while not all(leaf.is_ready() for leaf in jax.tree.leaves(tree)):
-        time.sleep(0.002)
-    return jax.device_get(tree)
-
-
-def _format_models_epoch(records: list[dict[str, Any]], epochs: int) -> str:
-    """One line per epoch for many models: mean ± std over them."""
-    loss = np.array([r["train_loss"] for r in records])
-    first = records[0]
-    line = (
-        f"epoch {first['epoch']:>{len(str(epochs))}}/{epochs}  "
-        f"train loss {loss.mean():.4f} ± {loss.std():.4f}"
-    )
-    if first["test_accuracy"] is not None:
-        accuracy = 100 * np.array([r["test_accuracy"] for r in records])
-        line += f"  test acc {accuracy.mean():.2f} ± {accuracy.std():.2f}%"
-    total = len(records) * first["examples_per_second"]
-    return line + f"  {first['epoch_seconds']:.2f}s {total:,.0f} ex/s ({len(records)} models)"
-
-
-def _format_epoch(record: dict[str, Any], epochs: int) -> str:
-    line = (
-        f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}  "
-        f"train loss {record['train_loss']:.4f} err {100 * (1 - record['train_accuracy']):5.2f}%"
-    )
-    if record["test_accuracy"] is not None:
-        line += f"  test loss {record['test_loss']:.4f} acc {100 * record['test_accuracy']:5.2f}%"
-    return line + (
-        f"  lr {record['lr']:.4g}  {record['epoch_seconds']:.2f}s "
-        f"{record['examples_per_second']:,.0f} ex/s"
-    )
-
-
-def _dataset_info(dataset: Dataset) -> dict[str, Any]:
-    return {
-        "name": dataset.name,
-        "source": dataset.source,
-        "note": dataset.note,
-        "num_train": len(dataset.train_labels),
-        "num_test": len(dataset.test_labels),
-        "image_shape": list(dataset.train_images.shape[1:]),
-        "num_classes": dataset.num_classes,
-    }
-
-
-def _write_config(workdir: str, config: Config, dataset: Dataset, sizes: list[int]) -> None:
-    info = {
-        "config": config.to_dict(),
-        "dataset": _dataset_info(dataset),
-        "layer_sizes": sizes,
-        "devices": [str(d) for d in jax.devices()],
-    }
-    write_atomically(os.path.join(workdir, "config.json"), json.dumps(info, indent=2))
-
-
 def _quiet_failed_save_noise() -> None:
     """A failed save is reported in one line (CheckpointError); silence orbax's echoes of it.
 
@@ -524,9 +83,24 @@ def _quiet_failed_save_noise() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _quiet_failed_save_noise()
     try:
         config = config_from_args(argv)
+    except ConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    try:  # JAX, flax and orbax load here, after the flags are known to be good
+        from mlp_jax.checkpoint import CheckpointError
+        from mlp_jax.loop import (
+            DivergedError,
+            StoppedBySignal,
+            train_and_evaluate,
+            train_and_evaluate_many,
+        )
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    _quiet_failed_save_noise()
+    try:
         if config.num_models > 1:
             train_and_evaluate_many(config)
         else:

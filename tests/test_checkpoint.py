@@ -19,10 +19,11 @@ import chex
 import pytest
 
 from mlp_jax import Config, restore_checkpoint, restore_params
-from mlp_jax.checkpoint import keep_metrics_until, read_metrics
 from mlp_jax.data import load_mnist_subset
+from mlp_jax.loop import StoppedBySignal, train_and_evaluate
 from mlp_jax.optim import make_schedule
-from mlp_jax.train import StoppedBySignal, main, prepare_workdir, train_and_evaluate
+from mlp_jax.train import main
+from mlp_jax.workdir import keep_metrics_until, prepare_workdir, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--dataset", "mnist_subset", "--layers", "2", "--hidden", "32", "--dropout", "0.1"]
@@ -48,9 +49,10 @@ if kind == "save":
             await asyncio.sleep(pause_s)
         return await original_finalize(self, *args, **kwargs)
     atomicity.AtomicRenameTemporaryPath.finalize = finalize
+import mlp_jax.loop as loop
 import mlp_jax.train as train
 if kind == "epoch":
-    original_fetch, trained = train._fetch, []
+    original_fetch, trained = loop._fetch, []
     def fetch(tree):
         if isinstance(tree, dict) and "train_loss" in tree:
             trained.append(1)
@@ -60,7 +62,7 @@ if kind == "epoch":
                 while time.monotonic() < deadline:  # short sleeps: signal handlers run meanwhile
                     time.sleep(0.01)
         return original_fetch(tree)
-    train._fetch = fetch
+    loop._fetch = fetch
 sys.exit(train.main(sys.argv[1:]))
 """
 

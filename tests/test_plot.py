@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from mlp_jax import Config
+from mlp_jax.loop import train_and_evaluate
 from mlp_jax.plot import (
     class_names,
     confusion_from_checkpoint,
@@ -14,7 +15,6 @@ from mlp_jax.plot import (
     plot_predictions,
     plot_templates,
 )
-from mlp_jax.train import train_and_evaluate
 
 HISTORY = [
     {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.6, "test_loss": 0.8, "test_accuracy": 0.7},

@@ -7,11 +7,12 @@ import pytest
 
 from mlp_jax import Config, ConfigError
 from mlp_jax.data import load_mnist_subset
+from mlp_jax.loop import train_and_evaluate, train_and_evaluate_many
 from mlp_jax.model import MLP
 from mlp_jax.optim import make_optimizer
 from mlp_jax.steps import create_train_state
 from mlp_jax.sweep import sweep_models, with_learning_rate
-from mlp_jax.train import config_from_args, train_and_evaluate, train_and_evaluate_many
+from mlp_jax.train import config_from_args
 
 # Dropout makes the per-model keys matter; 1,000 examples keep the epoch short.
 CONFIG = Config(dataset="mnist_subset", layers=2, hidden=(16,), epochs=1, batch_size=128,

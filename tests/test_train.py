@@ -10,7 +10,8 @@ import pytest
 
 from mlp_jax import Config
 from mlp_jax.data import load_mnist_subset
-from mlp_jax.train import DivergedError, build_parser, main, train_and_evaluate
+from mlp_jax.loop import DivergedError, train_and_evaluate
+from mlp_jax.train import build_parser, main
 
 FAST = ["--dataset", "mnist_subset", "--layers", "2", "--hidden", "64", "--epochs", "1"]
 
