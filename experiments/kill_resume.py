@@ -3,6 +3,9 @@ each time; then check that it ends bit-identical to an uninterrupted run (issue 
 
     python experiments/kill_resume.py [--kills 10] [--seed 0] [--keep-dirs DIR] [-- TRAIN FLAGS]
 
+Each run starts in the folder holding the two workdirs and is given `--workdir uninterrupted` /
+`--workdir killed`, relative paths, as users type them (--absolute gives full paths instead).
+
 Three kills in four land in training, within the three epochs after the one the restart resumes
 from (epochs, evaluations, metrics lines, asynchronous saves); the rest land anywhere in start-up
 (resume and compilation). Prints one line per kill, what it left on disk, and a verdict; exit 1 on
@@ -41,12 +44,14 @@ class Run:
     """One `python -m mlp_jax.train` process; its output goes to `log`, and `compiled` is set
     once it has restored its checkpoint and compiled, i.e. when training proper begins."""
 
-    def __init__(self, workdir: Path, flags: list[str], log: Path):
+    def __init__(self, workdir: Path, flags: list[str], log: Path, relative: bool = True):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         self.began = time.perf_counter()
+        where = workdir.name if relative else str(workdir)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlp_jax.train", *flags, "--workdir", str(workdir)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, "-m", "mlp_jax.train", *flags, "--workdir", where],
+            cwd=workdir.parent if relative else ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.compiled = threading.Event()
         self.compiled_after = None
@@ -128,6 +133,9 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="seed for the kill moments")
     parser.add_argument("--keep-dirs", default=None, help="put the workdirs here and keep them")
+    parser.add_argument(
+        "--absolute", action="store_true", help="give --workdir as a full path (default: relative)"
+    )
     parser.add_argument("flags", nargs="*", help="training flags (after --)")
     args = parser.parse_args()
     flags = args.flags or DEFAULT_FLAGS
@@ -136,8 +144,11 @@ def main() -> int:
     reference, killed = root / "uninterrupted", root / "killed"
     rng = random.Random(args.seed)
     print(f"training flags: {' '.join(flags)}")
+    relative = not args.absolute
+    where = f"--workdir killed, run in {root}" if relative else f"--workdir {killed}"
+    print(f"workdirs: {where}")
 
-    reference_run = Run(reference, flags, root / "uninterrupted.log")
+    reference_run = Run(reference, flags, root / "uninterrupted.log", relative)
     assert reference_run.wait() == 0, f"uninterrupted run failed: see {root / 'uninterrupted.log'}"
     duration = time.perf_counter() - reference_run.began
     start_up = reference_run.compiled_after
@@ -157,7 +168,7 @@ def main() -> int:
     log = root / "killed.log"
     for kill in range(1, args.kills + 1):
         done = newest_checkpoint(killed)  # where this restart resumes
-        run = Run(killed, flags, log)
+        run = Run(killed, flags, log, relative)
         if rng.random() < 0.25 or done == epochs:  # a complete run has only start-up left
             when, deadline = "in start-up", run.began + rng.uniform(0, start_up)
         else:
@@ -183,7 +194,7 @@ def main() -> int:
             f"kill {kill:2}: SIGKILL {deadline - run.began:5.2f}s after start, {when} "
             f"-> {on_disk(killed)}"
         )
-    run = Run(killed, flags, log)
+    run = Run(killed, flags, log, relative)
     assert run.wait() == 0, f"the final restart failed: see {log}"
     print(f"final restart ran to the end -> {on_disk(killed)}")
 

@@ -259,6 +259,10 @@ def abstract_state(info: dict[str, Any]) -> TrainState:
 def model_from_info(info: dict[str, Any]) -> MLP:
     """The MLP of a checkpoint record, with the normalisation constants it was trained with."""
     config = config_from_dict(info["config"])
+    if "hidden_sizes" in info:  # as trained: the default widths' rule may change
+        config = config.replace(
+            hidden=tuple(info["hidden_sizes"]), layers=len(info["hidden_sizes"]) + 1
+        )
     return mlp_from_config(config, info["dataset"]["num_classes"], info["mean"], info["std"])
 
 
@@ -271,6 +275,8 @@ def config_from_dict(saved: dict[str, Any]) -> Config:
 def check_resumable(config: Config, info: dict[str, Any], dataset_facts: dict[str, Any]) -> None:
     """Raise ConfigError listing every MUST_MATCH field (and dataset fact) that differs."""
     saved = config_from_dict(info["config"])
+    if saved.idx_dir is not None:  # older runs saved it as typed
+        saved = saved.replace(idx_dir=os.path.abspath(saved.idx_dir))
     differences = [
         f"{name} {_show(getattr(saved, name, None))} -> {_show(getattr(config, name, None))}"
         for name in MUST_MATCH

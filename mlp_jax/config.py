@@ -14,6 +14,16 @@ NORMALIZATIONS = ("scale", "standardize")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine")
 
+# Default hidden widths halve from 512 but never drop below this (nor below the class count).
+MIN_DEFAULT_WIDTH = 16
+# Deeper nets are refused: the compiled epoch unrolls every layer, so compile time grows with
+# depth (about 1 s per 10 layers on a CPU), and plain MLPs this deep no longer train anyway.
+MAX_LAYERS = 64
+MAX_SEED = 2**31 - 1  # JAX seeds are 32-bit; the --seeds engine stacks them as int32
+# Training computes in float32: smaller positive values round to 0 or lose precision (subnormal).
+FLOAT32_TINY = 1.1754943508222875e-38
+FLOAT32_MAX = 3.4028234663852886e38
+
 
 class ConfigError(ValueError):
     """Bad user input: names the flag and what is allowed. The CLI prints it as one line, exit 2."""
@@ -40,7 +50,9 @@ class Config:
     # Model.
     layers: int = _field(5, "number of Dense layers (hidden layers + output layer)")
     hidden: tuple[int, ...] | None = _field(
-        None, "comma-separated hidden widths, e.g. 1000,1500 (default: halve from 512)"
+        None,
+        "comma-separated hidden widths, e.g. 1000,1500 (default: halve from 512, never below "
+        f"{MIN_DEFAULT_WIDTH} nor the number of classes; at most {MAX_LAYERS} layers)",
     )
     activation: str = _field("relu", "hidden-layer non-linearity", choices=ACTIVATIONS)
     dropout: float = _field(0.0, "dropout rate after each hidden activation, in [0, 1)")
@@ -82,6 +94,9 @@ class Config:
     coordinator: str | None = _field(
         None, "multi-process: host:port of process 0 (default: detected from SLURM/TPU/MPI)"
     )
+    coordinator_timeout: int = _field(
+        60, "multi-process: seconds to wait for all processes to reach the coordinator"
+    )
     num_processes: int | None = _field(None, "multi-process: number of processes")
     process_id: int | None = _field(None, "multi-process: this process's index, 0 .. N-1")
 
@@ -95,14 +110,25 @@ class Config:
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
-        """Widths of the hidden layers: --hidden if given, else halving from 512."""
+        """Widths of the hidden layers for up to 16 classes: see `hidden_sizes_for`."""
+        return self.hidden_sizes_for(0)
+
+    def hidden_sizes_for(self, num_classes: int) -> tuple[int, ...]:
+        """--hidden if given, else halving from 512, never below MIN_DEFAULT_WIDTH nor
+        `num_classes`: a bottleneck narrower than the classes would cap the accuracy."""
         if self.hidden is not None:
             return self.hidden
-        return tuple(max(512 // 2**i, 1) for i in range(self.layers - 1))
+        floor = max(MIN_DEFAULT_WIDTH, num_classes)
+        return tuple(max(512 // 2**i, floor) for i in range(self.layers - 1))
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field; data-dependent checks live in data.py."""
-        _check(self.layers >= 1, "--layers", f"must be >= 1, got {self.layers}")
+        _check(
+            1 <= self.layers <= MAX_LAYERS,
+            "--layers",
+            f"must be 1 .. {MAX_LAYERS}, got {self.layers} (the compiled step unrolls every "
+            "layer, so compiling grows with depth; plain MLPs this deep do not train)",
+        )
         if self.hidden is not None:
             _check(
                 len(self.hidden) == self.layers - 1,
@@ -122,15 +148,27 @@ class Config:
                 value in allowed, f"--{name}", f"unknown {value!r}; allowed: {', '.join(allowed)}"
             )
         _check(0.0 <= self.dropout < 1.0, "--dropout", f"must be in [0, 1), got {self.dropout}")
-        _check(_positive(self.lr), "--lr", f"must be a finite number > 0, got {self.lr}")
+        _check_lr("--lr", self.lr)
         _check(0.0 <= self.momentum < 1.0, "--momentum", f"must be in [0, 1), got {self.momentum}")
-        _check(self.weight_decay >= 0, "--weight-decay", f"must be >= 0, got {self.weight_decay}")
+        _check(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "--weight-decay",
+            f"must be a finite number >= 0, got {self.weight_decay}",
+        )
         if self.clip_norm is not None:
             _check(_positive(self.clip_norm), "--clip-norm", f"must be > 0, got {self.clip_norm}")
         _check(self.step_every >= 1, "--step-every", f"must be >= 1, got {self.step_every}")
         _check(0.0 < self.gamma <= 1.0, "--gamma", f"must be in (0, 1], got {self.gamma}")
         _check(
-            self.warmup_epochs >= 0, "--warmup-epochs", f"must be >= 0, got {self.warmup_epochs}"
+            math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
+            "--warmup-epochs",
+            f"must be a finite number >= 0, got {self.warmup_epochs}",
+        )
+        _check(
+            self.schedule != "warmup_cosine" or self.warmup_epochs < self.epochs,
+            "--warmup-epochs",
+            f"{self.warmup_epochs:g} is not shorter than --epochs {self.epochs}: the learning "
+            "rate would never reach its peak; use fewer warm-up epochs or more --epochs",
         )
         _check(self.epochs >= 1, "--epochs", f"must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, "--batch-size", f"must be >= 1, got {self.batch_size}")
@@ -155,11 +193,24 @@ class Config:
             "--devices",
             f"must be auto or a number >= 1, got {self.devices!r}",
         )
-        _check(self.seeds >= 1, "--seeds", f"must be >= 1, got {self.seeds}")
+        _check(0 <= self.seed <= MAX_SEED, "--seed", f"must be in 0 .. {MAX_SEED}, got {self.seed}")
+        _check(
+            1 <= self.seeds <= MAX_SEED - self.seed + 1,
+            "--seeds",
+            f"must be 1 .. {MAX_SEED - self.seed + 1} (seeds --seed .. --seed + K - 1 must stay "
+            f"<= {MAX_SEED}, as JAX seeds are 32-bit), got {self.seeds}",
+        )
         if self.lr_sweep is not None:
             _check(len(self.lr_sweep) >= 1, "--lr-sweep", "needs at least one learning rate")
-            bad = [lr for lr in self.lr_sweep if not _positive(lr)]
-            _check(not bad, "--lr-sweep", f"learning rates must be finite and > 0, got {bad}")
+            for lr in self.lr_sweep:
+                _check_lr("--lr-sweep", lr)
+            repeated = sorted({lr for lr in self.lr_sweep if self.lr_sweep.count(lr) > 1})
+            _check(
+                not repeated,
+                "--lr-sweep",
+                f"lists {', '.join(f'{lr:g}' for lr in repeated)} more than once; give each "
+                "learning rate once (--seeds K repeats each one K times)",
+            )
         if self.coordinator is not None:
             host, _, port = self.coordinator.rpartition(":")
             _check(
@@ -167,6 +218,11 @@ class Config:
                 "--coordinator",
                 f"expected host:port, e.g. 10.0.0.1:1234, got {self.coordinator!r}",
             )
+        _check(
+            self.coordinator_timeout >= 1,
+            "--coordinator-timeout",
+            f"must be >= 1 second, got {self.coordinator_timeout}",
+        )
         if self.num_processes is not None:
             _check(
                 self.num_processes >= 1,
@@ -195,6 +251,16 @@ class Config:
 
 def _positive(value: float) -> bool:
     return math.isfinite(value) and value > 0
+
+
+def _check_lr(flag: str, lr: float) -> None:
+    _check(_positive(lr), flag, f"must be a finite number > 0, got {lr}")
+    _check(
+        FLOAT32_TINY <= lr <= FLOAT32_MAX,
+        flag,
+        f"{lr:g} is outside float32's normal range [{FLOAT32_TINY:.3g}, {FLOAT32_MAX:.3g}]: "
+        "training computes in float32, where it would round to 0 (or inf)",
+    )
 
 
 def _check(ok: bool, flag: str, message: str) -> None:

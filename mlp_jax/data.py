@@ -54,7 +54,10 @@ def load_dataset(config: Config) -> Dataset:
         return load_idx_dir(config.idx_dir)
     if config.dataset == "mnist_subset":
         return load_mnist_subset()
-    return load_tfds(config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir)
+    # Absolute here, once: TFDS resolves paths its own way (and messages then show them in full).
+    data_dir = os.path.abspath(config.data_dir) if config.data_dir is not None else None
+    manual_dir = os.path.abspath(config.manual_dir) if config.manual_dir is not None else None
+    return load_tfds(config.dataset, data_dir=data_dir, manual_dir=manual_dir)
 
 
 _MEAN_STD_CHUNK = 1 << 20  # pixels per bincount call
@@ -149,8 +152,9 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
 
     Looks for train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
     t10k-labels-idx1-ubyte, each optionally gzipped (.gz), also spelled "train-images.idx3-ubyte".
-    num_classes is the largest train label + 1 (at least 2). Bad input raises
-    ConfigError("--idx-dir", ...).
+    num_classes is the largest train label + 1 (at least 2), and every class 0 .. num_classes-1
+    must occur in the train labels often enough to be a class, not a stray value (see
+    `check_labels`). Bad input raises ConfigError("--idx-dir", ...) naming file, value, index.
     """
     directory = Path(directory)
     expected = ", ".join(name + "[.gz]" for _, name in _IDX_FILES)
@@ -202,13 +206,9 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
         )
 
     train_labels, test_labels = arrays["train labels"], arrays["test labels"]
-    num_classes = max(int(train_labels.max()) + 1, 2)
-    for split, labels in (("train", train_labels), ("test", test_labels)):
-        if labels.min() < 0 or labels.max() >= num_classes:
-            _idx_error(
-                f"{split} labels span [{labels.min()}, {labels.max()}]; expected labels in "
-                f"[0, {num_classes - 1}] (the train labels give {num_classes} classes)"
-            )
+    num_classes = check_labels(
+        train_labels, test_labels, paths["train labels"].name, paths["test labels"].name
+    )
     return Dataset(
         name=f"idx:{directory.resolve().name}",
         train_images=train_images[..., np.newaxis],
@@ -219,6 +219,53 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
         source=f"IDX files in {directory.resolve()}",
         note=None,
     )
+
+
+# A class needs at least this share of the median class's train examples; rarer label values
+# are stray (a corrupt byte), not a class: one 255 among 0..9 must not make 256 classes.
+_MIN_CLASS_SHARE = 0.01
+
+
+def check_labels(
+    train_labels: np.ndarray, test_labels: np.ndarray, train_name: str, test_name: str
+) -> int:
+    """The number of classes the train labels define; ConfigError naming file, value and index
+    for a negative label, a class that never occurs or is a stray value, or a test label
+    outside the train classes. Works on the distinct values only: a label of 2**31-1 costs
+    nothing."""
+
+    def where(labels: np.ndarray, value: int) -> int:
+        return int(np.flatnonzero(labels == value)[0])
+
+    values, counts = np.unique(train_labels, return_counts=True)
+    if values[0] < 0:
+        value = int(values[0])
+        _idx_error(
+            f"{train_name}: label {value} at index {where(train_labels, value)} is negative; "
+            "labels must be 0 .. K-1"
+        )
+    num_classes = max(int(values[-1]) + 1, 2)
+    typical = float(np.median(counts))
+    rare = values[counts < _MIN_CLASS_SHARE * typical]
+    if len(values) < int(values[-1]) + 1 or len(rare):
+        present = set(values.tolist())
+        missing = [c for c in range(min(num_classes, len(values) + 1)) if c not in present]
+        stray = int(rare[-1]) if len(rare) else int(values[-1])
+        count = int(counts[values == stray][0])
+        gap = f"class {missing[0]} never occurs" if missing else f"label {stray} is rare"
+        _idx_error(
+            f"{train_name}: label {stray} at index {where(train_labels, stray)} "
+            f"({count} of {len(train_labels)} labels) would make {num_classes} classes, but "
+            f"{gap}; labels must be 0 .. K-1 with every class present (a corrupt label?)"
+        )
+    outside = (test_labels < 0) | (test_labels >= num_classes)
+    if outside.any():
+        index = int(np.flatnonzero(outside)[0])
+        _idx_error(
+            f"{test_name}: label {int(test_labels[index])} at index {index} is not one of the "
+            f"{num_classes} classes of the train labels; expected labels in [0, {num_classes - 1}]"
+        )
+    return num_classes
 
 
 def _read_idx_for_dir(path: Path) -> np.ndarray:

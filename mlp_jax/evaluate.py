@@ -18,7 +18,8 @@ from mlp_jax.checkpoint import DATASET_FACTS, NoCheckpointError, restore_checkpo
 from mlp_jax.config import ConfigError
 from mlp_jax.data import load_dataset
 from mlp_jax.steps import evaluate
-from mlp_jax.workdir import read_metrics
+from mlp_jax.workdir import FIX, RunFileError, read_metrics
+from mlp_jax.writers import print_line, stdout_error
 
 PROG = "mlp_jax.evaluate"
 
@@ -41,6 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        code = _evaluate(args)
+    except RunFileError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    if stdout_error() is not None:  # e.g. `| head` quit early: nothing is lost, say so briefly
+        if not isinstance(stdout_error(), BrokenPipeError):
+            print(f"{PROG}: error: stdout cannot be written ({stdout_error()})", file=sys.stderr)
+        return 1
+    return code
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     try:
         checkpoint = restore_checkpoint(args.workdir, args.epoch)
         for message in checkpoint.skipped:
@@ -80,21 +94,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     step = int(checkpoint.state.step)
-    print(f"checkpoint: {checkpoint.path} (epoch {checkpoint.epoch}, step {step})")
-    print(f"dataset: {dataset.name}, {dataset.num_test} test images")
-    print(
+    print_line(f"checkpoint: {checkpoint.path} (epoch {checkpoint.epoch}, step {step})")
+    print_line(f"dataset: {dataset.name}, {dataset.num_test} test images")
+    print_line(
         f"test loss {float(test['loss']):.4f}  accuracy {100 * float(test['accuracy']):.2f}%  "
         f"({int(test['confusion'].trace())} of {int(test['count'])} correct)"
     )
-    print(_logged_line(args.workdir, checkpoint.epoch, test))
-    print("confusion matrix (rows: true class, columns: predicted class):")
-    print(_format_confusion(test["confusion"]))
+    print_line(_logged_line(args.workdir, checkpoint.epoch, test))  # may raise RunFileError
+    print_line("confusion matrix (rows: true class, columns: predicted class):")
+    print_line(_format_confusion(test["confusion"]))
     return 0
 
 
 def _logged_line(workdir: str, epoch: int, test: dict[str, Any]) -> str:
     """What training wrote to metrics.jsonl for `epoch`, and whether it is the same to the bit."""
-    records, _ = read_metrics(workdir)
+    records, _ = read_metrics(workdir, FIX)
     logged = next((r for r in records if r.get("epoch") == epoch), None)
     if logged is None or logged.get("test_loss") is None:
         return f"training logged no test metrics for epoch {epoch}"

@@ -29,6 +29,7 @@ from mlp_jax.data import Dataset, load_dataset
 from mlp_jax.model import count_params, layer_sizes
 from mlp_jax.optim import make_schedule
 from mlp_jax.sharding import (
+    available_devices,
     batch_sharding,
     data_parallel,
     describe,
@@ -37,22 +38,59 @@ from mlp_jax.sharding import (
     make_mesh,
     put_replicated,
 )
-from mlp_jax.state import build_model, check_fits, epoch_key, init_state
+from mlp_jax.state import build_model, check_fits, check_memory, epoch_key, init_state
 from mlp_jax.steps import TrainState, evaluate, steps_per_epoch, train_epoch
 from mlp_jax.sweep import SweepResult, train_many
-from mlp_jax.workdir import CHECKPOINTS, CONFIG, Workdir, prepare_workdir
-from mlp_jax.writers import ConsoleWriter, MetricsFileWriter, MetricWriter, ProgressBar, print_line
+from mlp_jax.workdir import CHECKPOINTS, CONFIG, Workdir, open_workdir
+from mlp_jax.writers import (
+    ConsoleWriter,
+    MetricsFileWriter,
+    MetricWriter,
+    ProgressBar,
+    print_line,
+    stdout_error,
+)
 
 PROG = "mlp_jax.train"  # signal messages name the command users run
 
 
 class DivergedError(RuntimeError):
-    """The running train loss became NaN or inf."""
+    """The running train loss became NaN or inf; the message lists what can cause it."""
 
-    def __init__(self, epoch: int, loss: float, lr: float):
+    def __init__(self, epoch: int, loss: float, lr: float, config: Config, std: float = 1.0):
         self.epoch, self.loss, self.lr = epoch, loss, lr
+        causes = []
+        if config.weight_decay > 0:
+            causes.append(f"--weight-decay {config.weight_decay:g} too large")
+        if config.normalize == "standardize" and std < 0.01:
+            causes.append(
+                f"images that barely vary (pixel std {std:.2g}) blown up by standardising: "
+                "try --normalize scale"
+            )
+        causes.append(
+            "a learning rate too large for this model: try a smaller --lr"
+            + ("" if config.clip_norm is not None else " or --clip-norm")
+        )
         super().__init__(
-            f"train loss became {loss} in epoch {epoch} (lr {lr:.4g}); try a smaller --lr"
+            f"train loss became {loss} in epoch {epoch} (lr {lr:.4g}); possible causes: "
+            + "; ".join(causes)
+        )
+
+
+class StoppedByOutput(Exception):
+    """stdout could not be written (a pager quit, a full disk): the run saved and stopped."""
+
+    def __init__(self, error: OSError, epoch: int, epochs: int, checkpoint: str | None):
+        self.error = error
+        reason = error.strerror or str(error)
+        where = (
+            f"checkpoint {checkpoint} is saved; run the same command to resume"
+            if checkpoint
+            else "nothing new was saved" + ("" if epoch else " (no epoch had started)")
+        )
+        super().__init__(
+            f"stdout cannot be written ({reason}), so the run stopped after epoch "
+            f"{epoch}/{epochs}: {where}"
         )
 
 
@@ -124,13 +162,34 @@ def train_and_evaluate(
     if config.num_models > 1:
         raise ValueError("config asks for several models (--seeds/--lr-sweep): use train_many")
     initialize_distributed(config)  # before any JAX computation
+    devices = available_devices()  # the first use of a backend: JAX_PLATFORMS errors here
     log = log if is_main_process() else _silent
-    workdir = prepare_workdir(config, log)
+    # Process 0 alone writes the workdir, so it alone holds the lock (for the whole run).
+    with open_workdir(config, log, lock=is_main_process()) as workdir:
+        return _train(config, workdir, devices, dataset, log)
+
+
+def _start(
+    config: Config, devices: list[jax.Device], dataset: Dataset | None, log: Callable[[str], None]
+) -> tuple[Any, Dataset]:
+    """The mesh and the dataset, logged as they are ready; refuses runs that cannot fit."""
     mesh = make_mesh(config)
-    log(f"devices: {', '.join(str(d) for d in jax.devices())}")
+    log(f"devices: {', '.join(str(d) for d in devices)}")
     log(describe(mesh))
     dataset = _load(config, dataset, log)
     check_fits(config, dataset)
+    check_memory(config, dataset, mesh.devices.flat[0])  # before allocating anything
+    return mesh, dataset
+
+
+def _train(
+    config: Config,
+    workdir: Workdir | None,
+    devices: list[jax.Device],
+    dataset: Dataset | None,
+    log: Callable[[str], None],
+) -> RunResult:
+    mesh, dataset = _start(config, devices, dataset, log)
     start = time.perf_counter()
     model = build_model(config, dataset)
     state = init_state(config, dataset, model)
@@ -146,7 +205,12 @@ def train_and_evaluate(
         f"training: {config.epochs} epochs x {batches} steps of batch {config.batch_size} "
         f"({config.optimizer}, lr {config.lr:g}, {config.schedule} schedule)"
     )
-    run_info = {"dataset": _dataset_info(dataset), "mean": model.mean, "std": model.std}
+    run_info = {
+        "dataset": _dataset_info(dataset),
+        "mean": model.mean,
+        "std": model.std,
+        "hidden_sizes": list(model.hidden_sizes),
+    }
     done, history, checkpointer = 0, [], None
     if workdir:
         state, done, history = _resume(config, workdir, state, run_info, log)
@@ -176,6 +240,8 @@ def train_and_evaluate(
     log(f"compiled the epoch and the evaluation in {time.perf_counter() - start:.2f}s")
 
     test = None
+    if is_main_process() and stdout_error() is not None:  # e.g. `| head` took start-up's lines
+        raise StoppedByOutput(stdout_error(), done, config.epochs, None)
     writers = default_writers(config, workdir, done, log) if is_main_process() else []
     try:
         with _StopRequest() as stop:
@@ -188,7 +254,7 @@ def train_and_evaluate(
                 seconds = time.perf_counter() - start
                 train_loss = float(train_metrics["train_loss"])
                 if not math.isfinite(train_loss):
-                    raise DivergedError(epoch, train_loss, lr)
+                    raise DivergedError(epoch, train_loss, lr, config, model.std)
                 record = {
                     "epoch": epoch,
                     "train_loss": train_loss,
@@ -207,13 +273,17 @@ def train_and_evaluate(
                 # metrics.jsonl first: a kill before the checkpoint leaves a line resume drops.
                 for writer in writers:
                     writer.write_epoch([record])
+                # A pager that quit (or a full disk) stops the run as a signal does: saved.
+                output_failed = is_main_process() and stdout_error() is not None
                 if checkpointer is not None:
                     due = epoch % config.checkpoint_every == 0 or epoch == config.epochs
-                    if due or stop.signum:
-                        checkpointer.save(epoch, state, config, run_info)
+                    if due or stop.signum or output_failed:
+                        checkpointer.save(epoch, state, _as_saved(config), run_info)
+                saved = checkpointer.path(epoch) if checkpointer is not None else None
                 if stop.signum:
-                    saved = checkpointer.path(epoch) if checkpointer is not None else None
                     raise StoppedBySignal(stop.signum, epoch, config.epochs, saved)
+                if output_failed and epoch < config.epochs:
+                    raise StoppedByOutput(stdout_error(), epoch, config.epochs, saved)
     finally:
         for writer in writers:
             writer.close()
@@ -237,13 +307,20 @@ def train_and_evaluate_many(
     over seeds per learning rate. The workdir's metrics.jsonl gets one record per model and epoch.
     """
     initialize_distributed(config)  # before any JAX computation
+    devices = available_devices()  # the first use of a backend: JAX_PLATFORMS errors here
     log = log if is_main_process() else _silent
-    workdir = prepare_workdir(config, log)
-    mesh = make_mesh(config)
-    log(f"devices: {', '.join(str(d) for d in jax.devices())}")
-    log(describe(mesh))
-    dataset = _load(config, dataset, log)
-    check_fits(config, dataset)
+    with open_workdir(config, log, lock=is_main_process()) as workdir:
+        return _train_many(config, workdir, devices, dataset, log)
+
+
+def _train_many(
+    config: Config,
+    workdir: Workdir | None,
+    devices: list[jax.Device],
+    dataset: Dataset | None,
+    log: Callable[[str], None],
+) -> SweepResult:
+    mesh, dataset = _start(config, devices, dataset, log)
     model = build_model(config, dataset)
     sizes = layer_sizes(int(np.prod(dataset.train_images.shape[1:])), model)
     lrs = config.lr_sweep if config.lr_sweep is not None else (config.lr,)
@@ -298,13 +375,17 @@ def _resume(
     """
     if not workdir.holds_run():
         return state, 0, []
+    workdir.read_metrics()  # a hand-edited or corrupted line refuses before anything changes
     checkpoint, newer = None, []
     if os.path.isdir(workdir.file(CHECKPOINTS)):
         reader = Checkpointer(workdir, read_only=True)
         if reader.epochs():
             try:
                 checkpoint = reader.restore(
-                    state, check=lambda info: check_resumable(config, info, run_info["dataset"])
+                    state,
+                    check=lambda info: check_resumable(
+                        _as_saved(config), info, run_info["dataset"]
+                    ),
                 )
             except NoCheckpointError as error:
                 raise ConfigError(
@@ -312,7 +393,7 @@ def _resume(
                 ) from None
             newer = sorted((e for e in reader.epochs() if e > checkpoint.epoch), reverse=True)
     if checkpoint is None and os.path.exists(workdir.file(CONFIG)):
-        check_resumable(config, workdir.read_config(), run_info["dataset"])
+        check_resumable(_as_saved(config), workdir.read_config(), run_info["dataset"])
     done = checkpoint.epoch if checkpoint is not None else 0
     if done > config.epochs:
         raise ConfigError(
@@ -396,9 +477,19 @@ def _dataset_info(dataset: Dataset) -> dict[str, Any]:
     }
 
 
+def _as_saved(config: Config) -> Config:
+    """`config` with absolute data paths: evaluate and plot may run from another directory."""
+    paths = {
+        name: os.path.abspath(getattr(config, name))
+        for name in ("idx_dir", "data_dir", "manual_dir")
+        if getattr(config, name) is not None
+    }
+    return config.replace(**paths)
+
+
 def _write_config(workdir: Workdir, config: Config, dataset: Dataset, sizes: list[int]) -> None:
     workdir.write_config({
-        "config": config.to_dict(),
+        "config": _as_saved(config).to_dict(),
         "dataset": _dataset_info(dataset),
         "layer_sizes": sizes,
         "devices": [str(d) for d in jax.devices()],

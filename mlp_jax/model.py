@@ -61,7 +61,7 @@ def mlp_from_config(config: Config, num_classes: int, mean: float = 0.0, std: fl
     if config.normalize == "scale":
         mean, std = 0.0, 1.0
     return MLP(
-        hidden_sizes=config.hidden_sizes,
+        hidden_sizes=config.hidden_sizes_for(num_classes),
         num_classes=num_classes,
         activation=config.activation,
         dropout_rate=config.dropout,

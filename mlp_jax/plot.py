@@ -7,7 +7,7 @@ checkpoint) of a `python -m mlp_jax.train --workdir DIR` run.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure  # the object API needs no pyplot and no display backend
+
+from mlp_jax.workdir import CONFIG, FIX, METRICS, RunFileError, Workdir
+from mlp_jax.writers import print_line, stdout_error
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -49,29 +52,54 @@ def plot_curves(history: Sequence[dict[str, Any]], title: str) -> Figure:
     """Train and test loss (left) and error rate (right) against the epoch, from metrics records.
 
     Train values are the running means over each epoch (training mode); test values are measured
-    after the epoch, at the epochs where the run evaluated.
+    after the epoch, at the epochs where the run evaluated. A --seeds/--lr-sweep run's records
+    (one per model and epoch) give one pair of lines per model.
     """
-    epochs = [r["epoch"] for r in history]
-    tested = [r for r in history if r.get("test_accuracy") is not None]
-    test_epochs = [r["epoch"] for r in tested]
+    models = split_models(history)
     figure = Figure(figsize=(10, 4))
     loss_axes, error_axes = figure.subplots(1, 2)
-    loss_axes.plot(epochs, [r["train_loss"] for r in history], "o-", label="train (running)")
-    loss_axes.plot(test_epochs, [r["test_loss"] for r in tested], "s-", label="test")
+    for name, records in models.items():
+        epochs = [r["epoch"] for r in records]
+        tested = [r for r in records if r.get("test_accuracy") is not None]
+        test_epochs = [r["epoch"] for r in tested]
+        prefix = f"{name}: " if name else ""
+        style = {"alpha": 0.8} if len(models) > 1 else {}
+        loss_axes.plot(
+            epochs, [r["train_loss"] for r in records], "o-", label=prefix + "train (running)",
+            **style,
+        )  # fmt: skip
+        loss_axes.plot(
+            test_epochs, [r["test_loss"] for r in tested], "s-", label=prefix + "test", **style
+        )
+        error_axes.plot(
+            epochs, [100 * (1 - r["train_accuracy"]) for r in records], "o-",
+            label=prefix + "train (running)", **style,
+        )  # fmt: skip
+        error_axes.plot(
+            test_epochs, [100 * (1 - r["test_accuracy"]) for r in tested], "s-",
+            label=prefix + "test", **style,
+        )  # fmt: skip
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    error_axes.plot(
-        epochs, [100 * (1 - r["train_accuracy"]) for r in history], "o-", label="train (running)"
-    )
-    error_axes.plot(
-        test_epochs, [100 * (1 - r["test_accuracy"]) for r in tested], "s-", label="test"
-    )
     error_axes.set(xlabel="epoch", ylabel="error rate (%)", title="error")
     for axes in (loss_axes, error_axes):
-        axes.legend()
+        axes.legend(fontsize=8 if len(models) > 1 else None)
         axes.grid(alpha=0.3)
     figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def split_models(history: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Records per model: {"": all} for one run, {"seed 0 lr 0.1": [...], ...} for a sweep."""
+    models: dict[str, list[dict[str, Any]]] = {}
+    for record in history:
+        name = (
+            f"seed {record['seed']} lr {record['peak_lr']:g}"
+            if "seed" in record and "peak_lr" in record
+            else ""
+        )
+        models.setdefault(name, []).append(record)
+    return models
 
 
 def plot_confusion(confusion: np.ndarray, names: Sequence[str], title: str) -> Figure:
@@ -160,22 +188,32 @@ def plot_predictions(
 
 
 def read_run(workdir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(config.json as a dict, metrics.jsonl as a list of per-epoch records) of a workdir."""
-    workdir = Path(workdir)
-    info = json.loads((workdir / "config.json").read_text())
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return info, [json.loads(line) for line in lines if line.strip()]
+    """(config.json as a dict, metrics.jsonl as a list of per-epoch records) of a workdir.
+
+    Works while the run is training (a torn last line is left out). Raises FileNotFoundError
+    if either file is missing, RunFileError naming the line of one that is not a run's.
+    """
+    run = Workdir.of(workdir)
+    for name in (CONFIG, METRICS):
+        if not os.path.isfile(run.file(name)):
+            raise FileNotFoundError(2, "not found", run.show(name))
+    info = run.read_config(FIX)
+    records, _ = run.read_metrics(FIX)
+    return info, records
 
 
 def plot_workdir(workdir: str | Path, out_dir: str | Path | None = None, log=print) -> list[Path]:
     """Write curves.png, and confusion.png when the run left a checkpoint; return the paths."""
     workdir = Path(workdir)
     out_dir = Path(out_dir) if out_dir is not None else workdir
-    out_dir.mkdir(parents=True, exist_ok=True)
     info, history = read_run(workdir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     dataset = info["dataset"]
     sizes = "-".join(map(str, info.get("layer_sizes", [])))
-    title = f"{dataset_title(dataset['name'])}: {sizes} MLP, {len(history)} epochs"
+    epochs = len({r["epoch"] for r in history})
+    models = len(split_models(history))
+    several = f", {models} models" if models > 1 else ""
+    title = f"{dataset_title(dataset['name'])}: {sizes} MLP, {epochs} epochs{several}"
     written = [out_dir / "curves.png"]
     plot_curves(history, title).savefig(written[0], dpi=110)
     confusion, reason = confusion_from_checkpoint(workdir)
@@ -218,16 +256,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="where to write the PNGs (default: --workdir)")
     args = parser.parse_args(argv)
     try:
-        paths = plot_workdir(args.workdir, args.out)
+        paths = plot_workdir(args.workdir, args.out, log=print_line)
     except FileNotFoundError as error:
+        if args.out is not None and str(error.filename).startswith(args.out):
+            return _out_error(args.out, error)
         print(
             f"mlp_jax.plot: error: {error.filename} not found; is --workdir a run's workdir?",
             file=sys.stderr,
         )
         return 2
+    except RunFileError as error:
+        print(f"mlp_jax.plot: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # --out is a file, under a file, read-only, on a full disk
+        return _out_error(args.out if args.out is not None else args.workdir, error)
     for path in paths:
-        print(f"wrote {path}")
+        print_line(f"wrote {path}")
+    if stdout_error() is not None:
+        return 1
     return 0
+
+
+def _out_error(out: str, error: OSError) -> int:
+    reason = error.strerror or str(error)
+    print(
+        f"mlp_jax.plot: error: --out: cannot write the figures to {out} ({reason}); "
+        "give a writable directory",
+        file=sys.stderr,
+    )
+    return 2
 
 
 if __name__ == "__main__":

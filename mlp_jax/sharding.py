@@ -7,6 +7,7 @@ all-reduce. The same jitted train_epoch/evaluate run on 1 or N devices, in 1 or 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,15 +30,64 @@ def initialize_distributed(config: Config) -> None:
     if jax.distributed.is_initialized():
         return
     flags = (config.coordinator, config.num_processes, config.process_id)
-    if any(value is not None for value in flags):
+    launched = _launched_as_several_processes()
+    if not any(value is not None for value in flags) and not launched:
+        return
+    if config.coordinator is None and not launched and (config.num_processes or 1) > 1:
+        raise ConfigError(
+            "--coordinator",
+            f"--num-processes {config.num_processes} needs --coordinator host:port (the "
+            "address of process 0), unless a SLURM, Open MPI or TPU launcher provides it",
+        )
+    where = config.coordinator or "the coordinator"
+    # JAX aborts the process (a C++ LOG(FATAL)) when its initialization_timeout passes; this
+    # timer, 10 s earlier, leaves first with one line instead.
+    give_up = threading.Timer(config.coordinator_timeout, _coordinator_timed_out, (config,))
+    give_up.daemon = True
+    give_up.start()
+    try:
         # What the flags leave out, jax.distributed detects from the environment.
         jax.distributed.initialize(
             coordinator_address=config.coordinator,
             num_processes=config.num_processes,
             process_id=config.process_id,
+            initialization_timeout=config.coordinator_timeout + 10,
         )
-    elif _launched_as_several_processes():
-        jax.distributed.initialize()
+    except Exception as error:  # jax raises ValueError/RuntimeError/XlaRuntimeError here
+        give_up.cancel()
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise ConfigError(
+            "--coordinator",
+            f"could not join the processes at {where} within --coordinator-timeout "
+            f"{config.coordinator_timeout}s ({type(error).__name__}: {reason}); start every "
+            "process with the same --coordinator and --num-processes, process 0 first",
+        ) from None
+    give_up.cancel()
+
+
+def _coordinator_timed_out(config: Config) -> None:
+    where = config.coordinator or "the coordinator (from the launcher)"
+    os.write(
+        2,
+        f"mlp_jax: error: --coordinator: not every one of the {config.num_processes or 'N'} "
+        f"processes reached {where} within --coordinator-timeout {config.coordinator_timeout}s; "
+        "check the address, and start every process (process 0 first)\n".encode(),
+    )
+    os._exit(2)
+
+
+def available_devices() -> list[jax.Device]:
+    """jax.devices(), or ConfigError when the backend JAX_PLATFORMS asks for cannot start."""
+    try:
+        return jax.devices()
+    except RuntimeError as error:
+        platforms = os.environ.get("JAX_PLATFORMS", "")
+        reason = str(error).strip().splitlines()[0][:200]
+        raise ConfigError(
+            "JAX_PLATFORMS",
+            f"no usable device for JAX_PLATFORMS={platforms!r} ({reason}); unset it to use "
+            "the CPU, or install the matching jax package (e.g. jax[cuda12])",
+        ) from None
 
 
 def _launched_as_several_processes() -> bool:

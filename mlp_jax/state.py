@@ -6,7 +6,10 @@ sweep draws exactly the numbers a separate run with its seed would.
 
 from __future__ import annotations
 
+import math
+
 import jax
+import numpy as np
 
 from mlp_jax.config import Config, ConfigError
 from mlp_jax.data import Dataset, train_mean_std
@@ -18,6 +21,13 @@ from mlp_jax.steps import TrainState, create_train_state, steps_per_epoch
 def build_model(config: Config, dataset: Dataset) -> MLP:
     """The MLP that `config` describes, normalising with the train split's statistics."""
     mean, std = train_mean_std(dataset.train_images)
+    if std == 0:  # standardising would divide by 0; scaling would train on a constant
+        flag = "--idx-dir" if config.idx_dir is not None else "--dataset"
+        raise ConfigError(
+            flag,
+            f"every pixel of every training image of {dataset.name} is {round(mean * 255)} "
+            "(std 0): there is nothing to learn from; check the image files",
+        )
     return mlp_from_config(config, dataset.num_classes, mean, std)
 
 
@@ -49,3 +59,62 @@ def check_fits(config: Config, dataset: Dataset) -> None:
             "--batch-size",
             f"must be 1 .. {num_train} (the training-set size), got {config.batch_size}",
         )
+
+
+# Arrays per parameter that training keeps: params, gradients and the optimizer's moments.
+_OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
+
+
+def estimate_memory(config: Config, dataset: Dataset) -> dict[str, int]:
+    """Bytes a run needs on one device, computed from shapes before anything is allocated.
+
+    params (float32) x (params + gradients + optimizer moments), times the models of a sweep;
+    activations of one training batch (kept for backprop, with their gradients) and of one
+    evaluation batch; both splits as uint8 (replicated on every device). An estimate: XLA
+    may need some more for temporaries.
+    """
+    num_inputs = int(np.prod(dataset.image_shape))
+    sizes = [num_inputs, *config.hidden_sizes_for(dataset.num_classes), dataset.num_classes]
+    params = sum(
+        a * b + (b if config.bias else 0) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+    )
+    copies = 2 + _OPTIMIZER_COPIES[config.optimizer]
+    widths = sum(sizes)
+    return {
+        "params and optimizer state": 4 * params * copies * config.num_models,
+        "activations": 4 * config.num_models
+        * (3 * config.batch_size * widths + config.eval_batch_size * max(sizes)),
+        "data": int(dataset.train_images.nbytes + dataset.test_images.nbytes),
+    }  # fmt: skip
+
+
+def available_memory(device: jax.Device) -> tuple[int, str]:
+    """(bytes free, what they are) on `device`: its allocator's limit, else the host's RAM."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+        return free, f"{device} has {_bytes(free)} free"
+    import psutil  # a CPU device uses host memory
+
+    free = psutil.virtual_memory().available
+    return free, f"{device} (host memory) has {_bytes(free)} available"
+
+
+def check_memory(config: Config, dataset: Dataset, device: jax.Device) -> None:
+    """Raise ConfigError with the estimate if the run cannot fit on `device`."""
+    needs = estimate_memory(config, dataset)
+    total = sum(needs.values())
+    free, what = available_memory(device)
+    if total > free:
+        parts = ", ".join(f"{name} {_bytes(size)}" for name, size in needs.items())
+        raise ConfigError(
+            "--hidden" if config.hidden is not None else "--layers",
+            f"this run needs about {_bytes(total)} ({parts}) but {what}; use fewer or narrower "
+            "layers, a smaller --batch-size, or fewer models (--seeds/--lr-sweep)",
+        )
+
+
+def _bytes(size: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    power = min(int(math.log(max(size, 1), 1024)), len(units) - 1)
+    return f"{size / 1024**power:.1f} {units[power]}"

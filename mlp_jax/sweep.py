@@ -47,7 +47,7 @@ class SweepResult:
     def summary(self) -> list[Record]:
         """Per peak learning rate: mean and std over seeds of the final test accuracy and loss.
 
-        std is the sample standard deviation (ddof=1; 0 for a single seed). Diverged models
+        std is `sample_std` (ddof=1; 0 for a single seed). Diverged models
         (non-finite train loss) are counted in `diverged` and left out of the statistics.
         """
         rows = []
@@ -56,17 +56,22 @@ class SweepResult:
             finite = [k for k in members if np.isfinite(self.history[k][-1]["train_loss"])]
             accuracy = np.array([self.test[k]["accuracy"] for k in finite], np.float64)
             loss = np.array([self.test[k]["loss"] for k in finite], np.float64)
-            ddof = 1 if len(finite) > 1 else 0
             rows.append({
                 "lr": lr,
                 "seeds": [self.seeds[k] for k in members],
                 "diverged": len(members) - len(finite),
                 "test_accuracy_mean": float(accuracy.mean()) if finite else float("nan"),
-                "test_accuracy_std": float(accuracy.std(ddof=ddof)) if finite else float("nan"),
+                "test_accuracy_std": sample_std(accuracy) if finite else float("nan"),
                 "test_loss_mean": float(loss.mean()) if finite else float("nan"),
-                "test_loss_std": float(loss.std(ddof=ddof)) if finite else float("nan"),
+                "test_loss_std": sample_std(loss) if finite else float("nan"),
             })  # fmt: skip
         return rows
+
+
+def sample_std(values: Sequence[float] | np.ndarray) -> float:
+    """The std of every "mean ± std" this package prints: over seeds, ddof=1 (0 for one)."""
+    values = np.asarray(values, np.float64)
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def sweep_models(

@@ -2,14 +2,20 @@
 its errors into one-line messages and exit codes.
 
 Imports no JAX until the flags are parsed, so `--help` and flag errors answer at once.
+Until the first epoch starts, SIGINT/SIGTERM exit at once (130/143) with one line: nothing is
+being trained yet, and leaving from a Python handler never interrupts JAX mid-initialisation.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -82,7 +88,43 @@ def _quiet_failed_save_noise() -> None:
     sys.unraisablehook = hook
 
 
+def _exit_during_start_up(signum: int, frame: Any) -> None:
+    """SIGINT/SIGTERM before training: one line, then leave without unwinding through JAX."""
+    from mlp_jax.workdir import clear_held_locks  # already imported once a lock is held
+
+    name = signal.Signals(signum).name
+    with contextlib.suppress(Exception):  # keep the start-up lines already printed
+        sys.stdout.flush()
+    os.write(
+        2, f"{PROG}: {name} during start-up: stopped before training; nothing new saved\n".encode()
+    )
+    clear_held_locks()
+    os._exit(128 + signum)
+
+
+def _handle_start_up_signals() -> dict[int, Any]:
+    """Install `_exit_during_start_up`; return the handlers to restore. The loop replaces it
+    with its own (stop after the epoch) once training starts. A signal the caller ignores
+    (SIG_IGN, e.g. a background job's SIGINT) stays ignored."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, _exit_during_start_up)
+    return previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = _handle_start_up_signals()
+    try:
+        return _main(argv)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         config = config_from_args(argv)
     except ConfigError as error:
@@ -92,10 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mlp_jax.checkpoint import CheckpointError
         from mlp_jax.loop import (
             DivergedError,
+            StoppedByOutput,
             StoppedBySignal,
             train_and_evaluate,
             train_and_evaluate_many,
         )
+        from mlp_jax.workdir import WorkdirError
+        from mlp_jax.writers import stdout_error
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -108,15 +153,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    except (DivergedError, CheckpointError) as error:
+    except (DivergedError, CheckpointError, WorkdirError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
     except StoppedBySignal as stopped:
         print(f"{PROG}: {stopped}", file=sys.stderr)
         return 128 + stopped.signum
+    except StoppedByOutput as stopped:
+        print(f"{PROG}: {stopped}", file=sys.stderr)
+        return 128 + signal.SIGPIPE if isinstance(stopped.error, BrokenPipeError) else 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    if stdout_error() is not None:
+        reason = stdout_error().strerror or stdout_error()
+        print(f"{PROG}: stdout cannot be written ({reason}); the run finished", file=sys.stderr)
     return 0
 
 

@@ -1,16 +1,21 @@
-"""A run's folder and nothing about the arrays in it: the path (resolved once), config.json,
-metrics.jsonl (append, read, trim), moving an old run aside for --fresh.
+"""A run's folder and nothing about the arrays in it: the path (resolved once), the lock,
+config.json, metrics.jsonl (append, read, trim, validate), moving an old run aside for --fresh.
 
 `checkpoint.py` writes DIR/checkpoints/ with orbax; everything else under DIR is written here.
+One run writes a workdir at a time: it holds `DIR/.lock` (an flock) for its whole life; readers
+(evaluate, plot) take no lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
+import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mlp_jax.config import Config, ConfigError
@@ -20,8 +25,30 @@ UNREADABLE = "unreadable-checkpoints"  # where checkpoints that failed to restor
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 RUN_FILES = (CONFIG, METRICS, CHECKPOINTS)  # any of these means DIR holds a run
+LOCK = ".lock"  # flock'ed by the run writing DIR; holds "pid host started-at" for messages
 
 Record = dict[str, Any]
+# What a run's error about a bad config.json/metrics.jsonl line advises (readers pass their own).
+FIX_OR_FRESH = (
+    "fix or delete that line, or start over with --fresh (moves the run aside); "
+    "the checkpoints are not affected"
+)
+FIX = "fix or delete that line (the checkpoints are not affected)"
+
+
+class WorkdirError(RuntimeError):
+    """A file of the workdir cannot be written (full or read-only disk); nothing saved is lost."""
+
+
+class WorkdirBusy(ConfigError):
+    """Another live process holds the workdir's lock."""
+
+
+class RunFileError(ConfigError):
+    """config.json or metrics.jsonl is not what a run writes (edited by hand or corrupted)."""
+
+    def __init__(self, where: str, problem: str, advice: str):
+        super().__init__("--workdir", f"{where}: {problem}; {advice}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,49 +80,73 @@ class Workdir:
     # ------------------------------------------------------------------------- config.json
 
     def write_config(self, info: dict[str, Any]) -> None:
-        write_atomically(self.file(CONFIG), json.dumps(info, indent=2))
+        write_atomically(self.file(CONFIG), json.dumps(info, indent=2), self.show(CONFIG))
 
-    def read_config(self) -> dict[str, Any]:
-        with open(self.file(CONFIG)) as file:
-            return json.load(file)
+    def read_config(self, advice: str = FIX_OR_FRESH) -> dict[str, Any]:
+        """config.json, checked to hold what a run writes; RunFileError names the bad line."""
+        shown = self.show(CONFIG)
+        try:
+            with open(self.file(CONFIG), "rb") as file:
+                info = json.loads(file.read())
+        except json.JSONDecodeError as error:
+            raise RunFileError(
+                f"{shown} line {error.lineno}", f"not JSON ({error.msg})", advice
+            ) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise RunFileError(shown, f"cannot be read ({_reason(error)})", advice) from None
+        problem = _config_problem(info)
+        if problem:
+            raise RunFileError(shown, problem, advice)
+        return info
 
     # ------------------------------------------------------------------------- metrics.jsonl
 
     def append_metrics(self, records: Iterable[Record]) -> None:
         """Append one line per record, fsynced: on disk before the epoch's checkpoint is."""
-        with open(self.file(METRICS), "a") as file:
-            file.writelines(json.dumps(record) + "\n" for record in records)
-            file.flush()
-            os.fsync(file.fileno())
+        try:
+            with open(self.file(METRICS), "a") as file:
+                file.writelines(json.dumps(record) + "\n" for record in records)
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as error:
+            raise WorkdirError(f"cannot write {self.show(METRICS)}: {_reason(error)}") from None
 
-    def read_metrics(self) -> tuple[list[Record], int]:
-        """The records of DIR/metrics.jsonl and how many lines could not be read.
+    def read_metrics(self, advice: str = FIX_OR_FRESH) -> tuple[list[Record], int]:
+        """The records of DIR/metrics.jsonl and whether its last line is torn (0 or 1).
 
         A kill can leave a last line without its newline (a torn write): it is not a record.
+        Any other line that is not a record (edited by hand, corrupted) raises RunFileError
+        naming the file and the line.
         """
         path = self.file(METRICS)
         if not os.path.exists(path):
             return [], 0
-        with open(path, "rb") as file:
-            lines = file.read().split(b"\n")
-        records, unreadable = [], 0
-        for line in lines[:-1]:  # the part after the last newline is empty or torn
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                unreadable += 1
-        return records, unreadable + (lines[-1] != b"")
+        try:
+            with open(path, "rb") as file:
+                lines = file.read().split(b"\n")
+        except OSError as error:
+            raise RunFileError(
+                self.show(METRICS), f"cannot be read ({_reason(error)})", advice
+            ) from None
+        records = []
+        for number, line in enumerate(lines[:-1], start=1):  # after the last newline: torn
+            problem = _record_problem(line)
+            if problem:
+                raise RunFileError(f"{self.show(METRICS)} line {number}", problem, advice)
+            records.append(json.loads(line))
+        return records, int(lines[-1] != b"")
 
     def keep_metrics_until(self, epoch: int) -> tuple[list[Record], int]:
         """Cut metrics.jsonl to the records of epochs 1..`epoch` (atomically: temp file + rename).
 
         Returns the kept records and how many lines were dropped (later epochs, torn or unreadable).
         """
-        records, unreadable = self.read_metrics()
+        records, unreadable = self.read_metrics(FIX_OR_FRESH)
         kept = [record for record in records if record.get("epoch", epoch + 1) <= epoch]
         dropped = len(records) - len(kept) + unreadable
         if dropped:
-            write_atomically(self.file(METRICS), "".join(json.dumps(r) + "\n" for r in kept))
+            text = "".join(json.dumps(r) + "\n" for r in kept)
+            write_atomically(self.file(METRICS), text, self.show(METRICS))
         return kept, dropped
 
     # ------------------------------------------------------------------------- --fresh
@@ -110,6 +161,103 @@ class Workdir:
         os.makedirs(self.path)
         return os.path.join(os.path.dirname(os.path.normpath(self.shown)), os.path.basename(aside))
 
+    # ------------------------------------------------------------------------- the lock
+
+    @contextlib.contextmanager
+    def lock(self, log: Callable[[str], None]) -> Iterator[None]:
+        """Hold DIR/.lock for the block: another live run gets WorkdirBusy naming its pid.
+
+        flock is released by the kernel when the holder dies (even by SIGKILL), so a lock left
+        by a dead process is simply taken, with a line naming it; the file is kept (removing it
+        would let two runs lock two different files).
+        """
+        path, shown = self.file(LOCK), self.show(LOCK)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise WorkdirError(f"cannot create the lock {shown}: {_reason(error)}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WorkdirBusy(
+                    "--workdir",
+                    f"{self.shown} is in use by {_holder(os.pread(fd, 200, 0))}; wait for that "
+                    "run to end (or stop it), or use another --workdir",
+                ) from None
+            previous = os.pread(fd, 200, 0)
+            if previous.strip():  # a holder that ended cleanly empties the file
+                log(f"took over the lock of {self.shown} from {_holder(previous)}, which died")
+            mine = f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, mine.encode(), 0)
+            _HELD_LOCKS.add(fd)
+            try:
+                yield
+            finally:
+                _HELD_LOCKS.discard(fd)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)  # ended cleanly: the next run takes it silently
+        finally:
+            os.close(fd)  # releases the flock
+
+
+_HELD_LOCKS: set[int] = set()
+
+
+def clear_held_locks() -> None:
+    """Empty every lock file this process holds, before an os._exit (the kernel then unlocks)."""
+    for fd in list(_HELD_LOCKS):
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+
+
+def _holder(content: bytes) -> str:
+    """ "pid 1234 on host (since 2026-01-01 10:00:00)" out of a lock file's content."""
+    parts = content.decode(errors="replace").split(maxsplit=2)
+    if len(parts) < 2:
+        return "another process"
+    since = f" (since {parts[2].strip()})" if len(parts) > 2 else ""
+    return f"pid {parts[0]} on {parts[1]}{since}"
+
+
+@contextlib.contextmanager
+def open_workdir(
+    config: Config, log: Callable[[str], None], *, lock: bool = True
+) -> Iterator[Workdir | None]:
+    """config.workdir, created, locked for the block (with `lock`; process 0 of a run), and with
+    a previous run moved aside first under --fresh. None without --workdir."""
+    if config.workdir is None:
+        yield None
+        return
+    workdir = Workdir.of(config.workdir)
+    _check_not_a_file(workdir)
+    _makedirs(workdir)
+    if not lock:
+        yield prepare_workdir(config, log)
+        return
+    with workdir.lock(log):
+        if config.fresh and workdir.holds_run():
+            prepare_workdir(config, log)  # moves DIR aside, with its lock; lock the new DIR
+            with workdir.lock(log):
+                yield workdir
+        else:
+            yield prepare_workdir(config, log)
+
+
+def _check_not_a_file(workdir: Workdir) -> None:
+    if os.path.exists(workdir.path) and not os.path.isdir(workdir.path):
+        raise ConfigError(
+            "--workdir", f"{workdir.shown} is a file; expected a directory (new or empty)"
+        )
+
+
+def _makedirs(workdir: Workdir) -> None:
+    try:
+        os.makedirs(workdir.path, exist_ok=True)
+    except OSError as error:
+        raise ConfigError("--workdir", f"cannot create {workdir.shown}: {_reason(error)}") from None
+
 
 def prepare_workdir(config: Config, log: Callable[[str], None]) -> Workdir | None:
     """Create config.workdir. With --fresh, first move a run already there aside (never delete)."""
@@ -117,8 +265,7 @@ def prepare_workdir(config: Config, log: Callable[[str], None]) -> Workdir | Non
         return None
     workdir = Workdir.of(config.workdir)
     shown = workdir.shown
-    if os.path.exists(workdir.path) and not os.path.isdir(workdir.path):
-        raise ConfigError("--workdir", f"{shown} is a file; expected a directory (new or empty)")
+    _check_not_a_file(workdir)
     if config.fresh and os.path.isdir(workdir.path) and workdir.holds_run():
         try:
             aside = workdir.move_aside()
@@ -133,32 +280,85 @@ def prepare_workdir(config: Config, log: Callable[[str], None]) -> Workdir | Non
             f"{shown} already holds a run, and --seeds/--lr-sweep runs do not resume; "
             "use --fresh (moves it aside) or a new directory",
         )
-    try:
-        os.makedirs(workdir.path, exist_ok=True)
-    except OSError as error:
-        raise ConfigError("--workdir", f"cannot create {shown}: {error.strerror}") from None
+    _makedirs(workdir)
+    for name, is_dir in ((CHECKPOINTS, True), (CONFIG, False), (METRICS, False)):
+        path = workdir.file(name)
+        if os.path.exists(path) and os.path.isdir(path) != is_dir:
+            raise ConfigError(
+                "--workdir",
+                f"{workdir.show(name)} is {'a file' if is_dir else 'a directory'}, where the "
+                f"run keeps its {'checkpoints' if is_dir else name}; move it away, or start "
+                "over with --fresh (moves the run aside)",
+            )
     return workdir
 
 
 # Path-taking forms of the metrics functions, for research code and tests.
 
 
-def read_metrics(workdir: str | Workdir) -> tuple[list[Record], int]:
-    return Workdir.of(workdir).read_metrics()
+def read_metrics(workdir: str | Workdir, advice: str = FIX_OR_FRESH) -> tuple[list[Record], int]:
+    return Workdir.of(workdir).read_metrics(advice)
 
 
 def keep_metrics_until(workdir: str | Workdir, epoch: int) -> tuple[list[Record], int]:
     return Workdir.of(workdir).keep_metrics_until(epoch)
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write `text` to a temp file beside `path`, fsync, then rename: readers see old or new."""
+def write_atomically(path: str, text: str, shown: str | None = None) -> None:
+    """Write `text` to a temp file beside `path`, fsync, then rename: readers see old or new.
+
+    On failure (full or read-only disk) the temp file is removed and WorkdirError names `shown`.
+    """
     temp = f"{path}.tmp-{os.getpid()}"
-    with open(temp, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
+    try:
+        with open(temp, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.remove(temp)
+        raise WorkdirError(f"cannot write {shown or path}: {_reason(error)}") from None
+
+
+def _config_problem(info: Any) -> str | None:
+    """Why a config.json's content is not what a run writes, or None."""
+    if not isinstance(info, dict):
+        return f"holds a {type(info).__name__}, expected a JSON object"
+    if not isinstance(info.get("config"), dict):
+        return 'lacks its "config" object'
+    dataset = info.get("dataset")
+    if not isinstance(dataset, dict):
+        return 'lacks its "dataset" object'
+    for key, kind in (("name", str), ("num_classes", int), ("num_train", int)):
+        if not isinstance(dataset.get(key), kind):
+            return f'"dataset" lacks "{key}" ({kind.__name__})'
+    return None
+
+
+def _record_problem(line: bytes) -> str | None:
+    """Why one metrics.jsonl line is not a record, or None."""
+    try:
+        record = json.loads(line)
+    except ValueError as error:
+        return f"not JSON ({getattr(error, 'msg', error)})"
+    if not isinstance(record, dict):
+        return f"holds a {type(record).__name__}, expected a JSON object"
+    epoch = record.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        return f'"epoch" must be a whole number >= 1, got {json.dumps(epoch)}'
+    for key in ("train_loss", "train_accuracy"):
+        value = record.get(key)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return f'"{key}" must be a number, got {json.dumps(value)}'
+    return None
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror} (errno {error.errno})"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def timestamp() -> str:

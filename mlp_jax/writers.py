@@ -9,6 +9,7 @@ Writers show the keys that are present and skip the rest.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -29,9 +30,31 @@ class MetricWriter(Protocol):
     def close(self) -> None: ...
 
 
+_stdout_error: list[OSError] = []  # the first failed write to stdout, if any
+
+
 def print_line(line: str) -> None:
-    """Print one line to stdout, above the progress bar when there is one."""
-    tqdm.write(line, file=sys.stdout)
+    """Print one line to stdout, above the progress bar when there is one.
+
+    If stdout fails (a pager quit: EPIPE; a full disk: ENOSPC), the line and all later ones
+    are dropped, fd 1 is pointed at /dev/null (so no exit-time flush fails either), and
+    `stdout_error()` says why: the loop then saves a checkpoint and stops.
+    """
+    if _stdout_error:
+        return
+    try:
+        tqdm.write(line, file=sys.stdout)
+        sys.stdout.flush()
+    except OSError as error:
+        _stdout_error.append(error)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def stdout_error() -> OSError | None:
+    """Why stdout could not be written, or None while it works."""
+    return _stdout_error[0] if _stdout_error else None
 
 
 class ConsoleWriter:
@@ -110,15 +133,24 @@ def format_epoch(record: Record, epochs: int) -> str:
 
 
 def format_models_epoch(records: Sequence[Record], epochs: int) -> str:
-    """One line per epoch for many models: mean ± std over them."""
-    loss = np.array([r["train_loss"] for r in records])
+    """One line per epoch for many models: per peak learning rate, mean ± std over its seeds
+    (sample std, as SweepResult.summary; models of different learning rates are never pooled).
+    """
+    from mlp_jax.sweep import sample_std  # the one std convention; JAX only when sweeping
+
     first = records[0]
-    line = (
-        f"epoch {first['epoch']:>{len(str(epochs))}}/{epochs}  "
-        f"train loss {loss.mean():.4f} ± {loss.std():.4f}"
-    )
-    if first.get("test_accuracy") is not None:
-        accuracy = 100 * np.array([r["test_accuracy"] for r in records])
-        line += f"  test acc {accuracy.mean():.2f} ± {accuracy.std():.2f}%"
+    groups: dict[Any, list[Record]] = {}
+    for record in records:
+        groups.setdefault(record.get("peak_lr"), []).append(record)
+    parts = [f"epoch {first['epoch']:>{len(str(epochs))}}/{epochs}"]
+    for lr, members in groups.items():
+        loss = np.array([r["train_loss"] for r in members])
+        text = f"lr {lr:g}: " if lr is not None and len(groups) > 1 else ""
+        text += f"train loss {np.mean(loss):.4f} ± {sample_std(loss):.4f}"
+        if members[0].get("test_accuracy") is not None:
+            accuracy = 100 * np.array([r["test_accuracy"] for r in members])
+            text += f" test acc {np.mean(accuracy):.2f} ± {sample_std(accuracy):.2f}%"
+        parts.append(text)
     total = len(records) * first["examples_per_second"]
-    return line + f"  {first['epoch_seconds']:.2f}s {total:,.0f} ex/s ({len(records)} models)"
+    parts.append(f"{first['epoch_seconds']:.2f}s {total:,.0f} ex/s ({len(records)} models)")
+    return "  ".join(parts)
