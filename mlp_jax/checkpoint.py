@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import os
 import re
 from collections.abc import Callable
@@ -244,6 +245,15 @@ def restore_checkpoint(workdir: str | Workdir, epoch: int | None = None) -> Chec
 def restore_params(workdir: str | Workdir, epoch: int | None = None) -> Any:
     """Just the params of the newest readable checkpoint of `workdir` (see `restore_checkpoint`)."""
     return restore_checkpoint(workdir, epoch).state.params
+
+
+def restore_for_inference(workdir: str | Workdir, best: bool) -> Checkpoint:
+    """The newest checkpoint of `workdir`, or the one validation selected with `best`."""
+    if not best:
+        return restore_checkpoint(workdir)
+    if "best" not in inspect.signature(restore_checkpoint).parameters:
+        raise ConfigError("--best", "this version keeps no best checkpoint; leave out --best")
+    return restore_checkpoint(workdir, best=True)
 
 
 def abstract_state(info: dict[str, Any]) -> TrainState:

@@ -69,3 +69,14 @@ def mlp_from_config(config: Config, num_classes: int, mean: float = 0.0, std: fl
         mean=float(mean),
         std=float(std),
     )
+
+
+def summary(model: MLP, image_shape: Sequence[int]) -> str:
+    """flax's table of the model for one uint8 image: each layer's input and output shapes and
+    its parameters (shapes, count, bytes), and the total. Plain text, no terminal colours.
+    """
+    sample = jnp.zeros((1, *image_shape), jnp.uint8)
+    table = nn.tabulate(
+        model, jax.random.PRNGKey(0), console_kwargs={"width": 100, "force_terminal": False}
+    )
+    return table(sample, train=False).strip("\n")

@@ -99,6 +99,15 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
     return jax.vmap(one_example)(batch["image"], batch["label"])
 
 
+@jax.jit
+def predict(state: TrainState, images: jax.Array) -> jax.Array:
+    """Class probabilities float32[B, num_classes] of images uint8[B, *image_shape] (or float in
+    [0, 1]), in inference mode (no dropout). The model normalises them itself; no labels needed.
+    """
+    logits = state.apply_fn({"params": state.params}, images, train=False)
+    return jax.nn.softmax(logits, axis=-1)
+
+
 def _batch_indices(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array | None]:
     """Split index vector [N] into int32[steps, batch_size], padding the last batch.
 
@@ -156,7 +165,8 @@ def train_epoch(
     images uint8[N, H, W, C] and labels int32[N] stay on the device; `key` orders the epoch
     (the loop passes fold_in(data_key, epoch)). If N is not a multiple of `batch_size`, the last
     batch holds the remaining N mod batch_size examples (the rest is masked padding), so every
-    example is seen exactly once per epoch. Returns the example-weighted mean loss and accuracy.
+    example is seen exactly once per epoch. Returns the example-weighted mean loss and accuracy,
+    and `per_step_loss` float32[steps], each step's minibatch loss in order (for step-level logs).
     With `batch_sharding` (sharding.py), each gathered batch is split over the devices.
     `unroll` (default: `default_unroll(batch_size)`) is for speed: it leaves the params
     bit-identical (tested); the epoch's metrics may differ in their last bits.
@@ -179,6 +189,7 @@ def train_epoch(
         "train_accuracy": jnp.sum(per_step["accuracy"] * weights),
         "grad_norm": jnp.mean(per_step["grad_norm"]),
         "examples": jnp.sum(per_step["count"]),
+        "per_step_loss": per_step["loss"],
     }
     return state, metrics
 

@@ -1,0 +1,153 @@
+"""Your own pictures in the training format: read PNG/JPEG files, make them look like the dataset.
+
+MNIST digits were made by fitting each digit's ink into 20x20 (aspect ratio kept) and moving its
+centre of mass to the centre of a 28x28 field; Fashion-MNIST articles fill the 28x28 field and are
+centred by their bounding box. Both are white on black. Pillow reads and resizes, scipy measures.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+STYLES = ("digit", "object", "none")
+DIGIT_BOX = 20 / 28  # MNIST: the digit's longer side fills 20 of 28 pixels
+INK_THRESHOLD = 0.25  # ink: at least this far from the background, as a fraction of the most
+
+
+class ImageError(ValueError):
+    """A file that cannot be used: names it and what is wrong. The CLI prints it as one line."""
+
+
+def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The image files named by `paths`: files as given, folders by their images (by name)."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ImageError(
+                    f"{path}: the folder holds no images (looked for {', '.join(IMAGE_SUFFIXES)})"
+                )
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ImageError(f"{path}: no such file or folder")
+    return files
+
+
+def read_grayscale(path: str | os.PathLike) -> np.ndarray:
+    """uint8[H, W] grey levels of an image file; transparent parts count as white paper.
+
+    Raises ImageError for a file Pillow cannot read.
+    """
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)  # phone photos: apply the rotation flag
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                paper = Image.new("RGBA", rgba.size, "white")
+                image = Image.alpha_composite(paper, rgba)
+            return np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        reason = (
+            "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else error
+        )
+        raise ImageError(f"{path}: cannot read it ({reason})") from None
+
+
+def to_training_format(
+    gray: np.ndarray, image_shape: Sequence[int], style: str = "digit"
+) -> np.ndarray:
+    """uint8[H, W] grey levels -> uint8[*image_shape] (e.g. [28, 28, 1]), white ink on black.
+
+    style "digit" (MNIST): invert a light background, crop to the ink, fit its longer side to
+    20/28 of the field keeping the aspect ratio, centre the centre of mass. "object"
+    (Fashion-MNIST): the same, but the longer side fills the field and the bounding box is
+    centred. "none": the pixels as they are, which must already have the training shape.
+    """
+    height, width, channels = _check_shape(image_shape, style)
+    gray = np.asarray(gray, np.uint8)
+    if style == "none":
+        if gray.shape != (height, width):
+            raise ImageError(
+                f"is {gray.shape[0]}x{gray.shape[1]} pixels; --preprocess none needs "
+                f"{height}x{width} (or use --preprocess digit/object to resize)"
+            )
+        return gray.reshape(height, width, channels)
+    ink = _ink(gray)
+    strong = ink >= INK_THRESHOLD * 255  # what counts for the crop: no faint specks, no noise
+    rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
+    if rows.size == 0:
+        raise ImageError("has no ink: the image is blank (one uniform colour)")
+    if style == "digit":  # MNIST's background is exactly 0: drop the paper's texture
+        ink = np.where(strong, ink, 0).astype(np.uint8)
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    box = DIGIT_BOX if style == "digit" else 1.0
+    scale = min(box * height / crop.shape[0], box * width / crop.shape[1])
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    fitted = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS))
+    field = np.zeros((height, width), np.uint8)
+    top, left = (height - fitted.shape[0]) // 2, (width - fitted.shape[1]) // 2
+    field[top : top + fitted.shape[0], left : left + fitted.shape[1]] = fitted
+    if style == "digit":
+        # MNIST moved each digit by whole pixels so that its centre of mass sits at (14, 14).
+        mass_row, mass_col = ndimage.center_of_mass(field.astype(np.float64))
+        shift = (round(height // 2 - mass_row), round(width // 2 - mass_col))
+        field = ndimage.shift(field, shift, order=0, mode="constant", cval=0)
+    return field.reshape(height, width, channels)
+
+
+def load_images(
+    paths: Sequence[str | os.PathLike], image_shape: Sequence[int], style: str = "digit"
+) -> tuple[list[Path], np.ndarray]:
+    """The files named by `paths` (folders expanded) and their uint8[N, *image_shape] images."""
+    files = image_files(paths)
+    images = []
+    for path in files:
+        try:
+            images.append(to_training_format(read_grayscale(path), image_shape, style))
+        except ImageError as error:
+            message = str(error)
+            raise ImageError(
+                message if message.startswith(str(path)) else f"{path}: {message}"
+            ) from None
+    return files, np.stack(images)
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write one uint8[H, W, 1] (or [H, W]) image as a grayscale PNG."""
+    Image.fromarray(np.asarray(image, np.uint8).reshape(image.shape[0], image.shape[1])).save(path)
+
+
+def _ink(gray: np.ndarray) -> np.ndarray:
+    """uint8[H, W]: 0 where the background is, up to 255 for the strongest ink.
+
+    The background is the median of the border pixels; a light one (paper) is inverted, so
+    ink is always bright as in MNIST, and the contrast is stretched to the full 0..255.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
+    ink = np.abs(gray.astype(np.float64) - background)  # dark ink on paper or light on black
+    contrast = ink.max()
+    if contrast == 0:
+        return np.zeros_like(gray)
+    return np.round(255 * ink / contrast).astype(np.uint8)
+
+
+def _check_shape(image_shape: Sequence[int], style: str) -> tuple[int, int, int]:
+    if style not in STYLES:
+        raise ValueError(f"unknown preprocessing style {style!r}; allowed: {', '.join(STYLES)}")
+    if len(image_shape) != 3 or image_shape[2] != 1:
+        raise ImageError(
+            f"the model was trained on images of shape {tuple(image_shape)}; only grayscale "
+            "[H, W, 1] models can read image files"
+        )
+    return int(image_shape[0]), int(image_shape[1]), 1
