@@ -1,0 +1,126 @@
+"""The TensorBoard writer: what it logs reads back, through TensorBoard's own event reader."""
+
+import numpy as np
+import pytest
+
+from mlp_jax.tensorboard import TensorBoardWriter, hparam_values, scalar_tag
+
+event_accumulator = pytest.importorskip(
+    "tensorboard.backend.event_processing.event_accumulator",
+    reason="reading event files back needs the tensorboard package (the test extra)",
+)
+
+plugin_data_pb2 = pytest.importorskip("tensorboard.plugins.hparams.plugin_data_pb2")
+
+NAMES = tuple(str(i) for i in range(3))
+
+
+def read_events(logdir):
+    reader = event_accumulator.EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    reader.Reload()
+    return reader
+
+
+def scalars(reader, tag):
+    return [(event.step, event.value) for event in reader.Scalars(tag)]
+
+
+def record(epoch, loss, test_accuracy=None):
+    return {
+        "epoch": epoch,
+        "train_loss": loss,
+        "train_accuracy": 0.5,
+        "test_loss": None if test_accuracy is None else 2 * loss,
+        "test_accuracy": test_accuracy,
+        "lr": 0.1 / epoch,
+        "examples_per_second": 1234.5,
+    }
+
+
+def test_epoch_records_become_scalars_at_the_step_reached(tmp_path):
+    writer = TensorBoardWriter(str(tmp_path), {"lr": 0.1}, steps_per_epoch=5, class_names=NAMES)
+    writer.write_epoch([record(1, 0.75)])
+    writer.write_epoch([record(2, 0.25, test_accuracy=0.875)])
+    writer.close()
+    reader = read_events(tmp_path)
+    assert scalars(reader, "train/loss") == [(5, 0.75), (10, 0.25)]
+    assert scalars(reader, "test/accuracy") == [(10, 0.875)]  # epoch 1 did not evaluate
+    assert scalars(reader, "test/loss") == [(10, 0.5)]
+    assert scalars(reader, "lr") == [(5, pytest.approx(0.1)), (10, pytest.approx(0.05))]
+    assert scalars(reader, "examples_per_second") == [(5, 1234.5), (10, 1234.5)]
+    assert scalars(reader, "epoch") == [(5, 1), (10, 2)]
+
+
+def test_per_step_loss_every_n_steps_at_its_global_step(tmp_path):
+    writer = TensorBoardWriter(str(tmp_path), {}, steps_per_epoch=5, class_names=NAMES, log_every=2)
+    losses = np.arange(10, dtype=np.float32) / 8  # step t's loss is (t - 1) / 8
+    writer.write_arrays(1, {"per_step_loss": losses[:5], "confusion": None})
+    writer.write_arrays(2, {"per_step_loss": losses[5:], "confusion": None})
+    writer.close()
+    logged = scalars(read_events(tmp_path), "train/loss_per_step")
+    assert logged == [(t, (t - 1) / 8) for t in (2, 4, 6, 8, 10)]
+
+
+def test_log_every_zero_writes_no_step_losses(tmp_path):
+    writer = TensorBoardWriter(str(tmp_path), {}, 5, NAMES, log_every=0)
+    writer.write_arrays(1, {"per_step_loss": np.ones(5, np.float32)})
+    writer.write_epoch([record(1, 0.5)])
+    writer.close()
+    assert "train/loss_per_step" not in read_events(tmp_path).Tags()["scalars"]
+
+
+def test_confusion_matrix_image_and_hparams_are_logged(tmp_path):
+    config = {"hidden": (512, 256), "lr": 0.05, "workdir": "/somewhere", "clip_norm": None}
+    writer = TensorBoardWriter(str(tmp_path), config, 5, NAMES)
+    confusion = np.array([[5, 1, 0], [0, 6, 0], [1, 0, 7]])
+    writer.write_arrays(2, {"per_step_loss": None, "confusion": confusion})
+    writer.close()
+    reader = read_events(tmp_path)
+    (image,) = reader.Images("test/confusion_matrix")
+    assert image.step == 10 and image.width > 100 and image.height > 100
+    start = reader.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    logged = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert logged["lr"].number_value == 0.05 and logged["hidden"].string_value == "512,256"
+    assert "workdir" not in logged
+
+
+def test_hparams_are_scalars_and_strings_without_run_locations():
+    config = {"hidden": (512, 256), "lr": 0.05, "workdir": "/w", "clip_norm": None, "bias": True}
+    assert hparam_values(config) == {
+        "hidden": "512,256",
+        "lr": 0.05,
+        "clip_norm": "none",
+        "bias": True,
+    }
+
+
+def test_resume_purges_what_the_interrupted_run_logged_after_its_checkpoint(tmp_path):
+    first = TensorBoardWriter(str(tmp_path), {}, steps_per_epoch=5, class_names=NAMES)
+    for epoch, loss in [(1, 0.5), (2, 0.25), (3, 0.125)]:  # killed after epoch 3's line ...
+        first.write_epoch([record(epoch, loss)])
+    first.close()
+    # ... but its newest checkpoint was of epoch 2: the resumed run redoes epoch 3.
+    resumed = TensorBoardWriter(str(tmp_path), {}, 5, NAMES, done_epochs=2)
+    resumed.write_epoch([record(3, 0.1875)])
+    resumed.close()
+    assert scalars(read_events(tmp_path), "train/loss") == [(5, 0.5), (10, 0.25), (15, 0.1875)]
+
+
+def test_sweep_models_get_one_sub_run_each(tmp_path):
+    writer = TensorBoardWriter(str(tmp_path), {}, 5, NAMES)
+    writer.write_epoch([
+        {**record(1, 0.5), "seed": 0, "peak_lr": 0.1},
+        {**record(1, 0.75), "seed": 0, "peak_lr": 0.01},
+    ])  # fmt: skip
+    writer.close()
+    assert scalars(read_events(tmp_path / "seed0-lr0.1"), "train/loss") == [(5, 0.5)]
+    assert scalars(read_events(tmp_path / "seed0-lr0.01"), "train/loss") == [(5, 0.75)]
+
+
+@pytest.mark.parametrize(
+    "key, tag",
+    [("train_loss", "train/loss"), ("val_accuracy", "val/accuracy"), ("lr", "lr"),
+     ("examples_per_second", "examples_per_second"), ("test_error_rate", "test/error_rate")],
+)  # fmt: skip
+def test_record_keys_map_to_tags_grouped_by_split(key, tag):
+    assert scalar_tag(key) == tag
