@@ -105,21 +105,31 @@ def to_training_format(
     return field.reshape(height, width, channels)
 
 
+def read_images(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[np.ndarray]]:
+    """The files named by `paths` (folders expanded) and their uint8[H, W] grey levels."""
+    files = image_files(paths)
+    return files, [read_grayscale(path) for path in files]
+
+
+def prepare_images(
+    files: Sequence[Path], grays: Sequence[np.ndarray], image_shape: Sequence[int], style: str
+) -> np.ndarray:
+    """uint8[N, *image_shape]: `to_training_format` of each; an ImageError names its file."""
+    images = []
+    for path, gray in zip(files, grays, strict=True):
+        try:
+            images.append(to_training_format(gray, image_shape, style))
+        except ImageError as error:
+            raise ImageError(f"{path}: {error}") from None
+    return np.stack(images)
+
+
 def load_images(
     paths: Sequence[str | os.PathLike], image_shape: Sequence[int], style: str = "digit"
 ) -> tuple[list[Path], np.ndarray]:
     """The files named by `paths` (folders expanded) and their uint8[N, *image_shape] images."""
-    files = image_files(paths)
-    images = []
-    for path in files:
-        try:
-            images.append(to_training_format(read_grayscale(path), image_shape, style))
-        except ImageError as error:
-            message = str(error)
-            raise ImageError(
-                message if message.startswith(str(path)) else f"{path}: {message}"
-            ) from None
-    return files, np.stack(images)
+    files, grays = read_images(paths)
+    return files, prepare_images(files, grays, image_shape, style)
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray) -> None:

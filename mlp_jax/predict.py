@@ -16,7 +16,7 @@ import numpy as np
 
 from mlp_jax.checkpoint import NoCheckpointError, restore_for_inference
 from mlp_jax.config import ConfigError
-from mlp_jax.images import STYLES, ImageError, load_images, save_image
+from mlp_jax.images import STYLES, ImageError, prepare_images, read_images, save_image
 from mlp_jax.plot import class_names
 from mlp_jax.steps import predict
 
@@ -57,14 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.top < 1:
             raise ConfigError("--top", f"must be >= 1, got {args.top}")
+        files, grays = read_images(args.files)  # bad files fail fast, before the restore
+        if args.save_preprocessed is not None:
+            _make_folder(args.save_preprocessed)
         checkpoint = restore_for_inference(args.workdir, args.best)
         dataset = checkpoint.info["dataset"]
         style = args.preprocess
         if style == "auto":
             style = "object" if "fashion" in dataset["name"].lower() else "digit"
-        files, images = load_images(args.files, dataset["image_shape"], style)
-        if args.save_preprocessed is not None:
-            _make_folder(args.save_preprocessed)
+        images = prepare_images(files, grays, dataset["image_shape"], style)
     except (NoCheckpointError, ConfigError, ImageError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
