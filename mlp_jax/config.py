@@ -83,6 +83,9 @@ class Config:
     fresh: bool = _field(
         False, "with --workdir: move a run already there aside (DIR.previous-<time>), start over"
     )
+    log_every: int = _field(
+        10, "with --workdir: TensorBoard gets the train loss of every Nth step (0: epochs only)"
+    )
     # Scale: devices, hosts, many models (sharding.py, sweep.py).
     devices: str = _field("auto", "data-parallel devices: auto (all) or N (the first N)")
     seeds: int = _field(
@@ -185,6 +188,7 @@ class Config:
         )
         _check(self.keep >= 1, "--keep", f"must be >= 1, got {self.keep}")
         _check(not self.fresh or self.workdir is not None, "--fresh", "needs --workdir")
+        _check(self.log_every >= 0, "--log-every", f"must be >= 0, got {self.log_every}")
         self._validate_scale()
 
     def _validate_scale(self) -> None:

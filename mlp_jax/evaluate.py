@@ -1,7 +1,8 @@
 """`python -m mlp_jax.evaluate --workdir DIR`: score a run's newest checkpoint on its test split.
 
-Reloads the dataset from the config saved in the checkpoint and prints test loss, accuracy and the
-confusion matrix, next to what training logged for that epoch in metrics.jsonl.
+Reloads the dataset from the config saved in the checkpoint and prints the model's layers, test
+loss, accuracy and the confusion matrix, next to what training logged for that epoch in
+metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from mlp_jax.checkpoint import DATASET_FACTS, NoCheckpointError, restore_checkpoint
+from mlp_jax.checkpoint import (
+    DATASET_FACTS,
+    NoCheckpointError,
+    model_from_info,
+    restore_checkpoint,
+)
 from mlp_jax.config import ConfigError
 from mlp_jax.data import load_dataset
+from mlp_jax.model import summary
 from mlp_jax.steps import evaluate
 from mlp_jax.workdir import FIX, RunFileError, read_metrics
 from mlp_jax.writers import print_line, stdout_error
@@ -96,6 +103,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     step = int(checkpoint.state.step)
     print_line(f"checkpoint: {checkpoint.path} (epoch {checkpoint.epoch}, step {step})")
     print_line(f"dataset: {dataset.name}, {dataset.num_test} test images")
+    print_line(summary(model_from_info(checkpoint.info), dataset.image_shape))
     print_line(
         f"test loss {float(test['loss']):.4f}  accuracy {100 * float(test['accuracy']):.2f}%  "
         f"({int(test['confusion'].trace())} of {int(test['count'])} correct)"

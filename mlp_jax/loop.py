@@ -26,8 +26,9 @@ from mlp_jax.checkpoint import (
 )
 from mlp_jax.config import Config, ConfigError
 from mlp_jax.data import Dataset, load_dataset
-from mlp_jax.model import count_params, layer_sizes
+from mlp_jax.model import count_params, layer_sizes, summary
 from mlp_jax.optim import make_schedule
+from mlp_jax.plot import class_names
 from mlp_jax.sharding import (
     available_devices,
     batch_sharding,
@@ -41,8 +42,10 @@ from mlp_jax.sharding import (
 from mlp_jax.state import build_model, check_fits, check_memory, epoch_key, init_state
 from mlp_jax.steps import TrainState, evaluate, steps_per_epoch, train_epoch
 from mlp_jax.sweep import SweepResult, train_many
-from mlp_jax.workdir import CHECKPOINTS, CONFIG, Workdir, open_workdir
+from mlp_jax.tensorboard import TensorBoardWriter
+from mlp_jax.workdir import CHECKPOINTS, CONFIG, TENSORBOARD, Workdir, open_workdir
 from mlp_jax.writers import (
+    ArrayWriter,
     ConsoleWriter,
     MetricsFileWriter,
     MetricWriter,
@@ -121,15 +124,31 @@ def _silent(line: str) -> None:
 
 
 def default_writers(
-    config: Config, workdir: Workdir | None, done: int, log: Callable[[str], None]
+    config: Config,
+    workdir: Workdir | None,
+    done: int,
+    log: Callable[[str], None],
+    dataset: Dataset,
+    batches: int,
 ) -> list[MetricWriter]:
-    """Where process 0's epoch records go: the console line, the progress bar, metrics.jsonl."""
+    """Where process 0's epoch records go: the console line, the progress bar, and with a
+    workdir metrics.jsonl and TensorBoard (DIR/tensorboard/; `batches` steps per epoch)."""
     writers: list[MetricWriter] = [
         ConsoleWriter(config.epochs, log),
         ProgressBar(config.epochs, done),
     ]
     if workdir is not None:
         writers.append(MetricsFileWriter(workdir))
+        writers.append(
+            TensorBoardWriter(
+                workdir.file(TENSORBOARD),
+                config.to_dict(),
+                steps_per_epoch=batches,
+                class_names=class_names(dataset.name, dataset.num_classes),
+                log_every=config.log_every,
+                done_epochs=done,
+            )
+        )
     return writers
 
 
@@ -201,6 +220,7 @@ def _train(
         f"model: {'-'.join(map(str, sizes))} MLP, {count_params(state.params):,} parameters "
         f"(initialised in {time.perf_counter() - start:.2f}s)"
     )
+    log(summary(model, dataset.image_shape))
     log(
         f"training: {config.epochs} epochs x {batches} steps of batch {config.batch_size} "
         f"({config.optimizer}, lr {config.lr:g}, {config.schedule} schedule)"
@@ -242,7 +262,9 @@ def _train(
     test = None
     if is_main_process() and stdout_error() is not None:  # e.g. `| head` took start-up's lines
         raise StoppedByOutput(stdout_error(), done, config.epochs, None)
-    writers = default_writers(config, workdir, done, log) if is_main_process() else []
+    writers = (
+        default_writers(config, workdir, done, log, dataset, batches) if is_main_process() else []
+    )
     try:
         with _StopRequest() as stop:
             for epoch in range(done + 1, config.epochs + 1):
@@ -265,14 +287,21 @@ def _train(
                     "epoch_seconds": seconds,
                     "examples_per_second": num_train / seconds,
                 }
-                if epoch % config.eval_every == 0 or epoch == config.epochs:
+                evaluated = epoch % config.eval_every == 0 or epoch == config.epochs
+                if evaluated:
                     test = _fetch(run_eval(state, test_images, test_labels))
                     record["test_loss"] = float(test["loss"])
                     record["test_accuracy"] = float(test["accuracy"])
                 history.append(record)
                 # metrics.jsonl first: a kill before the checkpoint leaves a line resume drops.
+                arrays = {
+                    "per_step_loss": train_metrics["per_step_loss"],
+                    "confusion": test["confusion"] if evaluated else None,
+                }
                 for writer in writers:
                     writer.write_epoch([record])
+                    if isinstance(writer, ArrayWriter):
+                        writer.write_arrays(epoch, arrays)
                 # A pager that quit (or a full disk) stops the run as a signal does: saved.
                 output_failed = is_main_process() and stdout_error() is not None
                 if checkpointer is not None:
@@ -332,7 +361,10 @@ def _train_many(
     )
     if workdir and is_main_process():
         _write_config(workdir, config, dataset, sizes)
-    writers = default_writers(config, workdir, 0, log) if is_main_process() else []
+    batches = steps_per_epoch(dataset.num_train, config.batch_size)
+    writers = (
+        default_writers(config, workdir, 0, log, dataset, batches) if is_main_process() else []
+    )
 
     def on_epoch(epoch: int, records: list[dict[str, Any]]) -> None:
         for writer in writers:

@@ -79,4 +79,4 @@ def summary(model: MLP, image_shape: Sequence[int]) -> str:
     table = nn.tabulate(
         model, jax.random.PRNGKey(0), console_kwargs={"width": 100, "force_terminal": False}
     )
-    return table(sample, train=False).strip("\n")
+    return "\n".join(line.rstrip() for line in table(sample, train=False).strip("\n").splitlines())

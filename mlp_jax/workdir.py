@@ -24,6 +24,7 @@ CHECKPOINTS = "checkpoints"  # DIR/checkpoints/<epoch>/{state, info}
 UNREADABLE = "unreadable-checkpoints"  # where checkpoints that failed to restore are moved
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"  # DIR/tensorboard/: event files (tensorboard.py)
 RUN_FILES = (CONFIG, METRICS, CHECKPOINTS)  # any of these means DIR holds a run
 LOCK = ".lock"  # flock'ed by the run writing DIR; holds "pid host started-at" for messages
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from tqdm import tqdm
@@ -28,6 +28,15 @@ class MetricWriter(Protocol):
     def write_epoch(self, records: Sequence[Record]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ArrayWriter(Protocol):
+    """A writer that also shows arrays (TensorBoard): the loop hands it a single model's
+    `per_step_loss` float[steps] and the test split's `confusion` int[C, C] (None in epochs
+    without evaluation) after each `write_epoch`."""
+
+    def write_arrays(self, epoch: int, arrays: Mapping[str, Any]) -> None: ...
 
 
 _stdout_error: list[OSError] = []  # the first failed write to stdout, if any

@@ -4,7 +4,7 @@ import pytest
 
 from mlp_jax import Config
 from mlp_jax.data import load_mnist_subset
-from mlp_jax.train import train_and_evaluate
+from mlp_jax.loop import train_and_evaluate
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mlp_jax import MLP, Config, count_params, mlp_from_config
+from mlp_jax.model import summary
 
 
 def _params(model, image_shape=(28, 28, 1)):
@@ -84,3 +85,13 @@ def test_every_activation_gives_finite_logits(activation):
     model = MLP(hidden_sizes=(8, 8), num_classes=3, activation=activation)
     logits = model.apply({"params": _params(model)}, jnp.ones((2, 28, 28, 1), jnp.uint8))
     chex.assert_tree_all_finite(logits)
+
+
+def test_summary_lists_each_layer_with_its_shapes_and_parameter_count():
+    model = MLP(hidden_sizes=(32, 16), num_classes=10)
+    text = summary(model, (28, 28, 1))
+    for line in ("hidden_0", "hidden_1", "output"):
+        assert line in text
+    assert "uint8[1,28,28,1]" in text and "float32[784,32]" in text and "float32[16,10]" in text
+    assert "Total Parameters: 25,818" in text  # (784 + 1) * 32 + (32 + 1) * 16 + (16 + 1) * 10
+    assert "\x1b[" not in text  # plain text, no terminal colours

@@ -1,5 +1,9 @@
 """The TensorBoard writer: what it logs reads back, through TensorBoard's own event reader."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -124,3 +128,37 @@ def test_sweep_models_get_one_sub_run_each(tmp_path):
 )  # fmt: skip
 def test_record_keys_map_to_tags_grouped_by_split(key, tag):
     assert scalar_tag(key) == tag
+
+
+def test_training_run_logs_what_metrics_jsonl_says(trained_run):
+    """conftest.py's run (2 epochs x 40 steps, --log-every 10): TensorBoard == metrics.jsonl."""
+    workdir, _ = trained_run
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    reader = read_events(workdir / "tensorboard")
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr",
+                "examples_per_second", "epoch_seconds"):  # fmt: skip
+        logged = scalars(reader, scalar_tag(key))
+        expected = [(40 * r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in records]
+        assert logged == expected, key
+    assert [step for step, _ in scalars(reader, "train/loss_per_step")] == list(range(10, 81, 10))
+    assert [image.step for image in reader.Images("test/confusion_matrix")] == [40, 80]
+
+
+def test_cli_step_losses_average_to_the_epoch_loss(tmp_path):
+    """--log-every 1, batches that divide the train set: each epoch's step losses average to the
+    epoch's train_loss in metrics.jsonl (as users run it: a subprocess, a relative --workdir)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mlp_jax.train", "--dataset", "mnist_subset", "--layers", "1",
+         "--epochs", "2", "--batch-size", "500", "--workdir", "run", "--log-every", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Total Parameters: 7,850" in result.stdout  # the model summary at start-up
+    records = [
+        json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    ]
+    steps = scalars(read_events(tmp_path / "run/tensorboard"), "train/loss_per_step")
+    assert [step for step, _ in steps] == list(range(1, 17))  # 4000 / 500 = 8 steps per epoch
+    for record in records:
+        epoch_losses = [loss for step, loss in steps if (step - 1) // 8 + 1 == record["epoch"]]
+        assert np.mean(epoch_losses) == pytest.approx(record["train_loss"], rel=1e-5)
