@@ -89,3 +89,11 @@ def test_script_flags_reject_bad_input():
     with pytest.raises(SystemExit) as error:
         depth.main(["--seeds", "three"])
     assert error.value.code == 2
+
+
+def test_predict_demo_draws_a_seven_and_shows_what_the_net_saw(trained_run, tmp_path, capsys):
+    module = importlib.import_module("experiments.predict_demo")
+    assert module.main(["--workdir", str(trained_run[0]), "--out", str(tmp_path)]) == 0
+    for name in ("seven.png", "seven_seen.png", "predict_demo.png"):
+        _assert_png(tmp_path / name)
+    assert capsys.readouterr().out.startswith("seven.png: ")
