@@ -103,7 +103,7 @@ def test_an_unreadable_file_gets_one_line_from_the_command(workspace):
         ("blank", ["blank.png"], "blank.png: has no ink"),
         (None, ["missing.png"], "missing.png: no such file or folder"),
         ("small", ["--workdir", "nowhere", "small.png"], "no checkpoints in"),
-        ("small", ["--best", "small.png"], "--best"),
+        ("small", ["--best", "small.png"], "best"),  # no validation: no best epoch
         ("small", ["--top", "0", "small.png"], "--top: must be >= 1"),
     ],
 )  # fmt: skip
