@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         train_step,
     )
     from mlp_jax.sweep import SweepResult, train_many, with_learning_rate
+    from mlp_jax.tensorboard import TensorBoardWriter
     from mlp_jax.workdir import Workdir, read_metrics
     from mlp_jax.writers import ConsoleWriter, MetricsFileWriter, MetricWriter, ProgressBar
 
@@ -85,6 +86,7 @@ __all__ = [
     "MetricWriter",
     "MetricsFileWriter",
     "ProgressBar",
+    "TensorBoardWriter",
     "RunResult",
     "StoppedBySignal",
     "Workdir",
@@ -139,6 +141,7 @@ _MODULES = {
     "MetricWriter": "mlp_jax.writers",
     "MetricsFileWriter": "mlp_jax.writers",
     "ProgressBar": "mlp_jax.writers",
+    "TensorBoardWriter": "mlp_jax.tensorboard",
     "RunResult": "mlp_jax.loop",
     "StoppedBySignal": "mlp_jax.loop",
     "Workdir": "mlp_jax.workdir",
