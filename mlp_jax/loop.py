@@ -298,10 +298,10 @@ def _train(
                     "per_step_loss": train_metrics["per_step_loss"],
                     "confusion": test["confusion"] if evaluated else None,
                 }
-                for writer in writers:
-                    writer.write_epoch([record])
+                for writer in writers:  # the step losses first: steps stay in order
                     if isinstance(writer, ArrayWriter):
                         writer.write_arrays(epoch, arrays)
+                    writer.write_epoch([record])
                 # A pager that quit (or a full disk) stops the run as a signal does: saved.
                 output_failed = is_main_process() and stdout_error() is not None
                 if checkpointer is not None:
