@@ -19,8 +19,10 @@ import chex
 import pytest
 
 from mlp_jax import Config, restore_checkpoint, restore_params
+from mlp_jax.checkpoint import model_from_info
 from mlp_jax.data import load_mnist_subset
 from mlp_jax.loop import StoppedBySignal, train_and_evaluate
+from mlp_jax.model import summary
 from mlp_jax.optim import make_schedule
 from mlp_jax.train import main
 from mlp_jax.workdir import keep_metrics_until, prepare_workdir, read_metrics
@@ -314,7 +316,11 @@ def test_evaluate_cli_matches_what_training_printed(reference, capsys):
     loss = trained[0].split("loss ")[1].split(")")[0]
     assert f"test loss {loss}  accuracy {accuracy}" in out
     assert "(identical)" in out  # to the bit, against metrics.jsonl
-    assert "confusion matrix" in out and len(out.strip().splitlines()) == 5 + 11
+    model = model_from_info(restore_checkpoint(str(reference["workdir"])).info)
+    table = summary(model, (28, 28, 1))
+    assert table in out  # the layers, their shapes and parameter counts
+    assert "confusion matrix" in out
+    assert len(out.strip().splitlines()) == 5 + 11 + len(table.splitlines())
 
 
 def test_extending_epochs_continues_with_the_schedule_of_the_new_config(copy_of_reference):
