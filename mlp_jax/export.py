@@ -77,8 +77,13 @@ def save_tensorflow(state: TrainState, image_shape: Sequence[int], out: str, fmt
         file.write(flat_buffer)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Export a trained run's model: uint8 images -> logits, runnable without "
         "mlp_jax.",
@@ -86,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workdir", required=True, help="the --workdir of a training run")
     parser.add_argument(
-        "--best", action="store_true", help="export the best checkpoint (default: the newest)"
+        "--best",
+        action="store_true",
+        help="export the checkpoint that validation selected, not the newest",
     )
     parser.add_argument(
         "--out", required=True, help="file to write (a folder for --format savedmodel)"

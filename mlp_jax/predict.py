@@ -23,16 +23,25 @@ from mlp_jax.steps import predict
 PROG = "mlp_jax.predict"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Predict the classes of image files with a trained run's checkpoint.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("files", nargs="+", metavar="FILE_OR_FOLDER", help="PNG/JPEG files")
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE_OR_FOLDER", help="PNG/JPEG files, or folders of them"
+    )
     parser.add_argument("--workdir", required=True, help="the --workdir of a training run")
     parser.add_argument(
-        "--best", action="store_true", help="use the best checkpoint (default: the newest)"
+        "--best",
+        action="store_true",
+        help="use the checkpoint that validation selected, not the newest",
     )
     parser.add_argument(
         "--preprocess",

@@ -124,3 +124,11 @@ def test_bad_input_gets_a_one_line_error(workspace, setup, args, message, monkey
     assert code == 2, (out, err)
     assert err.startswith("mlp_jax.predict: error: ") and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_missing_flag_is_one_line_without_the_usage(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["seven.png"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "mlp_jax.predict: error: the following arguments are required: --workdir\n"
