@@ -19,9 +19,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from mlp_jax import predict, restore_checkpoint
+from mlp_jax import restore_checkpoint
 from mlp_jax.images import load_images, save_image
 from mlp_jax.plot import class_names
+from mlp_jax.steps import predict  # not `from mlp_jax`: importing the CLI module rebinds that
 
 RESULTS = Path(__file__).resolve().parent / "results" / "predict"
 
