@@ -34,7 +34,7 @@ class MetricWriter(Protocol):
 class ArrayWriter(Protocol):
     """A writer that also shows arrays (TensorBoard): the loop hands it a single model's
     `per_step_loss` float[steps] and the test split's `confusion` int[C, C] (None in epochs
-    without evaluation) after each `write_epoch`."""
+    without evaluation) before each `write_epoch`."""
 
     def write_arrays(self, epoch: int, arrays: Mapping[str, Any]) -> None: ...
 
