@@ -84,3 +84,17 @@ def test_every_activation_gives_finite_logits(activation):
     model = MLP(hidden_sizes=(8, 8), num_classes=3, activation=activation)
     logits = model.apply({"params": _params(model)}, jnp.ones((2, 28, 28, 1), jnp.uint8))
     chex.assert_tree_all_finite(logits)
+
+
+def test_scale_normalisation_ignores_the_statistics_and_standardize_uses_them():
+    scaled = mlp_from_config(Config(normalize="scale"), num_classes=10, mean=0.3, std=0.2)
+    assert (scaled.mean, scaled.std) == (0.0, 1.0)
+    standardised = mlp_from_config(Config(normalize="standardize"), 10, mean=0.3, std=0.2)
+    assert (standardised.mean, standardised.std) == pytest.approx((0.3, 0.2))
+
+
+def test_config_fields_reach_the_model():
+    config = Config(layers=3, hidden=(7, 5), activation="tanh", dropout=0.25, bias=False)
+    model = mlp_from_config(config, num_classes=4)
+    assert (tuple(model.hidden_sizes), model.num_classes) == ((7, 5), 4)
+    assert (model.activation, model.dropout_rate, model.use_bias) == ("tanh", 0.25, False)
