@@ -8,6 +8,7 @@ fail. Slow (minutes per mutant on 2 cores), so it is not part of the test suite:
 
     .venv/bin/python experiments/mutation.py                 # every mutant
     .venv/bin/python experiments/mutation.py --only steps    # the mutants of one module
+    .venv/bin/python experiments/mutation.py --only steps.dropout,state.epoch   # a few
     .venv/bin/python experiments/mutation.py --list          # what the mutants are
 
 `--tests-from REF` takes tests/ from a git ref (e.g. the commit before new tests) to score an
@@ -449,12 +450,15 @@ def run_mutant(mutant: Mutant, base: Path, work: Path, cache: Path, timeout_s: f
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="run mutants whose name contains this")
+    parser.add_argument(
+        "--only", default="", help="run mutants whose name contains one of these (comma-separated)"
+    )
     parser.add_argument("--tests-from", help="git ref whose tests/ to score (default: worktree)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per mutant")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     args = parser.parse_args(argv)
-    mutants = [mutant for mutant in MUTANTS if args.only in mutant.name]
+    wanted = args.only.split(",")
+    mutants = [mutant for mutant in MUTANTS if any(part in mutant.name for part in wanted)]
     if args.list:
         for mutant in mutants:
             print(f"{mutant.name:40s} {mutant.path}: {mutant.old.strip()!r} -> {mutant.new!r}")
