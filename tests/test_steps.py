@@ -333,10 +333,15 @@ def test_masked_mean_divides_by_the_real_examples_only():
     logits = jnp.array([[0.0, 0.0, 0.0]] * 3 + [[50.0, 0.0, 0.0]])  # padding: loss 50, not ln 3
     labels = jnp.array([0, 1, 2, 1])
     np.testing.assert_allclose(cross_entropy_loss(logits, labels, mask), np.log(3), rtol=1e-6)
-    state, metrics = train_step(_state(), {"image": _images(4), "label": _labels(4), "mask": mask})
-    reference = train_step(_state(), {"image": _images(4)[:3], "label": _labels(4)[:3]})[1]
+    # Real examples 0..2 predicted wrong, the padded slot right: counting it would give 1/4.
+    images = _images(4)
+    predictions = np.argmax(np.asarray(_state().apply_fn({"params": _state().params}, images)), -1)
+    labels = jnp.asarray(np.where(np.arange(4) < 3, (predictions + 1) % 10, predictions), jnp.int32)
+    _, metrics = train_step(_state(), {"image": images, "label": labels, "mask": mask})
+    reference = train_step(_state(), {"image": images[:3], "label": labels[:3]})[1]
     np.testing.assert_allclose(metrics["loss"], reference["loss"], rtol=1e-6)
-    np.testing.assert_allclose(metrics["accuracy"], reference["accuracy"], rtol=1e-6)
+    assert float(metrics["accuracy"]) == float(reference["accuracy"]) == 0.0
+    assert int(metrics["count"]) == 3
 
 
 def _labels_half_right(state, images, num_classes=10):
