@@ -95,3 +95,17 @@ def test_summary_lists_each_layer_with_its_shapes_and_parameter_count():
     assert "uint8[1,28,28,1]" in text and "float32[784,32]" in text and "float32[16,10]" in text
     assert "Total Parameters: 25,818" in text  # (784 + 1) * 32 + (32 + 1) * 16 + (16 + 1) * 10
     assert "\x1b[" not in text  # plain text, no terminal colours
+
+
+def test_scale_normalisation_ignores_the_statistics_and_standardize_uses_them():
+    scaled = mlp_from_config(Config(normalize="scale"), num_classes=10, mean=0.3, std=0.2)
+    assert (scaled.mean, scaled.std) == (0.0, 1.0)
+    standardised = mlp_from_config(Config(normalize="standardize"), 10, mean=0.3, std=0.2)
+    assert (standardised.mean, standardised.std) == pytest.approx((0.3, 0.2))
+
+
+def test_config_fields_reach_the_model():
+    config = Config(layers=3, hidden=(7, 5), activation="tanh", dropout=0.25, bias=False)
+    model = mlp_from_config(config, num_classes=4)
+    assert (tuple(model.hidden_sizes), model.num_classes) == ((7, 5), 4)
+    assert (model.activation, model.dropout_rate, model.use_bias) == ("tanh", 0.25, False)

@@ -95,3 +95,45 @@ def test_peak_learning_rate_lives_in_the_optimizer_state():
     state.hyperparams["learning_rate"] = jnp.asarray(0.2)
     updates, _ = tx.update(GRADS, state, PARAMS)
     chex.assert_trees_all_close(updates, jax.tree.map(lambda g: -0.2 * g, GRADS), rtol=1e-6)
+
+
+# The schedules at steps inside an epoch and near the end, against the formulas they implement:
+# a check only at epoch boundaries passes when a schedule is staircased or off by one step.
+
+
+def test_exponential_schedule_decays_smoothly_within_an_epoch():
+    schedule = make_schedule(Config(lr=0.1, schedule="exponential", gamma=0.9), STEPS_PER_EPOCH)
+    for step in (0, 1, 5, 13, 37):
+        np.testing.assert_allclose(schedule(step), 0.1 * 0.9 ** (step / STEPS_PER_EPOCH), rtol=1e-6)
+
+
+@pytest.mark.parametrize("step", [0, 1, 17, 25, 49, 50])
+def test_cosine_schedule_is_the_half_cosine_over_all_steps(step):
+    schedule = make_schedule(Config(lr=0.2, schedule="cosine", epochs=5), STEPS_PER_EPOCH)
+    expected = 0.2 * 0.5 * (1 + np.cos(np.pi * min(step, 50) / 50))
+    np.testing.assert_allclose(schedule(step), expected, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("warmup_epochs, step", [(1, 3), (1, 10), (1, 30), (0.5, 2), (0.5, 5)])
+def test_warmup_cosine_is_linear_then_half_cosine(warmup_epochs, step):
+    config = Config(lr=0.2, schedule="warmup_cosine", warmup_epochs=warmup_epochs, epochs=5)
+    warmup, total = round(warmup_epochs * STEPS_PER_EPOCH), 5 * STEPS_PER_EPOCH
+    if step < warmup:
+        expected = 0.2 * step / warmup
+    else:
+        expected = 0.2 * 0.5 * (1 + np.cos(np.pi * (step - warmup) / (total - warmup)))
+    np.testing.assert_allclose(make_schedule(config, STEPS_PER_EPOCH)(step), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["step", "exponential", "cosine", "warmup_cosine"])
+def test_update_k_uses_the_schedules_lr_at_step_k(schedule):
+    # Plain sgd: update k is exactly -lr(k) * grad, so the optimizer's clock is the schedule's.
+    config = Config(optimizer="sgd", lr=0.1, schedule=schedule, epochs=3, step_every=1,
+                    gamma=0.5, warmup_epochs=1)  # fmt: skip
+    lr = make_schedule(config, STEPS_PER_EPOCH)
+    tx = make_optimizer(config, STEPS_PER_EPOCH)
+    state = tx.init(PARAMS)
+    for step in range(3 * STEPS_PER_EPOCH):
+        updates, state = tx.update(GRADS, state, PARAMS)
+        expected = jax.tree.map(lambda g, step=step: -lr(step) * g, GRADS)
+        chex.assert_trees_all_close(updates, expected, rtol=1e-5, atol=1e-8)

@@ -15,9 +15,17 @@ import chex
 import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec
 
 from mlp_jax import Config, ConfigError
-from mlp_jax.sharding import check_batch_divides, make_mesh
+from mlp_jax.sharding import (
+    batch_sharding,
+    check_batch_divides,
+    make_mesh,
+    process_rows,
+    replicated,
+    shard_batch,
+)
 
 WORKER = Path(__file__).with_name("scale_worker.py")
 TIMEOUT = 300
@@ -156,3 +164,20 @@ def test_two_processes_match_four_devices_and_only_process_0_reports(runs, tmp_p
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [record["epoch"] for record in records] == [1, 2]
     assert (workdir / "checkpoints" / "2").is_dir()
+
+
+def test_process_rows_are_each_process_own_block(monkeypatch):
+    monkeypatch.setattr(jax, "process_count", lambda: 4)
+    blocks = []
+    for index in range(4):
+        monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+        blocks.append(process_rows(32))
+    assert blocks == [slice(0, 8), slice(8, 16), slice(16, 24), slice(24, 32)]
+
+
+def test_batch_sharding_splits_the_example_axis_and_replicated_splits_nothing():
+    mesh = make_mesh(Config(devices=1))
+    assert batch_sharding(mesh).spec == PartitionSpec("data")
+    assert replicated(mesh).spec == PartitionSpec()
+    batch = shard_batch({"image": np.zeros((4, 2), np.uint8)}, mesh)
+    assert batch["image"].sharding.spec == PartitionSpec("data")

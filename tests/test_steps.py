@@ -238,3 +238,147 @@ def test_eval_step_is_per_example():
     out = eval_step(state, {"image": images, "label": labels})
     chex.assert_shape([out["loss"], out["correct"], out["prediction"]], (6,))
     chex.assert_trees_all_equal(np.asarray(out["prediction"]), np.argmax(batched, -1))
+
+
+# ----------------------------------------------------------------------------- properties that
+# make results correct, with fixtures where a mistake changes a number: 37 examples (a prime), batch
+# 10 (a last batch of 7), eval batch 16 (11 padded slots).
+
+
+def _dropout_state(rate=0.5):
+    return _state(MLP(hidden_sizes=(32,), num_classes=10, dropout_rate=rate))
+
+
+def test_step_t_draws_dropout_from_fold_in_of_the_state_key_and_t():
+    batch = {"image": _images(8), "label": _labels(8)}
+    state = _dropout_state()
+
+    def loss_with(key, params):
+        logits = state.apply_fn(
+            {"params": params}, batch["image"], train=True, rngs={"dropout": key}
+        )
+        return cross_entropy_loss(logits, batch["label"])
+
+    losses = []
+    for step in (0, 1, 5):
+        at_step = state.replace(step=jnp.asarray(step, jnp.int32))
+        expected = loss_with(jax.random.fold_in(state.rng, step), state.params)
+        _, metrics = train_step(jax.tree.map(jnp.copy, at_step), batch)  # donated: pass a copy
+        chex.assert_trees_all_close(metrics["loss"], expected, atol=1e-6)
+        losses.append(float(metrics["loss"]))
+    # Same params, same batch, another step: another dropout mask, another loss.
+    assert len(set(losses)) == 3, losses
+
+
+def test_params_and_dropout_keys_are_split_from_the_seed_key():
+    model = MLP(hidden_sizes=(16,), num_classes=10, dropout_rate=0.5)
+    key = jax.random.PRNGKey(7)
+    state = create_train_state(key, model, optax.sgd(0.1), jnp.zeros((1, 28, 28, 1), jnp.uint8))
+    params_key, dropout_key = jax.random.split(key)
+    expected = model.init(params_key, jnp.zeros((1, 28, 28, 1), jnp.uint8))["params"]
+    chex.assert_trees_all_equal(state.params, expected)
+    chex.assert_trees_all_equal(state.rng, dropout_key)
+    assert not np.array_equal(np.asarray(state.rng), np.asarray(key))
+
+
+def _reference_epoch(state, images, labels, key, batch_size):
+    """train_epoch written as a plain Python loop: the permutation, then unpadded batches."""
+    order = np.asarray(jax.random.permutation(key, images.shape[0]))
+    losses, accuracies, counts = [], [], []
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        state, metrics = train_step(state, {"image": images[rows], "label": labels[rows]})
+        losses.append(float(metrics["loss"]))
+        accuracies.append(float(metrics["accuracy"]))
+        counts.append(len(rows))
+    counts = np.asarray(counts, np.float64)
+    return state, {
+        "train_loss": np.dot(losses, counts) / counts.sum(),
+        "train_accuracy": np.dot(accuracies, counts) / counts.sum(),
+        "per_step_accuracy": accuracies,
+    }
+
+
+def test_train_epoch_is_the_permuted_loop_with_example_weighted_metrics():
+    # 37 examples in batches of 10: steps of 10, 10, 10 and 7 (the last one padded and masked).
+    images, labels = _images(37, seed=11), _labels(37, seed=12)
+    key = jax.random.PRNGKey(5)
+    tx = optax.sgd(0.5)
+    state, metrics = train_epoch(_state(tx=tx), images, labels, key, 10)
+    expected_state, expected = _reference_epoch(_state(tx=tx), images, labels, key, 10)
+    assert int(state.step) == 4 and int(metrics["examples"]) == 37
+    chex.assert_trees_all_close(state.params, expected_state.params, atol=1e-5)
+    # An unweighted mean of the 4 steps would give the 7-example batch the weight of 10.
+    np.testing.assert_allclose(metrics["train_loss"], expected["train_loss"], rtol=1e-5)
+    np.testing.assert_allclose(metrics["train_accuracy"], expected["train_accuracy"], rtol=1e-5)
+    unweighted = np.mean(expected["per_step_accuracy"])
+    assert abs(float(metrics["train_accuracy"]) - unweighted) > 1e-4, "fixture too symmetric"
+
+
+def test_epoch_order_is_the_keys_permutation_not_the_stored_order():
+    # One example per step: with sgd the order of the updates changes the params.
+    images, labels = _images(9, seed=2), _labels(9, seed=3)
+    key = jax.random.PRNGKey(4)
+    shuffled, _ = train_epoch(_state(), images, labels, key, 1)
+    in_order = _state()
+    for i in range(9):
+        in_order, _ = train_step(in_order, {"image": images[i : i + 1], "label": labels[i : i + 1]})
+    expected, _ = _reference_epoch(_state(), images, labels, key, 1)
+    chex.assert_trees_all_close(shuffled.params, expected.params, atol=1e-6)
+    assert not np.allclose(shuffled.params["output"]["kernel"], in_order.params["output"]["kernel"])
+
+
+def test_masked_mean_divides_by_the_real_examples_only():
+    mask = jnp.array([True, True, True, False])
+    logits = jnp.array([[0.0, 0.0, 0.0]] * 3 + [[50.0, 0.0, 0.0]])  # padding: loss 50, not ln 3
+    labels = jnp.array([0, 1, 2, 1])
+    np.testing.assert_allclose(cross_entropy_loss(logits, labels, mask), np.log(3), rtol=1e-6)
+    # Real examples 0..2 predicted wrong, the padded slot right: counting it would give 1/4.
+    images = _images(4)
+    predictions = np.argmax(np.asarray(_state().apply_fn({"params": _state().params}, images)), -1)
+    labels = jnp.asarray(np.where(np.arange(4) < 3, (predictions + 1) % 10, predictions), jnp.int32)
+    _, metrics = train_step(_state(), {"image": images, "label": labels, "mask": mask})
+    reference = train_step(_state(), {"image": images[:3], "label": labels[:3]})[1]
+    np.testing.assert_allclose(metrics["loss"], reference["loss"], rtol=1e-6)
+    assert float(metrics["accuracy"]) == float(reference["accuracy"]) == 0.0
+    assert int(metrics["count"]) == 3
+
+
+def _labels_half_right(state, images, num_classes=10):
+    """Labels that the state predicts right for examples 0, 2, 3, 5, 6, ... and wrong otherwise.
+
+    Example 0, which evaluate's padding repeats, is predicted right and has a positive loss: any
+    padding that counts moves the accuracy, the loss, the count and the confusion matrix.
+    """
+    predictions = np.argmax(np.asarray(state.apply_fn({"params": state.params}, images)), -1)
+    wrong = np.arange(len(images)) % 3 == 1
+    return jnp.asarray(np.where(wrong, (predictions + 1) % num_classes, predictions), jnp.int32)
+
+
+@pytest.mark.parametrize("batch_size", [16, 10, 36])
+def test_evaluate_padding_changes_nothing_it_reports(batch_size):
+    images = _images(37, seed=21)
+    state = _state()
+    labels = _labels_half_right(state, images)
+    result = evaluate(state, images, labels, batch_size=batch_size)
+    logits = np.asarray(state.apply_fn({"params": state.params}, images))
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = np.argmax(logits, -1) == np.asarray(labels)
+    assert int(result["count"]) == 37
+    assert float(result["accuracy"]) == pytest.approx(correct.sum() / 37, abs=1e-7)
+    assert float(result["accuracy"]) == pytest.approx(25 / 37, abs=1e-7)  # 12 of 37 made wrong
+    np.testing.assert_allclose(result["loss"], losses.mean(), rtol=1e-5)
+    confusion = np.zeros((10, 10), int)
+    np.add.at(confusion, (np.asarray(labels), np.argmax(logits, -1)), 1)
+    chex.assert_trees_all_equal(np.asarray(result["confusion"]), confusion)
+
+
+def test_confusion_rows_are_true_classes_and_columns_predictions():
+    images = _images(20, seed=8)
+    state = _state()
+    predictions = np.argmax(np.asarray(state.apply_fn({"params": state.params}, images)), -1)
+    truth = (predictions + 3) % 10  # every example wrong, true class = predicted + 3
+    confusion = np.asarray(evaluate(state, images, jnp.asarray(truth, jnp.int32), 8)["confusion"])
+    np.testing.assert_array_equal(confusion.sum(1), np.bincount(truth, minlength=10))
+    np.testing.assert_array_equal(confusion.sum(0), np.bincount(predictions, minlength=10))
+    assert np.trace(confusion) == 0

@@ -2,16 +2,19 @@
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_data import tiny_dataset
 
 from mlp_jax import Config, ConfigError
 from mlp_jax.data import load_mnist_subset
 from mlp_jax.loop import train_and_evaluate, train_and_evaluate_many
 from mlp_jax.model import MLP
 from mlp_jax.optim import make_optimizer
+from mlp_jax.state import epoch_key
 from mlp_jax.steps import create_train_state
-from mlp_jax.sweep import sweep_models, with_learning_rate
+from mlp_jax.sweep import epoch_keys, sweep_models, train_many, with_learning_rate
 from mlp_jax.train import config_from_args
 
 # Dropout makes the per-model keys matter; 1,000 examples keep the epoch short.
@@ -101,3 +104,28 @@ def test_bad_sweep_flags_name_the_flag():
 def test_single_run_entry_point_refuses_several_models(data):
     with pytest.raises(ValueError, match="train_many"):
         train_and_evaluate(CONFIG.replace(seeds=2), data)
+
+
+def test_epoch_keys_are_each_seeds_single_run_key_and_change_every_epoch():
+    seeds = [0, 3, 5]
+    for epoch in (1, 2, 7):
+        keys = np.asarray(epoch_keys(jnp.asarray(seeds), epoch))
+        for k, seed in enumerate(seeds):
+            np.testing.assert_array_equal(keys[k], epoch_key(CONFIG.replace(seed=seed), epoch))
+    first, second = (np.asarray(epoch_keys(jnp.asarray(seeds), e)) for e in (1, 2))
+    assert not np.any(np.all(first == second, axis=-1))
+
+
+def test_two_epochs_of_a_sweep_equal_the_separate_two_epoch_runs():
+    # The second epoch must use the second epoch's keys; one epoch cannot tell.
+    tiny = tiny_dataset()
+    config = Config(layers=2, hidden=(8,), batch_size=10, eval_batch_size=16, epochs=2,
+                    dropout=0.2, lr=0.3, schedule="exponential", seeds=2)  # fmt: skip
+    many = train_many(config, tiny)
+    for k, seed in enumerate(many.seeds):
+        alone = train_and_evaluate(config.replace(seed=seed, seeds=1), tiny, log=lambda line: None)
+        chex.assert_trees_all_close(many.state(k).params, alone.state.params, atol=1e-5)
+        for ours, reference in zip(many.history[k], alone.history, strict=True):
+            assert ours["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
+            assert ours["lr"] == pytest.approx(reference["lr"])
+        assert float(many.test[k]["accuracy"]) == pytest.approx(float(alone.test["accuracy"]))
