@@ -22,6 +22,7 @@ matplotlib.use("Agg")  # scripts run headless; set before pyplot is imported any
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+import mlp_jax  # noqa: E402
 from mlp_jax import Config, Dataset, load_dataset, train_many  # noqa: E402
 from mlp_jax.loop import DivergedError, RunResult, train_and_evaluate  # noqa: E402
 from mlp_jax.plot import dataset_title  # noqa: E402
@@ -166,21 +167,20 @@ def subsample(dataset: Dataset, num_train: int, num_test: int) -> Dataset:
 
 
 def validation_split(dataset: Dataset, fraction: float = 1 / 6) -> Dataset:
-    """Train on a fixed (5/6) part of the train split, "test" on the held-out rest.
+    """Train on the rest of the train split, "test" on its held-out, stratified `fraction`.
 
-    Hyperparameters are chosen on this split, so the test split only scores the chosen ones.
+    The split is the package's (`mlp_jax.validation_split`, as --validation-split): it does not
+    depend on the seed. Hyperparameters are chosen on it, so the test split only scores the
+    chosen ones.
     """
-    order = np.random.default_rng(0).permutation(dataset.num_train)
-    held_out, kept = (
-        order[: round(fraction * dataset.num_train)],
-        order[round(fraction * dataset.num_train) :],
-    )
-    return dataset._replace(
+    split = mlp_jax.validation_split(dataset, fraction)
+    return split._replace(
         name=dataset.name + "/validation",
-        train_images=dataset.train_images[kept],
-        train_labels=dataset.train_labels[kept],
-        test_images=dataset.train_images[held_out],
-        test_labels=dataset.train_labels[held_out],
+        test_images=split.val_images,
+        test_labels=split.val_labels,
+        val_images=None,
+        val_labels=None,
+        validation=None,
     )
 
 

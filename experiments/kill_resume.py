@@ -1,7 +1,11 @@
 """Kill a `--workdir` training run with SIGKILL at random moments, N times in a row, restarting it
 each time; then check that it ends bit-identical to an uninterrupted run (issue 3's "done when").
 
-    python experiments/kill_resume.py [--kills 10] [--seed 0] [--keep-dirs DIR] [-- TRAIN FLAGS]
+    python experiments/kill_resume.py [--kills 10] [--seed 0] [--keep-dirs DIR] [--sweep]
+                                      [-- TRAIN FLAGS]
+
+--sweep kills a sweep instead (--seeds 2 --lr-sweep with a validation split and the plateau
+schedule: 4 models in one program, each with its own selection and plateau state).
 
 Each run starts in the folder holding the two workdirs and is given `--workdir uninterrupted` /
 `--workdir killed`, relative paths, as users type them (--absolute gives full paths instead).
@@ -36,6 +40,11 @@ from mlp_jax.workdir import read_metrics  # noqa: E402
 DEFAULT_FLAGS = [
     "--dataset", "mnist_subset", "--layers", "3", "--hidden", "512,256", "--dropout", "0.1",
     "--batch-size", "16", "--lr", "0.01", "--epochs", "10",
+]  # fmt: skip
+SWEEP_FLAGS = [
+    "--dataset", "mnist_subset", "--layers", "3", "--hidden", "128,64", "--dropout", "0.1",
+    "--batch-size", "16", "--seeds", "2", "--lr-sweep", "0.01,0.05", "--validation-split", "0.1",
+    "--schedule", "plateau", "--plateau-patience", "1", "--epochs", "8",
 ]  # fmt: skip
 TIMINGS = ("epoch_seconds", "examples_per_second")
 
@@ -136,9 +145,10 @@ def main() -> int:
     parser.add_argument(
         "--absolute", action="store_true", help="give --workdir as a full path (default: relative)"
     )
+    parser.add_argument("--sweep", action="store_true", help=f"default flags: {SWEEP_FLAGS}")
     parser.add_argument("flags", nargs="*", help="training flags (after --)")
     args = parser.parse_args()
-    flags = args.flags or DEFAULT_FLAGS
+    flags = args.flags or (SWEEP_FLAGS if args.sweep else DEFAULT_FLAGS)
     root = Path(args.keep_dirs or tempfile.mkdtemp(prefix="kill_resume-"))
     root.mkdir(parents=True, exist_ok=True)
     reference, killed = root / "uninterrupted", root / "killed"
@@ -153,7 +163,7 @@ def main() -> int:
     duration = time.perf_counter() - reference_run.began
     start_up = reference_run.compiled_after
     training = duration - start_up
-    epochs = len(read_metrics(str(reference))[0])
+    epochs = max(record["epoch"] for record in read_metrics(str(reference))[0])
     print(
         f"uninterrupted run: {duration:.1f}s ({start_up:.1f}s start-up and compilation, "
         f"{training:.1f}s training {epochs} epochs)"

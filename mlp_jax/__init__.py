@@ -18,7 +18,7 @@ if TYPE_CHECKING:
         restore_params,
     )
     from mlp_jax.config import Config, ConfigError
-    from mlp_jax.data import Dataset, load_dataset
+    from mlp_jax.data import Dataset, load_dataset, validation_split
     from mlp_jax.loop import (
         DivergedError,
         RunResult,
@@ -73,6 +73,7 @@ __all__ = [
     "eval_step",
     "evaluate",
     "load_dataset",
+    "validation_split",
     "make_optimizer",
     "make_schedule",
     "mlp_from_config",
@@ -129,6 +130,7 @@ _MODULES = {
     "eval_step": "mlp_jax.steps",
     "evaluate": "mlp_jax.steps",
     "load_dataset": "mlp_jax.data",
+    "validation_split": "mlp_jax.data",
     "make_optimizer": "mlp_jax.optim",
     "make_schedule": "mlp_jax.optim",
     "mlp_from_config": "mlp_jax.model",

@@ -46,6 +46,9 @@ MUST_MATCH = (
     "seed",
     "seeds",  # --seeds and --lr-sweep stack K models into one state
     "lr_sweep",
+    "validation_split",  # which images are trained on
+    "monitored",  # what the early-stopping state and the best checkpoint refer to
+    "plateau_schedule",  # adds its state to the optimizer state
 )
 # What identifies the data a run was trained on (the config alone does not: e.g. offline fallback).
 DATASET_FACTS = ("name", "num_train", "num_test", "image_shape", "num_classes")
@@ -78,12 +81,23 @@ class Checkpointer:
     deciding to resume it. (orbax's own read_only option logs a warning each time.)
     """
 
-    def __init__(self, workdir: str | Workdir, keep: int = 3, *, read_only: bool = False):
+    def __init__(
+        self,
+        workdir: str | Workdir,
+        keep: int = 3,
+        *,
+        keep_best: bool = False,
+        read_only: bool = False,
+    ):
         workdir = Workdir.of(workdir)
         self.directory = workdir.file(CHECKPOINTS)  # absolute, as orbax needs
         self.shown = workdir.show(CHECKPOINTS)  # as the user typed it: messages show this
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+            preservation_policy=_preservation_policy(keep, keep_best),
+            # best_fn only makes orbax write each save's metrics and read them back after a
+            # restart (BestN needs them); which checkpoints stay is the policy's decision.
+            best_fn=_best_key if keep_best else None,
+            best_mode="min",
             # Temporary dirs are saves that a kill interrupted: never complete, so never used.
             cleanup_tmp_directories=not read_only,
             create=False,  # orbax cannot create it with `active_processes` set (below)
@@ -109,18 +123,27 @@ class Checkpointer:
     def _absolute(self, epoch: int) -> str:
         return os.path.join(self.directory, str(epoch))
 
-    def save(self, epoch: int, state: TrainState, config: Config, run_info: dict[str, Any]) -> str:
+    def save(
+        self,
+        epoch: int,
+        state: TrainState,
+        config: Config,
+        run_info: dict[str, Any],
+        monitored: float | None = None,
+    ) -> str:
         """Start writing the checkpoint of `epoch`; it becomes visible only once complete.
 
         Copies the state to host memory first, so the caller may donate `state` right away.
-        `run_info` holds `dataset` (with DATASET_FACTS), `mean` and `std` (see `abstract_state`).
+        `run_info` holds `dataset` (with DATASET_FACTS), `mean` and `std` (see `abstract_state`),
+        and may hold `selection` (selection.Selection.to_json). `monitored` is this epoch's
+        monitored value (lower is better): with `keep_best`, the lowest one's checkpoint is kept.
         Raises CheckpointError if this or the previous (asynchronous) save failed.
         """
         host_state = jax.device_get(state)
         info = {
             **run_info,
             "epoch": epoch,
-            "step": int(host_state.step),
+            "step": int(np.ravel(host_state.step)[0]),  # a sweep's models share the count
             "config": config.to_dict(),
             "state_sha256": _state_hash(host_state),
         }
@@ -129,7 +152,8 @@ class Checkpointer:
         )
         self._last_saved = epoch
         try:
-            self._manager.save(epoch, args=args, force=True)
+            metrics = None if monitored is None else {"monitored": monitored, "epoch": epoch}
+            self._manager.save(epoch, args=args, force=True, metrics=metrics)
         except Exception as error:
             raise self._save_error(epoch, error) from error
         return self.path(epoch)
@@ -227,19 +251,59 @@ class Checkpointer:
         )
 
 
-def restore_checkpoint(workdir: str | Workdir, epoch: int | None = None) -> Checkpoint:
+def restore_checkpoint(
+    workdir: str | Workdir, epoch: int | None = None, best: bool = False
+) -> Checkpoint:
     """Restore the newest readable checkpoint of `workdir` (or that of `epoch`), for research code.
 
-    Needs no dataset: the model (with its normalisation) and the optimizer are rebuilt from the
-    saved record, so `ckpt.state.apply_fn` and `ckpt.state.params` are ready to use. Newer
-    checkpoints that cannot be read are listed in `ckpt.skipped`. Raises NoCheckpointError.
+    With `best=True`, the checkpoint of the epoch that validation selected (the best monitored
+    value, as recorded by the newest readable checkpoint). Needs no dataset: the model (with its
+    normalisation) and the optimizer are rebuilt from the saved record, so `ckpt.state.apply_fn`
+    and `ckpt.state.params` are ready to use. Newer checkpoints that cannot be read are listed in
+    `ckpt.skipped`. Raises NoCheckpointError.
     """
     workdir = Workdir.of(workdir)  # relative paths are relative to the current directory
     if not os.path.isdir(workdir.file(CHECKPOINTS)):
         raise NoCheckpointError(
             f"no checkpoints in {workdir.shown} (expected {CHECKPOINTS}/ there)"
         )
-    return Checkpointer(workdir, read_only=True).restore(epoch=epoch)
+    checkpointer = Checkpointer(workdir, read_only=True)
+    if not best:
+        return checkpointer.restore(epoch=epoch)
+    newest = checkpointer.restore(epoch=epoch)
+    selected = (newest.info.get("selection") or {}).get("best_epoch")
+    if selected is None:
+        raise NoCheckpointError(
+            f"the run in {workdir.shown} selected no best epoch (it monitored nothing: train with "
+            "--validation-split F or --monitor)"
+        )
+    if selected == newest.epoch:
+        return newest
+    return checkpointer.restore(epoch=selected)
+
+
+def _best_key(metrics: dict[str, Any]) -> tuple[float, int]:
+    return metrics["monitored"], metrics["epoch"]
+
+
+def _preservation_policy(keep: int, keep_best: bool) -> Any:
+    """The newest `keep` checkpoints, and with `keep_best` also the one of the lowest monitored
+    value (the earliest among equals, as flax's EarlyStopping counts only strict improvements).
+
+    Both policies together: with BestN alone orbax deletes the newest checkpoint, which resume
+    needs, whenever it is not among the best (google/orbax#526).
+    """
+    newest = ocp.checkpoint_managers.LatestN(keep)
+    if not keep_best:
+        return newest
+    best = ocp.checkpoint_managers.BestN(
+        # Sorted descending by (value, epoch); BestN keeps the last n: the lowest, earliest.
+        get_metric_fn=_best_key,
+        reverse=True,
+        n=1,
+        keep_checkpoints_without_metrics=False,
+    )
+    return ocp.checkpoint_managers.AnyPreservationPolicy([newest, best])
 
 
 def restore_params(workdir: str | Workdir, epoch: int | None = None) -> Any:
@@ -263,7 +327,14 @@ def abstract_state(info: dict[str, Any]) -> TrainState:
     model = model_from_info(info)
     tx = make_optimizer(config, steps_per_epoch(dataset["num_train"], config.batch_size))
     sample = jnp.zeros((1, *dataset["image_shape"]), jnp.uint8)
-    return jax.eval_shape(lambda: create_train_state(jax.random.PRNGKey(0), model, tx, sample))
+
+    def create(key: jax.Array) -> TrainState:
+        return create_train_state(key, model, tx, sample)
+
+    keys = jnp.zeros((config.num_models, 2), jnp.uint32)  # --seeds/--lr-sweep: a stack of states
+    if config.num_models == 1:
+        return jax.eval_shape(create, keys[0])
+    return jax.eval_shape(jax.vmap(create), keys)
 
 
 def model_from_info(info: dict[str, Any]) -> MLP:

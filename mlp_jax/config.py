@@ -12,7 +12,8 @@ from typing import Any
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
 NORMALIZATIONS = ("scale", "standardize")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine", "plateau")
+MONITORS = ("val_loss", "val_accuracy", "train_loss")
 
 # Default hidden widths halve from 512 but never drop below this (nor below the class count).
 MIN_DEFAULT_WIDTH = 16
@@ -69,6 +70,27 @@ class Config:
     step_every: int = _field(3, "step schedule: decay every K epochs (as PyTorch's StepLR)")
     gamma: float = _field(0.5, "step/exponential schedule: decay factor per K epochs / per epoch")
     warmup_epochs: float = _field(1.0, "warmup_cosine schedule: epochs of linear warm-up")
+    # Model selection: a validation split, what to monitor on it, early stopping, and the plateau
+    # schedule driven by the monitored value (data.validation_split, selection.py, optim.py).
+    validation_split: float = _field(
+        0.0, "hold out this stratified fraction of train for validation, in [0, 1) (seed-free)"
+    )
+    monitor: str | None = _field(
+        None,
+        "what early stopping, the best checkpoint and --schedule plateau follow "
+        "(None: val_loss with --validation-split, else nothing)",
+        choices=MONITORS,
+    )
+    early_stopping: int | None = _field(
+        None, "stop after P evaluations in a row without improvement of --monitor"
+    )
+    plateau_factor: float = _field(0.5, "plateau schedule: multiply the lr by this on a plateau")
+    plateau_patience: int = _field(
+        2, "plateau schedule: evaluations without improvement before the lr drops"
+    )
+    plateau_cooldown: int = _field(
+        0, "plateau schedule: evaluations to wait after a drop before counting again"
+    )
     # Loop.
     epochs: int = _field(10, "number of passes over the training set")
     batch_size: int = _field(128, "training minibatch size (1 .. training-set size)")
@@ -173,6 +195,7 @@ class Config:
             f"{self.warmup_epochs:g} is not shorter than --epochs {self.epochs}: the learning "
             "rate would never reach its peak; use fewer warm-up epochs or more --epochs",
         )
+        self._validate_selection()
         _check(self.epochs >= 1, "--epochs", f"must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, "--batch-size", f"must be >= 1, got {self.batch_size}")
         _check(
@@ -190,6 +213,62 @@ class Config:
         _check(not self.fresh or self.workdir is not None, "--fresh", "needs --workdir")
         _check(self.log_every >= 0, "--log-every", f"must be >= 0, got {self.log_every}")
         self._validate_scale()
+
+    def _validate_selection(self) -> None:
+        split = self.validation_split
+        _check(
+            math.isfinite(split) and 0.0 <= split < 1.0,
+            "--validation-split",
+            f"must be in [0, 1), got {split}",
+        )
+        if self.monitor is not None:
+            _check(
+                self.monitor in MONITORS,
+                "--monitor",
+                f"unknown {self.monitor!r}; allowed: {', '.join(MONITORS)}",
+            )
+            _check(
+                not self.monitor.startswith("val_") or split > 0,
+                "--monitor",
+                f"{self.monitor} needs a validation split (--validation-split F with 0 < F < 1)",
+            )
+        nothing = "nothing to monitor: add --validation-split F, or --monitor train_loss"
+        if self.early_stopping is not None:
+            _check(
+                self.early_stopping >= 1,
+                "--early-stopping",
+                f"must be >= 1 (evaluations), got {self.early_stopping}",
+            )
+            _check(self.monitored is not None, "--early-stopping", nothing)
+        if self.schedule == "plateau":
+            _check(self.monitored is not None, "--schedule", f"plateau has {nothing}")
+        _check(
+            0.0 < self.plateau_factor < 1.0,
+            "--plateau-factor",
+            f"must be in (0, 1), got {self.plateau_factor}",
+        )
+        _check(
+            self.plateau_patience >= 1,
+            "--plateau-patience",
+            f"must be >= 1, got {self.plateau_patience}",
+        )
+        _check(
+            self.plateau_cooldown >= 0,
+            "--plateau-cooldown",
+            f"must be >= 0, got {self.plateau_cooldown}",
+        )
+
+    @property
+    def monitored(self) -> str | None:
+        """What model selection follows: --monitor, else val_loss with a validation split."""
+        if self.monitor is not None:
+            return self.monitor
+        return "val_loss" if self.validation_split > 0 else None
+
+    @property
+    def plateau_schedule(self) -> bool:
+        """Whether the lr follows the monitored value (its state is in the optimizer state)."""
+        return self.schedule == "plateau"
 
     def _validate_scale(self) -> None:
         _check(

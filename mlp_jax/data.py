@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.resources
+import math
 import os
 import socket
 import threading
@@ -33,6 +34,10 @@ class Dataset(NamedTuple):
     num_classes: int
     source: str  # one human-readable line: where the data came from
     note: str | None = None  # e.g. why an offline fallback was used
+    # With a validation split (`validation_split`): the held-out part of the original train split.
+    val_images: np.ndarray | None = None  # uint8[V, H, W, C]
+    val_labels: np.ndarray | None = None  # int32[V]
+    validation: dict[str, Any] | None = None  # how the split was drawn, for config.json
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -47,17 +52,88 @@ class Dataset(NamedTuple):
     def num_test(self) -> int:
         return len(self.test_labels)
 
+    @property
+    def num_val(self) -> int:
+        return 0 if self.val_labels is None else len(self.val_labels)
+
 
 def load_dataset(config: Config) -> Dataset:
-    """The dataset `config` asks for: --idx-dir if set, else --dataset (mnist_subset or TFDS)."""
+    """The dataset `config` asks for (--idx-dir if set, else --dataset), with its validation split.
+
+    `--validation-split 0` (the default) leaves the train split whole.
+    """
     if config.idx_dir is not None:
-        return load_idx_dir(config.idx_dir)
-    if config.dataset == "mnist_subset":
-        return load_mnist_subset()
-    # Absolute here, once: TFDS resolves paths its own way (and messages then show them in full).
-    data_dir = os.path.abspath(config.data_dir) if config.data_dir is not None else None
-    manual_dir = os.path.abspath(config.manual_dir) if config.manual_dir is not None else None
-    return load_tfds(config.dataset, data_dir=data_dir, manual_dir=manual_dir)
+        dataset = load_idx_dir(config.idx_dir)
+    elif config.dataset == "mnist_subset":
+        dataset = load_mnist_subset()
+    else:
+        # Absolute here, once: TFDS resolves paths its own way (and messages show them in full).
+        data_dir = os.path.abspath(config.data_dir) if config.data_dir is not None else None
+        manual_dir = os.path.abspath(config.manual_dir) if config.manual_dir is not None else None
+        dataset = load_tfds(config.dataset, data_dir=data_dir, manual_dir=manual_dir)
+    return validation_split(dataset, config.validation_split)
+
+
+# ---------------------------------------------------------------------------------------------
+# The validation split: what model selection (early stopping, the best checkpoint, sweeps) sees.
+
+_SPLIT_SEED = 0  # fixed: the split must not depend on --seed, so every model sees the same one
+
+
+def validation_split(dataset: Dataset, fraction: float) -> Dataset:
+    """Hold out a stratified `fraction` of the train split as `val_images` / `val_labels`.
+
+    From each class c with n_c train images, round(fraction * n_c) go to validation: the first ones
+    of np.random.default_rng(0).permutation of that class's indices. The split depends only on the
+    dataset and `fraction` (never on --seed); both parts keep the train split's order. Normalisation
+    statistics (state.build_model) then come from the remaining train images only. A dataset that
+    already has this split is returned as it is; fraction 0 returns the dataset unchanged.
+    Raises ConfigError if the split leaves some class with no train or no validation image.
+    """
+    if not (math.isfinite(fraction) and 0.0 <= fraction < 1.0):
+        raise ConfigError("--validation-split", f"must be in [0, 1), got {fraction}")
+    if dataset.validation is not None:
+        if fraction in (0.0, dataset.validation["fraction"]):
+            return dataset
+        raise ValueError(
+            f"{dataset.name} already holds out {dataset.validation['fraction']} for validation"
+        )
+    if fraction == 0.0:
+        return dataset
+    labels = dataset.train_labels
+    rng = np.random.default_rng(_SPLIT_SEED)
+    held_out, per_class = [], {}
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = round(fraction * len(members))
+        if count == 0 or count == len(members):
+            part = "validation" if count == 0 else "training"
+            raise ConfigError(
+                "--validation-split",
+                f"{fraction} leaves class {label} ({len(members)} train images) with no {part} "
+                f"image; use a fraction that keeps at least one of each class on both sides",
+            )
+        held_out.append(rng.permutation(members)[:count])
+        per_class[str(label)] = count
+    is_val = np.zeros(len(labels), bool)
+    is_val[np.concatenate(held_out)] = True
+    val_index = np.flatnonzero(is_val)
+    info = {
+        "fraction": fraction,
+        "num_train": int(len(labels) - len(val_index)),
+        "num_validation": int(len(val_index)),
+        "validation_per_class": per_class,
+        "drawn": "stratified: per class, the first round(fraction * n_class) indices of "
+        "np.random.default_rng(0).permutation of the class's train indices; independent of --seed",
+        "validation_indices_sha256": hashlib.sha256(val_index.astype("<i8").tobytes()).hexdigest(),
+    }
+    return dataset._replace(
+        train_images=dataset.train_images[~is_val],
+        train_labels=labels[~is_val],
+        val_images=dataset.train_images[is_val],
+        val_labels=labels[is_val],
+        validation=info,
+    )
 
 
 _MEAN_STD_CHUNK = 1 << 20  # pixels per bincount call

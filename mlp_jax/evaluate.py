@@ -1,4 +1,4 @@
-"""`python -m mlp_jax.evaluate --workdir DIR`: score a run's newest checkpoint on its test split.
+"""`python -m mlp_jax.evaluate --workdir DIR [--best]`: score a run's newest or selected checkpoint.
 
 Reloads the dataset from the config saved in the checkpoint and prints the model's layers, test
 loss, accuracy and the confusion matrix, next to what training logged for that epoch in
@@ -38,8 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--workdir", required=True, help="the --workdir of a training run")
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--epoch", type=int, default=None, help="this epoch's checkpoint (default: newest)"
+    )
+    which.add_argument(
+        "--best",
+        action="store_true",
+        help="the checkpoint of the epoch that validation selected (best --monitor value)",
     )
     parser.add_argument(
         "--data-dir", default=None, help="where the dataset lives now (default: as in training)"
@@ -63,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     try:
-        checkpoint = restore_checkpoint(args.workdir, args.epoch)
+        checkpoint = restore_checkpoint(args.workdir, args.epoch, best=args.best)
         for message in checkpoint.skipped:
             print(f"{PROG}: {message}: skipped it", file=sys.stderr)
         config = checkpoint.config
@@ -101,7 +107,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     )
     step = int(checkpoint.state.step)
-    print_line(f"checkpoint: {checkpoint.path} (epoch {checkpoint.epoch}, step {step})")
+    selection = checkpoint.info.get("selection") or {}
+    chosen = (
+        f", selected by {selection['monitor']}"
+        if selection.get("best_epoch") == checkpoint.epoch
+        else ""
+    )
+    print_line(f"checkpoint: {checkpoint.path} (epoch {checkpoint.epoch}, step {step}{chosen})")
     print_line(f"dataset: {dataset.name}, {dataset.num_test} test images")
     print_line(summary(model_from_info(checkpoint.info), dataset.image_shape))
     print_line(

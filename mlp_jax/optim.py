@@ -6,7 +6,9 @@ learning-rate sweep can vmap over train states that differ only in it.
 
 from __future__ import annotations
 
+import jax
 import optax
+from optax.contrib import ReduceLROnPlateauState, reduce_on_plateau
 
 from mlp_jax.config import Config
 
@@ -17,7 +19,7 @@ def make_schedule(
     """Learning rate as a function of the step count; epochs are converted to steps here."""
     peak = config.lr if peak_lr is None else peak_lr
     total_steps = config.epochs * steps_per_epoch
-    if config.schedule == "constant":
+    if config.schedule in ("constant", "plateau"):  # plateau: scaled by `plateau_scale` on top
         return optax.constant_schedule(peak)
     if config.schedule == "step":  # PyTorch's StepLR: lr * gamma ** (epoch // step_every)
         return optax.exponential_decay(
@@ -51,6 +53,8 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransf
                 core = optax.chain(optax.add_decayed_weights(config.weight_decay), core)
         if config.clip_norm is not None:
             core = optax.chain(optax.clip_by_global_norm(config.clip_norm), core)
+        if config.schedule == "plateau":
+            core = optax.chain(core, _scale_by_plateau(config))
         return core
 
     return optax.inject_hyperparams(optimizer)(learning_rate=config.lr)
@@ -63,3 +67,55 @@ _CORE = {
     "rmsprop": lambda lr, config: optax.rmsprop(lr),
     "adam": lambda lr, config: optax.adam(lr),
 }
+
+
+# ------------------------------------------------------------------------ the plateau schedule
+# optax.contrib.reduce_on_plateau needs the monitored value in every update, but the value exists
+# only after an evaluation, and flax's TrainState.apply_gradients passes no extra arguments. So
+# the training step only applies the current scale (`_scale_by_plateau`), and after each
+# evaluation `step_plateau` runs reduce_on_plateau's own update on that state with the value.
+# The state lives in the optimizer state: checkpoints and resume need no special case.
+
+
+def _reduce_on_plateau(config: Config) -> optax.GradientTransformationExtraArgs:
+    return reduce_on_plateau(
+        factor=config.plateau_factor,
+        patience=config.plateau_patience,
+        cooldown=config.plateau_cooldown,
+    )
+
+
+def _scale_by_plateau(config: Config) -> optax.GradientTransformation:
+    """Multiply the updates by reduce_on_plateau's current scale, leaving its state unchanged."""
+
+    def update(updates, state: ReduceLROnPlateauState, params=None):
+        return jax.tree.map(lambda g: state.scale.astype(g.dtype) * g, updates), state
+
+    return optax.GradientTransformation(_reduce_on_plateau(config).init, update)
+
+
+def _is_plateau(node) -> bool:
+    return isinstance(node, ReduceLROnPlateauState)
+
+
+def step_plateau(config: Config, opt_state, value: jax.Array):
+    """`opt_state` after one evaluation whose monitored value (lower is better) is `value`.
+
+    Runs optax's reduce_on_plateau update on the plateau state (a no-op without one), so patience,
+    cooldown and the factor are optax's logic. Pure: jit and vmap it (one value per model).
+    """
+    if config.schedule != "plateau":
+        return opt_state
+    plateau = _reduce_on_plateau(config)
+
+    def update(node):
+        return plateau.update((), node, value=value)[1] if _is_plateau(node) else node
+
+    return jax.tree.map(update, opt_state, is_leaf=_is_plateau)
+
+
+def plateau_scale(opt_state) -> jax.Array | float:
+    """The factor by which the plateau schedule has cut the lr so far (1.0 without one)."""
+    found = [node.scale for node in jax.tree.leaves(opt_state, is_leaf=_is_plateau)
+             if _is_plateau(node)]  # fmt: skip
+    return found[0] if found else 1.0

@@ -49,10 +49,11 @@ def dataset_title(dataset_name: str) -> str:
 
 
 def plot_curves(history: Sequence[dict[str, Any]], title: str) -> Figure:
-    """Train and test loss (left) and error rate (right) against the epoch, from metrics records.
+    """Train, validation and test loss (left) and error rate (right) against the epoch.
 
-    Train values are the running means over each epoch (training mode); test values are measured
-    after the epoch, at the epochs where the run evaluated. A --seeds/--lr-sweep run's records
+    Train values are the running means over each epoch (training mode); validation (with
+    --validation-split) and test values are measured after the epoch, at the epochs where the run
+    evaluated. A --seeds/--lr-sweep run's records
     (one per model and epoch) give one pair of lines per model.
     """
     models = split_models(history)
@@ -79,6 +80,17 @@ def plot_curves(history: Sequence[dict[str, Any]], title: str) -> Figure:
             test_epochs, [100 * (1 - r["test_accuracy"]) for r in tested], "s-",
             label=prefix + "test", **style,
         )  # fmt: skip
+        validated = [r for r in records if r.get("val_accuracy") is not None]
+        if validated:  # with --validation-split: what model selection looked at
+            val_epochs = [r["epoch"] for r in validated]
+            loss_axes.plot(
+                val_epochs, [r["val_loss"] for r in validated], "^--",
+                label=prefix + "validation", **style,
+            )  # fmt: skip
+            error_axes.plot(
+                val_epochs, [100 * (1 - r["val_accuracy"]) for r in validated], "^--",
+                label=prefix + "validation", **style,
+            )  # fmt: skip
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     error_axes.set(xlabel="epoch", ylabel="error rate (%)", title="error")
     for axes in (loss_axes, error_axes):

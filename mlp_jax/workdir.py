@@ -25,6 +25,7 @@ UNREADABLE = "unreadable-checkpoints"  # where checkpoints that failed to restor
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"  # DIR/tensorboard/: event files (tensorboard.py)
+SELECTION = "selection.json"  # the last and the selected epoch (a sweep: the lr validation picks)
 RUN_FILES = (CONFIG, METRICS, CHECKPOINTS)  # any of these means DIR holds a run
 LOCK = ".lock"  # flock'ed by the run writing DIR; holds "pid host started-at" for messages
 
@@ -275,12 +276,6 @@ def prepare_workdir(config: Config, log: Callable[[str], None]) -> Workdir | Non
                 "--fresh", f"cannot move the run in {shown} aside: {error.strerror}"
             ) from None
         log(f"--fresh: moved the previous run in {shown} to {aside}")
-    elif config.num_models > 1 and os.path.isdir(workdir.path) and workdir.holds_run():
-        raise ConfigError(
-            "--workdir",
-            f"{shown} already holds a run, and --seeds/--lr-sweep runs do not resume; "
-            "use --fresh (moves it aside) or a new directory",
-        )
     _makedirs(workdir)
     for name, is_dir in ((CHECKPOINTS, True), (CONFIG, False), (METRICS, False)):
         path = workdir.file(name)

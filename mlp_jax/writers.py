@@ -156,9 +156,10 @@ def format_models_epoch(records: Sequence[Record], epochs: int) -> str:
         loss = np.array([r["train_loss"] for r in members])
         text = f"lr {lr:g}: " if lr is not None and len(groups) > 1 else ""
         text += f"train loss {np.mean(loss):.4f} ± {sample_std(loss):.4f}"
-        if members[0].get("test_accuracy") is not None:
-            accuracy = 100 * np.array([r["test_accuracy"] for r in members])
-            text += f" test acc {np.mean(accuracy):.2f} ± {sample_std(accuracy):.2f}%"
+        for split in ("val", "test"):
+            if members[0].get(f"{split}_accuracy") is not None:
+                accuracy = 100 * np.array([r[f"{split}_accuracy"] for r in members])
+                text += f" {split} acc {np.mean(accuracy):.2f} ± {sample_std(accuracy):.2f}%"
         parts.append(text)
     total = len(records) * first["examples_per_second"]
     parts.append(f"{first['epoch_seconds']:.2f}s {total:,.0f} ex/s ({len(records)} models)")

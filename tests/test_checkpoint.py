@@ -16,6 +16,7 @@ from pathlib import Path
 from unittest import mock
 
 import chex
+import jax
 import pytest
 
 from mlp_jax import Config, restore_checkpoint, restore_params
@@ -352,3 +353,59 @@ def test_fresh_moves_the_old_run_aside(copy_of_reference):
     aside = Path(lines[0].split(" to ")[-1])
     assert aside.name.startswith("run.previous-") and snapshot(aside) == before
     assert list(copy_of_reference.iterdir()) == []
+
+
+def test_checkpointer_keeps_the_best_and_the_newest_across_restarts(tmp_path):
+    """BestN alone would delete the newest checkpoint (google/orbax#526); both must stay, and
+    the metrics of earlier saves must still count after the Checkpointer is made anew."""
+    from mlp_jax.checkpoint import Checkpointer
+    from mlp_jax.state import build_model, init_state
+
+    config = Config(dataset="mnist_subset", layers=1, epochs=8, validation_split=0.1, keep=2)
+    dataset = load_mnist_subset()
+    state = init_state(config, dataset, build_model(config, dataset))
+    run_info = {"dataset": {}, "mean": 0.0, "std": 1.0}
+    monitored = {1: 0.9, 2: 0.5, 3: 0.7, 4: 0.5, 5: None, 6: 0.8, 7: 0.6, 8: 0.9}
+    checkpointer = Checkpointer(str(tmp_path), keep=2, keep_best=True)
+    for epoch in range(1, 5):
+        checkpointer.save(epoch, state, config, run_info, monitored=monitored[epoch])
+    checkpointer.close()
+    assert checkpointer.epochs() == [2, 3, 4]  # best (2: earliest of the equal 0.5s), newest 2
+    checkpointer = Checkpointer(str(tmp_path), keep=2, keep_best=True)
+    for epoch in range(5, 9):
+        checkpointer.save(epoch, state, config, run_info, monitored=monitored[epoch])
+    checkpointer.close()
+    assert checkpointer.epochs() == [2, 7, 8]
+    newest_only = Checkpointer(str(tmp_path / "plain"), keep=2)
+    for epoch in range(1, 5):
+        newest_only.save(epoch, state, config, run_info, monitored=monitored[epoch])
+    newest_only.close()
+    assert newest_only.epochs() == [3, 4]
+
+
+SWEEP = ["--seeds", "2", "--lr-sweep", "0.01,0.05", "--validation-split", "0.1",
+         "--schedule", "plateau", "--plateau-patience", "1"]  # fmt: skip
+
+
+def test_sweep_killed_mid_save_resumes_bit_identically(tmp_path):
+    """4 models with a validation split, selections and plateau states: SIGKILL while epoch 3's
+    checkpoint is being written, rerun the command, end equal to an uninterrupted sweep."""
+    code, _, err = run(tmp_path / "reference", *SWEEP)
+    assert code == 0, err
+    killed = tmp_path / "killed"
+    process = start_run(killed, *SWEEP, pause_at="save:3")
+    wait_for_pause(process)
+    kill(process)
+    code, out, err = run(killed, *SWEEP)
+    assert code == 0, err
+    assert "resuming from checkpoint" in out and "checkpoints/2 (epoch 2/4" in out
+    assert "validation picks lr" in out
+    reference_records = without_timings(read_metrics(str(tmp_path / "reference"))[0])
+    assert without_timings(read_metrics(str(killed))[0]) == reference_records
+    assert len(reference_records) == 4 * EPOCHS  # one line per model and epoch
+    # every array of the 4 stacked states: params, optimizer (plateau) state, step, rng
+    states = [restore_checkpoint(str(d)).state for d in (tmp_path / "reference", killed)]
+    chex.assert_trees_all_equal(*(jax.tree.leaves(state) for state in states))
+    assert (killed / "selection.json").read_text() == (
+        tmp_path / "reference" / "selection.json"
+    ).read_text()

@@ -362,3 +362,82 @@ def test_importing_the_data_module_loads_neither_tfds_nor_tensorflow():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------- validation split
+
+
+def numbered_dataset(counts_per_class):
+    """A dataset whose train image i holds the number i (in its first two pixels), so that
+    a split can be checked for overlap; classes have the given (unequal) sizes, interleaved."""
+    labels = np.concatenate([np.full(n, c) for c, n in enumerate(counts_per_class)])
+    labels = labels[np.random.default_rng(3).permutation(len(labels))].astype(np.int32)
+    ids = np.arange(len(labels))
+    images = np.zeros((len(labels), 2, 2, 1), np.uint8)
+    images[:, 0, 0, 0], images[:, 0, 1, 0] = ids // 256, ids % 256
+    return data.Dataset(
+        name="numbered", train_images=images, train_labels=labels, test_images=images[:3],
+        test_labels=labels[:3], num_classes=len(counts_per_class), source="test", note=None,
+    )  # fmt: skip
+
+
+def image_ids(images):
+    return images[:, 0, 0, 0].astype(int) * 256 + images[:, 0, 1, 0]
+
+
+def test_validation_split_is_stratified_and_disjoint_from_train():
+    dataset = numbered_dataset([50, 30, 20, 7])
+    split = data.validation_split(dataset, 0.2)
+    assert np.bincount(split.val_labels).tolist() == [10, 6, 4, 1]  # round(0.2 * n) per class
+    train_ids, val_ids = image_ids(split.train_images), image_ids(split.val_images)
+    assert not set(train_ids) & set(val_ids)
+    assert sorted([*train_ids, *val_ids]) == list(range(dataset.num_train))
+    # labels travel with their images
+    np.testing.assert_array_equal(split.train_labels, dataset.train_labels[train_ids])
+    np.testing.assert_array_equal(split.val_labels, dataset.train_labels[val_ids])
+    assert split.validation["num_validation"] == 21 and split.validation["num_train"] == 86
+    assert split.validation["validation_per_class"] == {"0": 10, "1": 6, "2": 4, "3": 1}
+    assert split.test_images is dataset.test_images  # the test split is untouched
+
+
+def test_validation_split_is_the_same_for_every_seed_and_every_call():
+    configs = [Config(dataset="mnist_subset", validation_split=0.1, seed=s) for s in (0, 7)]
+    first, second = (data.load_dataset(config) for config in configs)
+    np.testing.assert_array_equal(first.val_images, second.val_images)
+    np.testing.assert_array_equal(first.train_labels, second.train_labels)
+    assert first.validation == second.validation
+    assert first.num_val == 400 and first.num_train == 3600
+    again = data.validation_split(data.load_mnist_subset(), 0.1)
+    np.testing.assert_array_equal(again.val_images, first.val_images)
+    assert data.validation_split(first, 0.1) is first  # an already split dataset stays as it is
+
+
+def test_zero_validation_split_leaves_the_dataset_whole():
+    dataset = numbered_dataset([5, 5])
+    assert data.validation_split(dataset, 0.0) is dataset
+    assert dataset.val_images is None and dataset.num_val == 0
+
+
+def test_normalisation_statistics_come_from_the_remaining_train_images():
+    from mlp_jax.state import build_model
+
+    dataset = data.load_mnist_subset()
+    config = Config(dataset="mnist_subset", validation_split=0.5, layers=1)
+    split = data.validation_split(dataset, 0.5)
+    model = build_model(config, split)
+    assert (model.mean, model.std) == data.train_mean_std(split.train_images)
+    assert model.mean != data.train_mean_std(dataset.train_images)[0]
+
+
+@pytest.mark.parametrize(
+    "counts, fraction, side", [([40, 1], 0.6, "training"), ([40, 4], 0.1, "validation")]
+)
+def test_split_leaving_a_class_without_train_or_validation_image_is_refused(counts, fraction, side):
+    with pytest.raises(ConfigError, match=f"--validation-split.*class 1 .* no {side} image"):
+        data.validation_split(numbered_dataset(counts), fraction)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, float("nan")])
+def test_validation_fraction_outside_zero_one_is_refused(fraction):
+    with pytest.raises(ConfigError, match="--validation-split"):
+        Config(validation_split=fraction)

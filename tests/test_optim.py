@@ -137,3 +137,33 @@ def test_update_k_uses_the_schedules_lr_at_step_k(schedule):
         updates, state = tx.update(GRADS, state, PARAMS)
         expected = jax.tree.map(lambda g, step=step: -lr(step) * g, GRADS)
         chex.assert_trees_all_close(updates, expected, rtol=1e-5, atol=1e-8)
+
+
+def test_plateau_schedule_cuts_the_lr_after_the_patience_runs_out():
+    from mlp_jax.optim import plateau_scale, step_plateau
+
+    config = Config(optimizer="sgd", lr=0.1, schedule="plateau", monitor="train_loss",
+                    plateau_factor=0.5, plateau_patience=2, plateau_cooldown=1)  # fmt: skip
+    tx = make_optimizer(config, STEPS_PER_EPOCH)
+    params = {"w": jnp.ones(3)}
+    opt_state = tx.init(params)
+    step = jax.jit(lambda opt_state, value: step_plateau(config, opt_state, value))
+    # 1.0 and 0.9 improve; 2 evaluations without improvement -> x0.5; 1 of cooldown (ignored);
+    # then 2 more without improvement -> x0.25.
+    scales = []
+    for value in [1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95]:
+        opt_state = step(opt_state, value)
+        scales.append(float(plateau_scale(opt_state)))
+    assert scales == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+    # the training step applies the scale to the lr (plain SGD: update = -lr * scale * grad)
+    updates, _ = tx.update({"w": jnp.ones(3)}, opt_state, params)
+    np.testing.assert_allclose(updates["w"], -0.1 * 0.25, rtol=1e-6)
+
+
+def test_step_plateau_leaves_other_schedules_alone():
+    from mlp_jax.optim import plateau_scale, step_plateau
+
+    config = Config(schedule="cosine")
+    opt_state = make_optimizer(config, STEPS_PER_EPOCH).init({"w": jnp.ones(3)})
+    assert step_plateau(config, opt_state, 1.0) is opt_state
+    assert plateau_scale(opt_state) == 1.0

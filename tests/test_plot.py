@@ -78,3 +78,22 @@ def test_cli_draws_the_confusion_matrix_of_the_newest_checkpoint(tmp_path):
 def test_cli_rejects_a_folder_that_holds_no_run(tmp_path, capsys):
     assert main(["--workdir", str(tmp_path)]) == 2
     assert "config.json not found" in capsys.readouterr().err
+
+
+def test_validation_curves_are_drawn_per_model_and_never_joined():
+    history = [
+        {"epoch": epoch, "seed": seed, "peak_lr": lr, "train_loss": 1.0 / epoch,
+         "train_accuracy": 0.5, "val_loss": 0.5, "val_accuracy": 0.8 + 0.01 * seed,
+         "test_loss": 0.6, "test_accuracy": 0.7 + 0.1 * seed}
+        for epoch in (1, 2, 3) for lr in (0.1, 0.01) for seed in (0, 1)
+    ]  # fmt: skip
+    _, error_axes = plot_curves(history, "sweep").axes
+    lines = error_axes.get_lines()
+    assert len(lines) == 4 * 3  # per model: train, test, validation
+    for line in lines:
+        np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])
+    validation = [line for line in lines if line.get_label().endswith("validation")]
+    assert sorted(round(float(line.get_ydata()[0]), 6) for line in validation) == [19, 19, 20, 20]
+    single = plot_curves([r for r in history if r["seed"] == 0 and r["peak_lr"] == 0.1], "one")
+    labels = [line.get_label() for line in single.axes[1].get_lines()]
+    assert labels == ["train (running)", "test", "validation"]

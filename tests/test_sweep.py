@@ -129,3 +129,32 @@ def test_two_epochs_of_a_sweep_equal_the_separate_two_epoch_runs():
             assert ours["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
             assert ours["lr"] == pytest.approx(reference["lr"])
         assert float(many.test[k]["accuracy"]) == pytest.approx(float(alone.test["accuracy"]))
+
+
+def test_sweep_with_a_validation_split_picks_the_lr_on_validation_never_on_test(data):
+    """Per lr: mean ± std (ddof=1) over seeds of each model's selected epoch's val and test
+    accuracy; the pick is the best mean val accuracy, whatever test says."""
+    config = CONFIG.replace(seeds=2, lr_sweep=(0.003, 0.1), epochs=3, validation_split=0.2)
+    lines = []
+    many = train_and_evaluate_many(config, data, log=lines.append)
+    assert many.dataset.num_val == 200 and "val_accuracy" in many.history[0][0]
+    rows = many.summary()
+    for row in rows:
+        members = [k for k, lr in enumerate(many.lrs) if lr == row["lr"]]
+        best = [min(many.history[k], key=lambda r: r["val_loss"]) for k in members]  # monitor
+        assert row["selected_epochs"] == [r["epoch"] for r in best]
+        val = [r["val_accuracy"] for r in best]
+        assert row["selected_val_accuracy_mean"] == pytest.approx(np.mean(val))
+        assert row["selected_val_accuracy_std"] == pytest.approx(np.std(val, ddof=1))
+        test = [r["test_accuracy"] for r in best]
+        assert row["selected_test_accuracy_mean"] == pytest.approx(np.mean(test))
+    picked = max(rows, key=lambda row: row["selected_val_accuracy_mean"])
+    assert many.pick()["lr"] == picked["lr"]
+    assert any(line.startswith(f"validation picks lr {picked['lr']:g} ") for line in lines)
+    assert any("ddof=1" in line for line in lines)
+
+
+def test_a_sweep_without_a_validation_split_picks_nothing(data):
+    lines = []
+    many = train_and_evaluate_many(CONFIG.replace(lr_sweep=(0.01, 0.1)), data, log=lines.append)
+    assert many.pick() is None and not any("picks" in line for line in lines)

@@ -1,0 +1,102 @@
+"""Model selection on the host, between epochs: the monitored value, early stopping, the best epoch.
+
+The loop scores the validation split, turns the --monitor metric into a value to minimise, and
+feeds it to flax's EarlyStopping (and to the plateau schedule, optim.step_plateau). The state
+here is plain JSON so that it travels in each checkpoint's record and a resumed run stops
+exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from flax.training.early_stopping import EarlyStopping
+
+from mlp_jax.config import Config
+
+
+def monitored_value(record: dict[str, Any], monitor: str) -> float | None:
+    """The value of `monitor` in an epoch's record, as a loss (lower is better); None if absent.
+
+    Accuracies are negated, so that one rule (smaller is better) serves every monitor.
+    """
+    value = record.get(monitor)
+    if value is None:
+        return None
+    return -float(value) if monitor.endswith("accuracy") else float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Where model selection stands after some epochs: flax's EarlyStopping plus the best epoch.
+
+    `early_stopping.should_stop` is never set without --early-stopping (patience is infinite).
+    """
+
+    monitor: str
+    early_stopping: EarlyStopping
+    best_epoch: int | None = None
+
+    def update(self, epoch: int, record: dict[str, Any]) -> Selection:
+        """After `epoch`'s evaluation; epochs without the monitored value change nothing."""
+        value = monitored_value(record, self.monitor)
+        if value is None:
+            return self
+        stopper = self.early_stopping.update(value)
+        best = epoch if stopper.has_improved else self.best_epoch
+        return dataclasses.replace(self, early_stopping=stopper, best_epoch=best)
+
+    @property
+    def improved(self) -> bool:
+        """Whether the last update set a new best (its epoch is then `best_epoch`)."""
+        return bool(self.early_stopping.has_improved)
+
+    @property
+    def should_stop(self) -> bool:
+        return bool(self.early_stopping.should_stop)
+
+    @property
+    def best_value(self) -> float:
+        return float(self.early_stopping.best_metric)
+
+    def to_json(self) -> dict[str, Any]:
+        stopper = self.early_stopping
+        return {
+            "monitor": self.monitor,
+            "best_epoch": self.best_epoch,
+            # JSON has no inf: a best of inf (nothing seen yet) is written as None.
+            "best_value": self.best_value if math.isfinite(self.best_value) else None,
+            "patience_count": int(stopper.patience_count),
+            "should_stop": bool(stopper.should_stop),
+            "has_improved": bool(stopper.has_improved),
+        }
+
+
+def new_selection(config: Config) -> Selection | None:
+    """The selection state before epoch 1, or None when nothing is monitored.
+
+    --early-stopping P stops after P evaluations in a row without improvement (as Keras'
+    patience). flax's EarlyStopping stops when its count of such evaluations already reached
+    its `patience` before the update, that is after patience + 1 of them: so it gets P - 1.
+    """
+    if config.monitored is None:
+        return None
+    patience = math.inf if config.early_stopping is None else config.early_stopping - 1
+    return Selection(config.monitored, EarlyStopping(min_delta=0.0, patience=patience))
+
+
+def selection_from_json(config: Config, saved: dict[str, Any] | None) -> Selection | None:
+    """The selection state a checkpoint recorded (see Selection.to_json), with today's patience."""
+    selection = new_selection(config)
+    if selection is None or saved is None or saved.get("monitor") != selection.monitor:
+        return selection
+    best = saved["best_value"]
+    stopper = selection.early_stopping.replace(
+        best_metric=math.inf if best is None else float(best),
+        patience_count=int(saved["patience_count"]),
+        should_stop=bool(saved["should_stop"]),
+        has_improved=bool(saved["has_improved"]),
+    )
+    return dataclasses.replace(selection, early_stopping=stopper, best_epoch=saved["best_epoch"])
