@@ -18,7 +18,7 @@ MONITORS = ("val_loss", "val_accuracy", "train_loss")
 # Default hidden widths halve from 512 but never drop below this (nor below the class count).
 MIN_DEFAULT_WIDTH = 16
 # Deeper nets are refused: the compiled epoch unrolls every layer, so compile time grows with
-# depth (about 1 s per 10 layers on a CPU), and plain MLPs this deep no longer train anyway.
+# depth, and plain MLPs (no residuals, no normalisation) this deep no longer train anyway.
 MAX_LAYERS = 64
 MAX_SEED = 2**31 - 1  # JAX seeds are 32-bit; the --seeds engine stacks them as int32
 # Training computes in float32: smaller positive values round to 0 or lose precision (subnormal).

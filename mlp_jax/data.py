@@ -297,8 +297,9 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
     )
 
 
-# A class needs at least this share of the median class's train examples; rarer label values
-# are stray (a corrupt byte), not a class: one 255 among 0..9 must not make 256 classes.
+# A class needs at least this share of the median class's train examples (and more than one
+# example); rarer label values are stray (a corrupt byte), not a class: one 255 among 0..9
+# must not make 256 classes, nor one 10 make 11.
 _MIN_CLASS_SHARE = 0.01
 
 
@@ -322,7 +323,8 @@ def check_labels(
         )
     num_classes = max(int(values[-1]) + 1, 2)
     typical = float(np.median(counts))
-    rare = values[counts < _MIN_CLASS_SHARE * typical]
+    # Rarer than 1% of a typical class, or a lone example where classes have 10 or more.
+    rare = values[(counts < _MIN_CLASS_SHARE * typical) | ((counts == 1) & (typical >= 10))]
     if len(values) < int(values[-1]) + 1 or len(rare):
         present = set(values.tolist())
         missing = [c for c in range(min(num_classes, len(values) + 1)) if c not in present]

@@ -71,8 +71,11 @@ PROG = "mlp_jax.train"  # signal messages name the command users run
 class DivergedError(RuntimeError):
     """The running train loss became NaN or inf; the message lists what can cause it."""
 
-    def __init__(self, epoch: int, loss: float, lr: float, config: Config, std: float = 1.0):
+    def __init__(
+        self, epoch: int, loss: float, lr: float, config: Config | None = None, std: float = 1.0
+    ):
         self.epoch, self.loss, self.lr = epoch, loss, lr
+        config = config if config is not None else Config()
         causes = []
         if config.weight_decay > 0:
             causes.append(f"--weight-decay {config.weight_decay:g} too large")

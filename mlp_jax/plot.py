@@ -209,7 +209,7 @@ def read_run(workdir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]
     for name in (CONFIG, METRICS):
         if not os.path.isfile(run.file(name)):
             raise FileNotFoundError(2, "not found", run.show(name))
-    info = run.read_config(FIX)
+    info = run.read_config(FIX, for_resume=False)
     records, _ = run.read_metrics(FIX)
     return info, records
 

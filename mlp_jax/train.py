@@ -89,15 +89,15 @@ def _quiet_failed_save_noise() -> None:
 
 
 def _exit_during_start_up(signum: int, frame: Any) -> None:
-    """SIGINT/SIGTERM before training: one line, then leave without unwinding through JAX."""
+    """SIGINT/SIGTERM outside the epochs (start-up, the final evaluation): one line, then leave
+    without unwinding through JAX (which can crash natively when interrupted mid-import)."""
     from mlp_jax.workdir import clear_held_locks  # already imported once a lock is held
 
     name = signal.Signals(signum).name
     with contextlib.suppress(Exception):  # keep the start-up lines already printed
         sys.stdout.flush()
-    os.write(
-        2, f"{PROG}: {name} during start-up: stopped before training; nothing new saved\n".encode()
-    )
+    line = f"{PROG}: {name}: exiting now (no epoch was running; saved checkpoints are intact)"
+    os.write(2, (line + "\n").encode())
     clear_held_locks()
     os._exit(128 + signum)
 

@@ -84,7 +84,7 @@ class Workdir:
     def write_config(self, info: dict[str, Any]) -> None:
         write_atomically(self.file(CONFIG), json.dumps(info, indent=2), self.show(CONFIG))
 
-    def read_config(self, advice: str = FIX_OR_FRESH) -> dict[str, Any]:
+    def read_config(self, advice: str = FIX_OR_FRESH, *, for_resume: bool = True) -> dict[str, Any]:
         """config.json, checked to hold what a run writes; RunFileError names the bad line."""
         shown = self.show(CONFIG)
         try:
@@ -96,7 +96,7 @@ class Workdir:
             ) from None
         except (OSError, UnicodeDecodeError) as error:
             raise RunFileError(shown, f"cannot be read ({_reason(error)})", advice) from None
-        problem = _config_problem(info)
+        problem = _config_problem(info, for_resume)
         if problem:
             raise RunFileError(shown, problem, advice)
         return info
@@ -227,17 +227,18 @@ def _holder(content: bytes) -> str:
 def open_workdir(
     config: Config, log: Callable[[str], None], *, lock: bool = True
 ) -> Iterator[Workdir | None]:
-    """config.workdir, created, locked for the block (with `lock`; process 0 of a run), and with
-    a previous run moved aside first under --fresh. None without --workdir."""
+    """config.workdir, created, locked for the block, and with a previous run moved aside first
+    under --fresh; None without --workdir. `lock=False` (the processes other than 0 of a
+    multi-process run, which never write) returns the path and changes nothing."""
     if config.workdir is None:
         yield None
         return
     workdir = Workdir.of(config.workdir)
+    if not lock:  # another process of a multi-process run: it only reads (resume)
+        yield workdir
+        return
     _check_not_a_file(workdir)
     _makedirs(workdir)
-    if not lock:
-        yield prepare_workdir(config, log)
-        return
     with workdir.lock(log):
         if config.fresh and workdir.holds_run():
             prepare_workdir(config, log)  # moves DIR aside, with its lock; lock the new DIR
@@ -318,16 +319,16 @@ def write_atomically(path: str, text: str, shown: str | None = None) -> None:
         raise WorkdirError(f"cannot write {shown or path}: {_reason(error)}") from None
 
 
-def _config_problem(info: Any) -> str | None:
-    """Why a config.json's content is not what a run writes, or None."""
+def _config_problem(info: Any, for_resume: bool) -> str | None:
+    """Why a config.json's content is not what a run writes (resume needs its "config" too)."""
     if not isinstance(info, dict):
         return f"holds a {type(info).__name__}, expected a JSON object"
-    if not isinstance(info.get("config"), dict):
+    if for_resume and not isinstance(info.get("config"), dict):
         return 'lacks its "config" object'
     dataset = info.get("dataset")
     if not isinstance(dataset, dict):
         return 'lacks its "dataset" object'
-    for key, kind in (("name", str), ("num_classes", int), ("num_train", int)):
+    for key, kind in (("name", str), ("num_classes", int)):
         if not isinstance(dataset.get(key), kind):
             return f'"dataset" lacks "{key}" ({kind.__name__})'
     return None

@@ -60,9 +60,9 @@ BAD_FLAGS = [
 )
 def test_bad_flag_is_one_line_naming_it_exit_2(tmp_path, argv, flag, words, capsys):
     workdir = tmp_path / "w"
-    base = [a for a in SUBSET if a not in argv]  # the case's own --layers/--hidden win
-    if "--hidden" in argv:
-        base = ["--dataset", "mnist_subset", "--epochs", "1"]
+    base = ["--dataset", "mnist_subset", "--epochs", "1"]
+    if "--layers" not in argv:
+        base += TINY
     assert exit_code([*base, *argv, "--workdir", str(workdir)]) == 2
     one_line_error(capsys.readouterr().err, "mlp_jax.train: error:", flag, words)
     assert not (workdir / "config.json").exists()

@@ -99,6 +99,16 @@ def wait_for_pause(process):
     raise AssertionError(f"ended before pausing: {process.wait()} {process.stderr.read()}")
 
 
+def wait_for_checkpoint(workdir, epoch, timeout_s=60):
+    """Until the asynchronous save of `epoch` is complete (orbax writes this file last)."""
+    done = Path(workdir) / "checkpoints" / str(epoch) / "commit_success.txt"
+    deadline = time.monotonic() + timeout_s
+    while not done.exists():
+        assert time.monotonic() < deadline, f"checkpoint {epoch} never completed"
+        time.sleep(0.05)
+    time.sleep(0.2)
+
+
 def snapshot(directory):
     return {
         str(path.relative_to(directory)): path.read_bytes() if path.is_file() else None
@@ -187,6 +197,7 @@ def test_a_second_run_on_a_busy_workdir_is_refused_and_changes_nothing(tmp_path)
     train = [*TINY, "--idx-dir", "data", "--epochs", "3", "--workdir", "w"]
     first = start(tmp_path, *train, pause_epoch=2)
     wait_for_pause(first)
+    wait_for_checkpoint(tmp_path / "w", 1)  # the paused run writes nothing more meanwhile
     before = snapshot(tmp_path / "w")
     began = time.monotonic()
     code, _, err = cli(tmp_path, *train)
@@ -231,9 +242,7 @@ def test_evaluate_and_plot_read_a_workdir_while_it_trains(tmp_path):
     train = [*TINY, "--idx-dir", "data", "--epochs", "3", "--workdir", "w"]
     first = start(tmp_path, *train, pause_epoch=2)
     wait_for_pause(first)
-    deadline = time.monotonic() + 60  # epoch 1's checkpoint is saved asynchronously
-    while not (tmp_path / "w/checkpoints/1").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_checkpoint(tmp_path / "w", 1)
     code, out, err = cli(tmp_path, "--workdir", "w", module="mlp_jax.evaluate")
     assert code == 0 and "(epoch 1," in out, err
     code, _, err = cli(tmp_path, "--workdir", "w", module="mlp_jax.plot")
@@ -367,3 +376,15 @@ def test_fresh_moves_a_locked_run_aside_and_locks_the_new_one(tmp_path):
             with Workdir.of(tmp_path / "w").lock(lines.append):
                 pass
     assert lines[0].startswith("--fresh: moved the previous run")
+
+
+def test_data_and_manual_dirs_reach_tfds_as_absolute_paths(tmp_path, monkeypatch):
+    from mlp_jax import data
+
+    seen = {}
+    monkeypatch.setattr(
+        data, "load_tfds", lambda name, data_dir, manual_dir: seen.update(d=data_dir, m=manual_dir)
+    )
+    monkeypatch.chdir(tmp_path)
+    data.load_dataset(Config(dataset="mnist", data_dir="tfds", manual_dir="raw"))
+    assert seen == {"d": str(tmp_path / "tfds"), "m": str(tmp_path / "raw")}
