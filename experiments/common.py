@@ -22,7 +22,8 @@ matplotlib.use("Agg")  # scripts run headless; set before pyplot is imported any
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mlp_jax import Config, Dataset, load_dataset, train_many  # noqa: E402
+from experiments import stats  # noqa: E402
+from mlp_jax import Config, Dataset, count_params, eval_step, load_dataset, train_many  # noqa: E402
 from mlp_jax.loop import DivergedError, RunResult, train_and_evaluate  # noqa: E402
 from mlp_jax.plot import dataset_title  # noqa: E402
 
@@ -149,6 +150,57 @@ class Study:
         write_csv(rows, self.csv_path)
         figure.savefig(self.png_path, dpi=110)
         print(f"wrote {self.csv_path} and {self.png_path}")
+
+    @property
+    def validation(self) -> Dataset:
+        """5/6 of the train split to train on, the held-out 1/6 to choose on (never the test)."""
+        return validation_split(self.dataset)
+
+
+def per_example_correct(state: Any, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """bool[n]: which of these images the model classifies right (eval_step, in batches of 1000).
+
+    The paired tests of experiments/stats.py need this per image; a confusion matrix is not enough.
+    """
+    correct = []
+    for start in range(0, len(labels), 1000):
+        batch = {"image": images[start : start + 1000], "label": labels[start : start + 1000]}
+        correct.append(np.asarray(eval_step(state, batch)["correct"]))
+    return np.concatenate(correct)
+
+
+def correct_on_test(results: Sequence[RunResult | DivergedError], dataset: Dataset) -> np.ndarray:
+    """bool[k, n]: per-example correctness of each final model on `dataset`'s test split.
+
+    A diverged model gets every image wrong (it is shown as diverged, never dropped).
+    """
+    return np.stack([
+        np.zeros(dataset.num_test, bool)
+        if isinstance(result, DivergedError)
+        else per_example_correct(result.state, dataset.test_images, dataset.test_labels)
+        for result in results
+    ])  # fmt: skip
+
+
+def accuracies(results: Sequence[RunResult | DivergedError]) -> list[float]:
+    """Final test accuracy per seed; NaN for a diverged seed (so tables can name it)."""
+    return [
+        math.nan if isinstance(result, DivergedError) else float(result.test["accuracy"])
+        for result in results
+    ]
+
+
+def num_params(result: RunResult) -> int:
+    return count_params(result.state.params)
+
+
+def noise_floor_note(dataset: Dataset, accuracy: float) -> str:
+    """The sentence every table on a small test set carries."""
+    return (
+        f"Noise floor: one model's accuracy near {100 * accuracy:.0f}% on these "
+        f"{dataset.num_test:,} test images has a 95% interval of ± "
+        f"{100 * stats.noise_floor(dataset.num_test, accuracy):.2f} points."
+    )
 
 
 def _quiet(line: str) -> None:
