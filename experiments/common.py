@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -64,8 +65,8 @@ class Study:
             config = config.replace(**QUICK_NET)
         self.base = config
         self.seeds = 1 if self.quick else args.seeds
-        self.title = dataset_title(self.dataset.name) + (" (quick)" if self.quick else "")
-        tag = self.title.split(" ")[0].lower().replace("-", "_")
+        tag = dataset_title(self.dataset.name).split(" ")[0].lower().replace("-", "_")
+        self.title = human_title(self.dataset.name) + (" (quick)" if self.quick else "")
         self.stem = args.out / f"{name}_{'quick' if self.quick else tag}"
         args.out.mkdir(parents=True, exist_ok=True)
         print(
@@ -201,6 +202,78 @@ def noise_floor_note(dataset: Dataset, accuracy: float) -> str:
         f"{dataset.num_test:,} test images has a 95% interval of ± "
         f"{100 * stats.noise_floor(dataset.num_test, accuracy):.2f} points."
     )
+
+
+def human_title(dataset_name: str) -> str:
+    """The dataset's name for a slide: "MNIST, 4,000-image subset", "Fashion-MNIST"."""
+    title = dataset_title(dataset_name)
+    return "MNIST, 4,000-image subset" if title == "mnist_subset" else title
+
+
+@dataclasses.dataclass
+class Measured:
+    """One configuration trained with k seeds twice: on 5/6 of train (scored on validation,
+    where choices are made) and on all of train (scored once on test)."""
+
+    label: str
+    config: Config
+    params: int
+    validation: list[float]  # accuracy per seed, NaN if diverged
+    test: list[float]  # accuracy per seed, NaN if diverged
+    test_correct: np.ndarray  # bool[k, num_test]
+    seconds: float  # wall seconds of the k test-split models trained together
+    num_validation: int
+    num_test: int
+    results: list[RunResult | DivergedError]  # the test-split models
+
+    def row(self, reference: Measured | None = None) -> dict[str, Any]:
+        """A table row: size, budget, wall time, both accuracies with 95% intervals, and a
+        paired bootstrap test against `reference` (over the same test images)."""
+        row = {
+            "config": self.label,
+            "params": f"{self.params:,}",
+            "epochs": self.config.epochs,
+            f"wall s ({len(self.test)} seeds)": f"{self.seconds:.0f}",
+            "validation (%)": stats.accuracy_cell(self.validation, self.num_validation),
+            "test (%)": stats.accuracy_cell(self.test, self.num_test),
+        }
+        if reference is not None:
+            row[f"test: minus {reference.label}"] = (
+                "(reference)"
+                if reference is self
+                else stats.paired_bootstrap(self.test_correct, reference.test_correct).percent()
+            )
+        return row
+
+
+def measure(study: Study, config: Config, label: str, test: bool = True) -> Measured:
+    """`config` with the study's seeds on the validation split, then (if `test`) on the test split.
+
+    Diverged seeds stay in the lists as NaN (and score 0 images right), never dropped.
+    """
+    validation = study.validation
+    on_validation = study.sweep(config, f"{label} [validation]", [config.lr], validation)
+    start = time.perf_counter()
+    results = study.sweep(config, f"{label} [test]", [config.lr])[config.lr] if test else []
+    seconds = time.perf_counter() - start
+    first = next((r for r in results if not isinstance(r, DivergedError)), None)
+    return Measured(
+        label=label,
+        config=config,
+        params=num_params(first) if first is not None else 0,
+        validation=accuracies(on_validation[config.lr]),
+        test=accuracies(results),
+        test_correct=correct_on_test(results, study.dataset) if results else np.zeros((0, 0)),
+        seconds=seconds,
+        num_validation=validation.num_test,
+        num_test=study.dataset.num_test,
+        results=results,
+    )
+
+
+def best_on_validation(measured: Sequence[Measured]) -> Measured:
+    """The configuration with the highest mean validation accuracy (a diverged seed counts 0)."""
+    return max(measured, key=lambda m: float(np.mean(np.nan_to_num(m.validation, nan=0.0))))
 
 
 def _quiet(line: str) -> None:

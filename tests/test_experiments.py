@@ -25,6 +25,9 @@ def test_depth_writes_one_row_per_depth(tmp_path):
     rows = _run("depth", tmp_path)
     assert [int(row["layers"]) for row in rows] == [1, 2]
     assert all(0.0 <= float(row["test_accuracy"]) <= 1.0 for row in rows)
+    # Chosen on validation (a separate score per run), with the parameter count beside it.
+    assert all(0.0 <= float(row["validation_accuracy"]) <= 1.0 for row in rows)
+    assert [int(row["params"]) for row in rows] == [7850, 784 * 32 + 32 + 32 * 10 + 10]
     _assert_png(tmp_path / "depth_quick.png")
 
 
