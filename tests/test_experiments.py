@@ -100,3 +100,15 @@ def test_predict_demo_draws_a_seven_and_shows_what_the_net_saw(trained_run, tmp_
     for name in ("seven.png", "seven_seen.png", "predict_demo.png"):
         _assert_png(tmp_path / name)
     assert capsys.readouterr().out.startswith("seven.png: ")
+
+
+def test_recipe_searches_on_validation_and_scores_the_pick_on_test(tmp_path):
+    rows = _run("recipe", tmp_path)
+    searched = [row for row in rows if row["split"] == "validation"]
+    assert {row["stage"] for row in searched} == {"1", "2"}
+    assert {(row["schedule"], float(row["lr"])) for row in searched if row["stage"] == "1"} == {
+        (schedule, lr) for schedule in ("constant", "cosine") for lr in (0.02, 0.05)
+    }
+    # The test split scores only the final recipes (the pick, and the default if it differs).
+    assert 1 <= len([row for row in rows if row["split"] == "test"]) <= 2
+    _assert_png(tmp_path / "recipe_quick.png")
