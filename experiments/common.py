@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import matplotlib
 
 matplotlib.use("Agg")  # scripts run headless; set before pyplot is imported anywhere
@@ -274,6 +275,48 @@ def measure(study: Study, config: Config, label: str, test: bool = True) -> Meas
 def best_on_validation(measured: Sequence[Measured]) -> Measured:
     """The configuration with the highest mean validation accuracy (a diverged seed counts 0)."""
     return max(measured, key=lambda m: float(np.mean(np.nan_to_num(m.validation, nan=0.0))))
+
+
+def train_custom(
+    dataset: Dataset,
+    model: Any,
+    tx: Any,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    epoch_fn: Any = None,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Train `model` with optimizer `tx` for the demos that step outside Config (a custom
+    optimizer, loss or batch sampler); the keys come from `seed` as in a package run.
+
+    `epoch_fn(state, images, labels, key, batch_size) -> (state, metrics)` defaults to
+    `mlp_jax.train_epoch`. Returns the final state and one record per epoch (train loss, test
+    accuracy and loss, epoch seconds).
+    """
+    from mlp_jax import create_train_state, evaluate, train_epoch
+    from mlp_jax.state import data_key, init_key
+
+    epoch_fn = epoch_fn or train_epoch
+    state = create_train_state(init_key(seed), model, tx, dataset.train_images[:1])
+    images, labels = jax.device_put((dataset.train_images, dataset.train_labels))
+    test_images, test_labels = jax.device_put((dataset.test_images, dataset.test_labels))
+    history = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        key = jax.random.fold_in(data_key(seed), epoch)
+        state, metrics = epoch_fn(state, images, labels, key, batch_size)
+        train_loss = float(metrics["train_loss"])
+        seconds = time.perf_counter() - start
+        test = evaluate(state, test_images, test_labels)
+        history.append({
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": float(metrics["train_accuracy"]),
+            "test_loss": float(test["loss"]),
+            "test_accuracy": float(test["accuracy"]),
+            "epoch_seconds": seconds,
+        })  # fmt: skip
+    return state, history
 
 
 def _quiet(line: str) -> None:

@@ -112,3 +112,10 @@ def test_recipe_searches_on_validation_and_scores_the_pick_on_test(tmp_path):
     # The test split scores only the final recipes (the pick, and the default if it differs).
     assert 1 <= len([row for row in rows if row["split"] == "test"]) <= 2
     _assert_png(tmp_path / "recipe_quick.png")
+
+
+def test_accumulation_tracks_the_param_gap_after_every_big_batch_update(tmp_path):
+    rows = _run("accumulation", tmp_path)
+    assert [int(row["update"]) for row in rows] == [1, 2, 3, 4, 5]
+    assert all(float(row["max_abs_param_difference"]) < 1e-5 for row in rows)
+    _assert_png(tmp_path / "accumulation_quick.png")
