@@ -319,6 +319,29 @@ def train_custom(
     return state, history
 
 
+def band_axes(
+    axes: Any,
+    histories: dict[str, Sequence[Sequence[dict[str, Any]]]],
+    key: str,
+    colors: dict[str, str],
+    scale: float = 100.0,
+) -> None:
+    """Per label: the mean of `key` over its seeds' histories as a line, min-max over seeds as a
+    band; integer epoch ticks. A seed with a non-finite value shows as a break, not a mean."""
+    from matplotlib.ticker import MaxNLocator
+
+    for label, runs in histories.items():
+        values = scale * np.array([[record[key] for record in run] for run in runs], np.float64)
+        epochs = np.arange(1, values.shape[1] + 1)
+        axes.plot(epochs, values.mean(axis=0), color=colors[label], label=label, lw=2)
+        axes.fill_between(
+            epochs, values.min(axis=0), values.max(axis=0), color=colors[label], alpha=0.25
+        )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.grid(alpha=0.3)
+
+
 def _quiet(line: str) -> None:
     pass
 

@@ -119,3 +119,41 @@ def test_accumulation_tracks_the_param_gap_after_every_big_batch_update(tmp_path
     assert [int(row["update"]) for row in rows] == [1, 2, 3, 4, 5]
     assert all(float(row["max_abs_param_difference"]) < 1e-5 for row in rows)
     _assert_png(tmp_path / "accumulation_quick.png")
+
+
+def test_shifts_scores_every_direction_and_distance(tmp_path):
+    rows = _run("shifts", tmp_path)
+    assert {int(row["distance_pixels"]) for row in rows} == {0, 1, 2, 3}
+    assert len(rows) == 4 * 5  # 4 distances x 5 directions x 1 seed
+    unshifted = {float(row["test_accuracy"]) for row in rows if row["distance_pixels"] == "0"}
+    assert len(unshifted) == 1  # a 0-pixel shift is the same test set in every direction
+    _assert_png(tmp_path / "shifts_quick.png")
+
+
+def test_templates_snapshots_the_kernel_at_init_after_some_updates_and_at_the_end(tmp_path):
+    rows = _run("templates", tmp_path)
+    # quick: 512 images, batch 128, 2 epochs = 8 updates, so the snapshots are 0 and 8.
+    assert [int(row["updates"]) for row in rows] == [0, 8]
+    _assert_png(tmp_path / "templates_quick.png")
+
+
+def test_lecture5_trains_the_bias_free_net_and_its_bias_ablation(tmp_path):
+    rows = _run("lecture5", tmp_path)
+    assert [row["bias"] for row in rows] == ["False"] * 2 + ["True"] * 2  # 2 epochs each
+    params = [int(row["params"]) for row in rows]
+    assert params[0] == 784 * 32 + 32 * 10 and params[2] == params[0] + 32 + 10
+    _assert_png(tmp_path / "lecture5_quick.png")
+
+
+def test_ta_recipe_uses_pytorchs_rmsprop_defaults(tmp_path):
+    import numpy as np
+
+    from experiments.ta_recipe import torch_rmsprop
+
+    params, grads = {"w": np.ones(2, np.float32)}, {"w": np.array([0.5, -2.0], np.float32)}
+    updates, _ = torch_rmsprop().update(grads, torch_rmsprop().init(params))
+    # First step from v = 0: v = 0.01 g^2, so the step is -0.01 g / (0.1 |g|) = -0.1 sign(g).
+    np.testing.assert_allclose(updates["w"], [-0.1, 0.1], rtol=1e-5)
+    rows = _run("ta_recipe", tmp_path)
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    _assert_png(tmp_path / "ta_recipe_quick.png")
