@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")  # scripts run headless; set before pyplot is imported anywhere
@@ -317,6 +318,69 @@ def train_custom(
             "epoch_seconds": seconds,
         })  # fmt: skip
     return state, history
+
+
+def train_model_many(
+    config: Config,
+    dataset: Dataset,
+    model: Any,
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    epoch_fn: Any = None,
+) -> tuple[list[list[dict[str, Any]]], Any]:
+    """`train_many` for a model that Config cannot describe (e.g. other input scalings): one model
+    per (seed, lr), vmapped, optimizer and keys from `config` as in a package run.
+
+    Returns per model (lr-major, as sweep_models) one record per epoch (train loss, test
+    accuracy), and the stacked final states (`stacked_correct` scores them per example).
+    `epoch_fn` (default `mlp_jax.train_epoch`) is called as epoch_fn(state, images, labels, key,
+    batch_size).
+    """
+    from mlp_jax import evaluate, train_epoch
+    from mlp_jax.sweep import epoch_keys, init_states, sweep_models
+
+    seeds, lrs = sweep_models(config, seeds, lrs)
+    states = init_states(config, dataset, model, seeds, lrs)
+    epoch_fn = epoch_fn or train_epoch
+    run_epoch = jax.jit(
+        jax.vmap(
+            lambda state, images, labels, key: epoch_fn(
+                state, images, labels, key, config.batch_size
+            ),
+            in_axes=(0, None, None, 0),
+        )
+    )
+    run_eval = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)))
+    train = jax.device_put((dataset.train_images, dataset.train_labels))
+    test = jax.device_put((dataset.test_images, dataset.test_labels))
+    history: list[list[dict[str, Any]]] = [[] for _ in seeds]
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        states, metrics = run_epoch(states, *train, epoch_keys(jnp.asarray(seeds), epoch))
+        metrics = jax.device_get(metrics)
+        seconds = time.perf_counter() - start
+        scores = jax.device_get(run_eval(states, *test))
+        for k, (seed, lr) in enumerate(zip(seeds, lrs, strict=True)):
+            history[k].append({
+                "epoch": epoch, "seed": seed, "peak_lr": lr,
+                "train_loss": float(metrics["train_loss"][k]),
+                "test_accuracy": float(scores["accuracy"][k]),
+                "epoch_seconds": seconds,
+            })  # fmt: skip
+    return history, states
+
+
+def stacked_correct(states: Any, history: list[list[dict[str, Any]]], dataset: Dataset):
+    """bool[k, n]: per-example test correctness of each of a stack of k states; a model whose
+    train loss went non-finite (diverged) gets every image wrong."""
+    rows = []
+    for k, run in enumerate(history):
+        if not math.isfinite(run[-1]["train_loss"]):
+            rows.append(np.zeros(dataset.num_test, bool))
+            continue
+        state = jax.tree.map(lambda leaf, k=k: leaf[k], states)
+        rows.append(per_example_correct(state, dataset.test_images, dataset.test_labels))
+    return np.stack(rows)
 
 
 def band_axes(

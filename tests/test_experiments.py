@@ -157,3 +157,38 @@ def test_ta_recipe_uses_pytorchs_rmsprop_defaults(tmp_path):
     rows = _run("ta_recipe", tmp_path)
     assert [int(row["epoch"]) for row in rows] == [1, 2]
     _assert_png(tmp_path / "ta_recipe_quick.png")
+
+
+def test_normalization_picks_an_lr_per_scaling_on_validation_then_tests_it(tmp_path):
+    rows = _run("normalization", tmp_path)
+    scalings = ["none (raw 0..255)", "divide by 255", "(x - 0.5) / 0.5 (TA deck)", "standardise"]
+    assert list(dict.fromkeys(row["scaling"] for row in rows)) == scalings
+    for scaling in scalings:
+        mine = [row for row in rows if row["scaling"] == scaling]
+        assert {float(row["lr"]) for row in mine if row["split"] == "validation"} == {1e-4, 0.05}
+        assert len([row for row in mine if row["split"] == "test"]) == 1
+    _assert_png(tmp_path / "normalization_quick.png")
+
+
+def test_sampling_with_replacement_leaves_about_a_third_of_the_images_unseen(tmp_path):
+    rows = _run("sampling", tmp_path)
+    sampled = [row for row in rows if row["sampling"] == "sampled with replacement"]
+    assert len(sampled) == 2 and len(rows) == 4  # 2 epochs each
+    assert all(0.3 < float(row["unseen_fraction"]) < 0.45 for row in sampled)  # (1-1/N)^N
+    _assert_png(tmp_path / "sampling_quick.png")
+
+
+def test_losses_compares_mse_and_cross_entropy_at_validation_picked_lrs(tmp_path):
+    import numpy as np
+
+    from experiments.losses import mse_loss
+
+    logits = np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]], np.float32))
+    # (0.5-1)^2 + 2 * 0.25^2 = 0.375; the second example is masked out.
+    assert float(mse_loss(logits, np.array([0, 0]), np.array([1.0, 0.0]))) == pytest.approx(0.375)
+    rows = _run("losses", tmp_path)
+    assert {row["loss"] for row in rows if row["split"] == "test"} == {
+        "cross-entropy",
+        "MSE on softmax",
+    }
+    _assert_png(tmp_path / "losses_quick.png")
