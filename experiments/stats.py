@@ -49,10 +49,10 @@ class Comparison(NamedTuple):
         return self.p_value < 0.05
 
     def percent(self) -> str:
-        """ "+0.62 [+0.10, +1.14] points, p = 0.02" """
+        """ "+0.62 [+0.10, +1.14] points, p = 0.020" """
         return (
             f"{100 * self.difference:+.2f} [{100 * self.low:+.2f}, {100 * self.high:+.2f}] points, "
-            f"p = {format_p(self.p_value)}"
+            f"p {format_p(self.p_value)}"
         )
 
 
@@ -65,7 +65,8 @@ class McNemar(NamedTuple):
 
 
 def format_p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    """ "< 0.001" or "= 0.043" """
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 def noise_floor(n: int, accuracy: float) -> float:
