@@ -366,6 +366,8 @@ def train_model_many(
                 "train_loss": float(metrics["train_loss"][k]),
                 "test_accuracy": float(scores["accuracy"][k]),
                 "epoch_seconds": seconds,
+                **{name: float(value[k]) for name, value in metrics.items()
+                   if name not in ("train_loss", "examples")},
             })  # fmt: skip
     return history, states
 
