@@ -159,9 +159,9 @@ def _figure(study: Study, cells, picked: Config, num_validation: int) -> Figure:
     )
     right.set(title=f"stage 2: batch size ({picked.optimizer}, {picked.schedule})")
     figure.suptitle(
-        f"{study.title}: choosing the recipe on validation, {study.seeds} seeds, 95% intervals, "
-        f"x = a diverged seed\npicked: {picked.optimizer}, peak lr {picked.lr:g}, "
-        f"{picked.schedule}, batch {picked.batch_size}"
+        f"{study.title}: choosing the recipe on validation, {study.seeds} seeds, 95% intervals; "
+        f"x = a diverged seed, hollow = its surviving seeds\npicked: {picked.optimizer}, "
+        f"peak lr {picked.lr:g}, {picked.schedule}, batch {picked.batch_size}"
     )
     figure.tight_layout()
     return figure
@@ -174,7 +174,10 @@ def _draw(axes, group, color, n, label, marker) -> None:
         finite = [x for x in v if np.isfinite(x)]
         for _ in range(len(v) - len(finite)):
             axes.plot(c.lr, 0, "x", color=color, ms=9, mew=2)
-        if finite:
+        if len(finite) < len(v):  # no mean over survivors: each one drawn alone, hollow
+            axes.plot([c.lr] * len(finite), [100 * x for x in finite], marker, mfc="none",
+                      color=color, ms=8)  # fmt: skip
+        elif finite:
             interval = stats.accuracy_interval(finite, n)
             xs.append(c.lr)
             means.append(100 * interval.mean)

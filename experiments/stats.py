@@ -80,7 +80,8 @@ def accuracy_interval(accuracies: Sequence[float], n: int) -> Interval:
 
     Var(mean) = var_seeds / k + p (1 - p) / n: the seeds' sample variance (ddof=1) shrinks with
     their number k, but all seeds are scored on the same n images, so the test set's binomial
-    error does not. Non-finite accuracies (diverged seeds) must be handled by the caller.
+    error does not. The ends are clipped to [0, 1]. Non-finite accuracies (diverged seeds) must
+    be handled by the caller.
     """
     values = np.asarray(accuracies, np.float64)
     if values.size == 0 or not np.all(np.isfinite(values)):
@@ -88,7 +89,7 @@ def accuracy_interval(accuracies: Sequence[float], n: int) -> Interval:
     mean = float(values.mean())
     seed_var = float(values.var(ddof=1)) if values.size > 1 else 0.0
     se = math.sqrt(seed_var / values.size + mean * (1 - mean) / n)
-    return Interval(mean, mean - Z95 * se, mean + Z95 * se)
+    return Interval(mean, max(0.0, mean - Z95 * se), min(1.0, mean + Z95 * se))  # an accuracy
 
 
 def _resampled_accuracies(
