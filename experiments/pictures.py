@@ -105,10 +105,11 @@ def confusion_figure(confusion: np.ndarray, names: Sequence[str], title: str) ->
     scale stops at the largest off-diagonal share so that the confusions, not the diagonal, show."""
     shares = 100 * confusion / confusion.sum(axis=1, keepdims=True)
     off_diagonal = shares[~np.eye(len(names), dtype=bool)].max()
-    figure = Figure(figsize=(17, 7.5))
+    figure = Figure(figsize=(17, 8))
     ticks = np.arange(len(names))
+    panels = figure.subplots(1, 2)
     for axes, values, label, vmax, fmt in zip(
-        figure.subplots(1, 2),
+        panels,
         [confusion, shares],
         ["test images", "% of the true class (colour capped at the largest confusion)"],
         [confusion.max(), off_diagonal],
@@ -124,8 +125,10 @@ def confusion_figure(confusion: np.ndarray, names: Sequence[str], title: str) ->
             color = "white" if value > vmax / 2 else "black"
             axes.text(column, row, fmt.format(value), ha="center", va="center", fontsize=9,
                       color=color)  # fmt: skip
-    figure.axes[0].set_title("counts")
-    figure.axes[2].set_title("row-normalised (recall on the diagonal)")
+    panels[0].set_title("counts", fontsize=13)
+    panels[1].set_title(
+        "row-normalised: % of each true class (recall on the diagonal)", fontsize=13
+    )
     figure.suptitle(title, fontsize=13)
     figure.tight_layout()
     return figure
