@@ -126,7 +126,8 @@ def _figure(study: Study, sweep: dict, curves: dict[str, dict[str, np.ndarray]])
     # One colour per optimizer in every panel (a run is coloured by its optimizer, its schedule
     # by line style in the schedule panel), so momentum + cosine looks the same everywhere.
     optimizers = list(dict.fromkeys(opt for opt, _ in sweep))
-    colors = {optimizer: f"C{index}" for index, optimizer in enumerate(optimizers)}
+    names = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+    colors = {optimizer: f"C{index}" for index, optimizer in enumerate(names)}
     styles = {"constant": ":", "step": "-.", "cosine": "-", "warmup_cosine": "--"}
     for optimizer in optimizers:
         lrs = [lr for opt, lr in sweep if opt == optimizer]
