@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     band_axes(left, {"TA recipe": histories}, "test_loss", {"TA recipe": "tab:red"}, scale=1.0)
     left.lines[-1].set_label("test loss")
     left.lines[0].set_label("running train loss (dropout on)")
-    left.set(ylabel="cross-entropy", ylim=(0, None))
+    left.set(ylabel="cross-entropy (log scale)", yscale="log")
     left.legend()
     band_axes(right, {"TA recipe": histories}, "test_accuracy", colors)
     right.set(ylabel="test accuracy (%)")
