@@ -120,7 +120,7 @@ class Study:
             history = many.history[k]
             bad = next((r for r in history if not math.isfinite(r["train_loss"])), None)
             if bad is not None:
-                result = DivergedError(bad["epoch"], bad["train_loss"], bad["lr"])
+                result = DivergedError(bad["epoch"], bad["train_loss"], bad["lr"], config)
                 verdict = f"diverged in epoch {bad['epoch']}"
             else:
                 result = RunResult(many.state(k), history, many.test[k], many.dataset)
