@@ -122,12 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         table,
     )
     print(noise_floor_note(dataset, float(correct["cross-entropy"].mean())))
-    figure = Figure(figsize=(7, 4.5))
+    figure = Figure(figsize=(9, 5))
     axes = figure.subplots()
     band_axes(axes, histories, "test_accuracy", COLORS)
     axes.set(ylabel="test accuracy (%)",
-             title=f"{study.title}: MSE against cross-entropy, each at its validation-picked lr\n"
-             f"(mean and min-max of {final_seeds} seeds)")  # fmt: skip
+             title=f"{study.title}: MSE against cross-entropy\n(each at its lr picked on "
+             f"validation; mean and min-max of {final_seeds} seeds)")  # fmt: skip
     axes.legend(loc="lower right")
     figure.tight_layout()
     study.save(rows, figure)
