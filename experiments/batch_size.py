@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from experiments.common import (
     Study,
@@ -76,23 +77,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _figure(study: Study, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
-    figure = Figure(figsize=(11, 4.5))
-    by_epoch, by_second = figure.subplots(1, 2, sharey=True)
+    """Top: every regime on the full scale; bottom: the same axes zoomed on the mini-batches, so
+    the full batch's low curve does not squash them. One colour per regime in all four panels."""
+    figure = Figure(figsize=(13, 8.5))
+    (by_epoch, by_second), (zoom_epoch, zoom_second) = figure.subplots(2, 2)
+    colors = {label: f"C{index}" for index, label in enumerate(curves)}
+    mini = [acc for label, (acc, _) in curves.items() if not label.startswith("full")]
+    low = min(float(np.min(acc[1:])) if len(acc) > 1 else float(acc[0]) for acc in mini)
     for label, (accuracy, seconds) in curves.items():
         epochs = np.arange(1, len(accuracy) + 1)
-        by_epoch.plot(epochs, 100 * accuracy, "o-", markersize=3, label=label)
-        by_second.plot(seconds, 100 * accuracy, "o-", markersize=3, label=label)
-    by_epoch.set(xlabel="epoch", ylabel="test accuracy (%)", title="per epoch (same data seen)")
-    by_second.set(
-        xlabel="training seconds (log scale, compile excluded)",
-        xscale="log",
-        title="per wall-clock second",
-    )
-    for axes in (by_epoch, by_second):
+        for axes in (by_epoch, zoom_epoch):
+            axes.plot(epochs, 100 * accuracy, "o-", ms=4, color=colors[label], label=label)
+        for axes in (by_second, zoom_second):
+            axes.plot(seconds, 100 * accuracy, "o-", ms=4, color=colors[label], label=label)
+    by_epoch.set(ylabel="test accuracy (%)", title="per epoch (same data seen)", ylim=(0, 100))
+    by_second.set(title="per wall-clock second", ylim=(0, 100))
+    zoom_epoch.set(ylabel="test accuracy (%), zoomed", ylim=(100 * low - 1, None))
+    zoom_second.set(ylim=(100 * low - 1, None))
+    for axes in (by_epoch, zoom_epoch):
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for axes in (by_second, zoom_second):
+        axes.set(xlabel="training seconds (log scale, compile excluded)", xscale="log")
+    for axes in (by_epoch, by_second, zoom_epoch, zoom_second):
         axes.grid(alpha=0.3)
-        axes.legend(title="batch size")
+    by_epoch.legend(title="batch size", loc="lower right")
     figure.suptitle(
-        f"{study.title}: serial vs mini-batch vs full batch\n"
+        f"{study.title}: serial vs mini-batch vs full batch "
         f"({study.base.layers}-layer MLP, momentum SGD, constant lr 0.05·min(1, B/128), "
         f"mean of {study.seeds} seed(s))"
     )

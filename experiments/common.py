@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")  # scripts run headless; set before pyplot is imported anywhere
@@ -23,7 +26,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import mlp_jax  # noqa: E402
-from mlp_jax import Config, Dataset, load_dataset, train_many  # noqa: E402
+from experiments import stats  # noqa: E402
+from mlp_jax import Config, Dataset, count_params, eval_step, load_dataset, train_many  # noqa: E402
 from mlp_jax.loop import DivergedError, RunResult, train_and_evaluate  # noqa: E402
 from mlp_jax.plot import dataset_title  # noqa: E402
 
@@ -64,8 +68,8 @@ class Study:
             config = config.replace(**QUICK_NET)
         self.base = config
         self.seeds = 1 if self.quick else args.seeds
-        self.title = dataset_title(self.dataset.name) + (" (quick)" if self.quick else "")
-        tag = self.title.split(" ")[0].lower().replace("-", "_")
+        tag = dataset_title(self.dataset.name).split(" ")[0].lower().replace("-", "_")
+        self.title = human_title(self.dataset.name) + (" (quick)" if self.quick else "")
         self.stem = args.out / f"{name}_{'quick' if self.quick else tag}"
         args.out.mkdir(parents=True, exist_ok=True)
         print(
@@ -117,7 +121,7 @@ class Study:
             history = many.history[k]
             bad = next((r for r in history if not math.isfinite(r["train_loss"])), None)
             if bad is not None:
-                result = DivergedError(bad["epoch"], bad["train_loss"], bad["lr"])
+                result = DivergedError(bad["epoch"], bad["train_loss"], bad["lr"], config)
                 verdict = f"diverged in epoch {bad['epoch']}"
             else:
                 result = RunResult(many.state(k), history, many.test[k], many.dataset)
@@ -150,6 +154,259 @@ class Study:
         write_csv(rows, self.csv_path)
         figure.savefig(self.png_path, dpi=110)
         print(f"wrote {self.csv_path} and {self.png_path}")
+
+    @property
+    def validation(self) -> Dataset:
+        """5/6 of the train split to train on, the held-out 1/6 to choose on (never the test)."""
+        return validation_split(self.dataset)
+
+
+def per_example_correct(state: Any, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """bool[n]: which of these images the model classifies right (eval_step, in batches of 1000).
+
+    The paired tests of experiments/stats.py need this per image; a confusion matrix is not enough.
+    """
+    correct = []
+    for start in range(0, len(labels), 1000):
+        batch = {"image": images[start : start + 1000], "label": labels[start : start + 1000]}
+        correct.append(np.asarray(eval_step(state, batch)["correct"]))
+    return np.concatenate(correct)
+
+
+def correct_on_test(results: Sequence[RunResult | DivergedError], dataset: Dataset) -> np.ndarray:
+    """bool[k, n]: per-example correctness of each final model on `dataset`'s test split.
+
+    A diverged model gets every image wrong (it is shown as diverged, never dropped).
+    """
+    return np.stack([
+        np.zeros(dataset.num_test, bool)
+        if isinstance(result, DivergedError)
+        else per_example_correct(result.state, dataset.test_images, dataset.test_labels)
+        for result in results
+    ])  # fmt: skip
+
+
+def accuracies(results: Sequence[RunResult | DivergedError]) -> list[float]:
+    """Final test accuracy per seed; NaN for a diverged seed (so tables can name it)."""
+    return [
+        math.nan if isinstance(result, DivergedError) else float(result.test["accuracy"])
+        for result in results
+    ]
+
+
+def num_params(result: RunResult) -> int:
+    return count_params(result.state.params)
+
+
+def noise_floor_note(dataset: Dataset, accuracy: float) -> str:
+    """The sentence every table on a small test set carries."""
+    return (
+        f"Noise floor: one model's accuracy near {100 * accuracy:.0f}% on these "
+        f"{dataset.num_test:,} test images has a 95% interval of ± "
+        f"{100 * stats.noise_floor(dataset.num_test, accuracy):.2f} points."
+    )
+
+
+def human_title(dataset_name: str) -> str:
+    """The dataset's name for a slide: "MNIST, 4,000-image subset", "Fashion-MNIST"."""
+    title = dataset_title(dataset_name)
+    return "MNIST, 4,000-image subset" if title == "mnist_subset" else title
+
+
+@dataclasses.dataclass
+class Measured:
+    """One configuration trained with k seeds twice: on 5/6 of train (scored on validation,
+    where choices are made) and on all of train (scored once on test)."""
+
+    label: str
+    config: Config
+    params: int
+    validation: list[float]  # accuracy per seed, NaN if diverged
+    test: list[float]  # accuracy per seed, NaN if diverged
+    test_correct: np.ndarray  # bool[k, num_test]
+    seconds: float  # wall seconds of the k test-split models trained together
+    num_validation: int
+    num_test: int
+    results: list[RunResult | DivergedError]  # the test-split models
+
+    def row(self, reference: Measured | None = None) -> dict[str, Any]:
+        """A table row: size, budget, wall time, both accuracies with 95% intervals, and a
+        paired bootstrap test against `reference` (over the same test images)."""
+        row = {
+            "config": self.label,
+            "params": f"{self.params:,}",
+            "epochs": self.config.epochs,
+            f"wall s ({len(self.test)} seeds)": f"{self.seconds:.0f}",
+            "validation (%)": stats.accuracy_cell(self.validation, self.num_validation),
+            "test (%)": stats.accuracy_cell(self.test, self.num_test),
+        }
+        if reference is not None:
+            row[f"test: minus {reference.label}"] = (
+                "(reference)"
+                if reference is self
+                else stats.paired_bootstrap(self.test_correct, reference.test_correct).percent()
+            )
+        return row
+
+
+def measure(study: Study, config: Config, label: str, test: bool = True) -> Measured:
+    """`config` with the study's seeds on the validation split, then (if `test`) on the test split.
+
+    Diverged seeds stay in the lists as NaN (and score 0 images right), never dropped.
+    """
+    validation = study.validation
+    on_validation = study.sweep(config, f"{label} [validation]", [config.lr], validation)
+    start = time.perf_counter()
+    results = study.sweep(config, f"{label} [test]", [config.lr])[config.lr] if test else []
+    seconds = time.perf_counter() - start
+    first = next((r for r in results if not isinstance(r, DivergedError)), None)
+    return Measured(
+        label=label,
+        config=config,
+        params=num_params(first) if first is not None else 0,
+        validation=accuracies(on_validation[config.lr]),
+        test=accuracies(results),
+        test_correct=correct_on_test(results, study.dataset) if results else np.zeros((0, 0)),
+        seconds=seconds,
+        num_validation=validation.num_test,
+        num_test=study.dataset.num_test,
+        results=results,
+    )
+
+
+def best_on_validation(measured: Sequence[Measured]) -> Measured:
+    """The configuration with the highest mean validation accuracy (a diverged seed counts 0)."""
+    return max(measured, key=lambda m: float(np.mean(np.nan_to_num(m.validation, nan=0.0))))
+
+
+def train_custom(
+    dataset: Dataset,
+    model: Any,
+    tx: Any,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    epoch_fn: Any = None,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Train `model` with optimizer `tx` for the demos that step outside Config (a custom
+    optimizer, loss or batch sampler); the keys come from `seed` as in a package run.
+
+    `epoch_fn(state, images, labels, key, batch_size) -> (state, metrics)` defaults to
+    `mlp_jax.train_epoch`. Returns the final state and one record per epoch (train loss, test
+    accuracy and loss, epoch seconds).
+    """
+    from mlp_jax import create_train_state, evaluate, train_epoch
+    from mlp_jax.state import data_key, init_key
+
+    epoch_fn = epoch_fn or train_epoch
+    state = create_train_state(init_key(seed), model, tx, dataset.train_images[:1])
+    images, labels = jax.device_put((dataset.train_images, dataset.train_labels))
+    test_images, test_labels = jax.device_put((dataset.test_images, dataset.test_labels))
+    history = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        key = jax.random.fold_in(data_key(seed), epoch)
+        state, metrics = epoch_fn(state, images, labels, key, batch_size)
+        train_loss = float(metrics["train_loss"])
+        seconds = time.perf_counter() - start
+        test = evaluate(state, test_images, test_labels)
+        history.append({
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": float(metrics["train_accuracy"]),
+            "test_loss": float(test["loss"]),
+            "test_accuracy": float(test["accuracy"]),
+            "epoch_seconds": seconds,
+        })  # fmt: skip
+    return state, history
+
+
+def train_model_many(
+    config: Config,
+    dataset: Dataset,
+    model: Any,
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    epoch_fn: Any = None,
+) -> tuple[list[list[dict[str, Any]]], Any]:
+    """`train_many` for a model that Config cannot describe (e.g. other input scalings): one model
+    per (seed, lr), vmapped, optimizer and keys from `config` as in a package run.
+
+    Returns per model (lr-major, as sweep_models) one record per epoch (train loss, test
+    accuracy), and the stacked final states (`stacked_correct` scores them per example).
+    `epoch_fn` (default `mlp_jax.train_epoch`) is called as epoch_fn(state, images, labels, key,
+    batch_size).
+    """
+    from mlp_jax import evaluate, train_epoch
+    from mlp_jax.sweep import epoch_keys, init_states, sweep_models
+
+    seeds, lrs = sweep_models(config, seeds, lrs)
+    states = init_states(config, dataset, model, seeds, lrs)
+    epoch_fn = epoch_fn or train_epoch
+    run_epoch = jax.jit(
+        jax.vmap(
+            lambda state, images, labels, key: epoch_fn(
+                state, images, labels, key, config.batch_size
+            ),
+            in_axes=(0, None, None, 0),
+        )
+    )
+    run_eval = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)))
+    train = jax.device_put((dataset.train_images, dataset.train_labels))
+    test = jax.device_put((dataset.test_images, dataset.test_labels))
+    history: list[list[dict[str, Any]]] = [[] for _ in seeds]
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        states, metrics = run_epoch(states, *train, epoch_keys(jnp.asarray(seeds), epoch))
+        metrics = jax.device_get(metrics)
+        seconds = time.perf_counter() - start
+        scores = jax.device_get(run_eval(states, *test))
+        for k, (seed, lr) in enumerate(zip(seeds, lrs, strict=True)):
+            history[k].append({
+                "epoch": epoch, "seed": seed, "peak_lr": lr,
+                "train_loss": float(metrics["train_loss"][k]),
+                "test_accuracy": float(scores["accuracy"][k]),
+                "epoch_seconds": seconds,
+                **{name: float(value[k]) for name, value in metrics.items()
+                   if name not in ("train_loss", "examples")},
+            })  # fmt: skip
+    return history, states
+
+
+def stacked_correct(states: Any, history: list[list[dict[str, Any]]], dataset: Dataset):
+    """bool[k, n]: per-example test correctness of each of a stack of k states; a model whose
+    train loss went non-finite (diverged) gets every image wrong."""
+    rows = []
+    for k, run in enumerate(history):
+        if not math.isfinite(run[-1]["train_loss"]):
+            rows.append(np.zeros(dataset.num_test, bool))
+            continue
+        state = jax.tree.map(lambda leaf, k=k: leaf[k], states)
+        rows.append(per_example_correct(state, dataset.test_images, dataset.test_labels))
+    return np.stack(rows)
+
+
+def band_axes(
+    axes: Any,
+    histories: dict[str, Sequence[Sequence[dict[str, Any]]]],
+    key: str,
+    colors: dict[str, str],
+    scale: float = 100.0,
+) -> None:
+    """Per label: the mean of `key` over its seeds' histories as a line, min-max over seeds as a
+    band; integer epoch ticks. A seed with a non-finite value shows as a break, not a mean."""
+    from matplotlib.ticker import MaxNLocator
+
+    for label, runs in histories.items():
+        values = scale * np.array([[record[key] for record in run] for run in runs], np.float64)
+        epochs = np.arange(1, values.shape[1] + 1)
+        axes.plot(epochs, values.mean(axis=0), color=colors[label], label=label, lw=2)
+        axes.fill_between(
+            epochs, values.min(axis=0), values.max(axis=0), color=colors[label], alpha=0.25
+        )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.grid(alpha=0.3)
 
 
 def _quiet(line: str) -> None:

@@ -8,12 +8,14 @@ one vmapped program (mlp_jax.train_many).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from experiments.common import Study, make_parser, mean_std, pm, print_table, run_row
+from experiments.common import Study, make_parser, print_table, run_row
+from experiments.stats import accuracy_cell, accuracy_interval
 from mlp_jax.loop import DivergedError
 
 LEARNING_RATES = tuple(float(lr) for lr in np.logspace(-4, 0, 9))  # 1e-4, 3.2e-4, ..., 1
@@ -63,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {
                     "optimizer": optimizer,
                     "lr": f"{lr:.2g}",
-                    "test accuracy (%)": pm(accuracies),
+                    "test accuracy (%), 95% interval": accuracy_cell(
+                        accuracies + [math.nan] * diverged, study.dataset.num_test
+                    ),
                     "diverged (NaN guard)": f"{diverged}/{len(results)}" if diverged else "",
                 }
             )
@@ -81,17 +85,26 @@ def _figure(study: Study, points: dict[tuple[str, float], tuple[list[float], int
     for index, optimizer in enumerate(dict.fromkeys(opt for opt, _ in points)):
         color = f"C{index}"
         lrs = [lr for opt, lr in points if opt == optimizer]
-        stats = [mean_std(points[optimizer, lr][0]) for lr in lrs]
         label = {"sgd": "plain SGD", "momentum": "SGD + momentum 0.9"}.get(optimizer, optimizer)
+        # The line joins only lrs where every seed survived: a mean over survivors would hide the
+        # diverged ones, so their survivors are drawn one by one (hollow) instead.
+        whole = [lr for lr in lrs if not points[optimizer, lr][1]]
+        intervals = [accuracy_interval(points[optimizer, lr][0], study.dataset.num_test)
+                     for lr in whole]  # fmt: skip
         axes.errorbar(
-            lrs,
-            [100 * m for m, _ in stats],
-            yerr=[100 * s for _, s in stats],
+            whole,
+            [100 * i.mean for i in intervals],
+            yerr=[100 * i.half_width for i in intervals],
             fmt="o-",
             color=color,
             capsize=3,
-            label=label,
+            label=f"{label} (mean, 95% interval)",
         )
+        for lr in lrs:
+            if points[optimizer, lr][1] and points[optimizer, lr][0]:
+                survivors = points[optimizer, lr][0]
+                axes.plot([lr] * len(survivors), [100 * a for a in survivors], "o",
+                          mfc="none", color=color, ms=8)  # fmt: skip
         diverged = [lr for lr in lrs if points[optimizer, lr][1]]
         if diverged:  # at chance level (a diverged run predicts nothing), nudged apart in x
             nudge = 1.15 ** (index - 0.5)
@@ -102,7 +115,7 @@ def _figure(study: Study, points: dict[tuple[str, float], tuple[list[float], int
                 color=color,
                 markersize=11,
                 markeredgecolor="black",
-                label=f"{label}: diverged (NaN loss), with count of seeds",
+                label=f"{label}: diverged seeds (NaN loss), count; hollow: the survivors",
             )
             for lr in diverged:
                 runs = len(points[optimizer, lr][0]) + points[optimizer, lr][1]
@@ -121,7 +134,7 @@ def _figure(study: Study, points: dict[tuple[str, float], tuple[list[float], int
         xlabel="learning rate (constant)",
         ylabel="final test accuracy (%)",
         title=f"{study.title}: learning-rate sweep\n({study.base.layers}-layer MLP, "
-        f"{study.base.epochs} epochs, {study.seeds} seeds)",
+        f"{study.base.epochs} epochs, {study.seeds} seeds; an illustration, no lr is picked here)",
     )
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)

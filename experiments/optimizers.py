@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from experiments.common import (
     Study,
@@ -120,11 +121,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _figure(study: Study, sweep: dict, curves: dict[str, dict[str, np.ndarray]]) -> Figure:
-    figure = Figure(figsize=(15, 4.6))
+    figure = Figure(figsize=(18, 6.5))
     sweep_axes, optimizer_axes, schedule_axes = figure.subplots(1, 3)
-    for optimizer in dict.fromkeys(opt for opt, _ in sweep):
+    # One colour per optimizer in every panel (a run is coloured by its optimizer, its schedule
+    # by line style in the schedule panel), so momentum + cosine looks the same everywhere.
+    optimizers = list(dict.fromkeys(opt for opt, _ in sweep))
+    names = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+    colors = {optimizer: f"C{index}" for index, optimizer in enumerate(names)}
+    styles = {"constant": ":", "step": "-.", "cosine": "-", "warmup_cosine": "--"}
+    for optimizer in optimizers:
         lrs = [lr for opt, lr in sweep if opt == optimizer]
-        sweep_axes.plot(lrs, [100 * sweep[optimizer, lr] for lr in lrs], "o-", label=optimizer)
+        sweep_axes.plot(lrs, [100 * sweep[optimizer, lr] for lr in lrs], "o-", label=optimizer,
+                        color=colors[optimizer])  # fmt: skip
     sweep_axes.set(
         xscale="log",
         xlabel="peak learning rate",
@@ -136,9 +144,13 @@ def _figure(study: Study, sweep: dict, curves: dict[str, dict[str, np.ndarray]])
         (schedule_axes, "schedule", "schedules (momentum SGD)"),
     ):
         for label, accuracy in curves[group].items():
+            optimizer, schedule = label.split(" lr ")[0], label.rsplit(", ", 1)[-1]
             axes.plot(
-                np.arange(1, len(accuracy) + 1), 100 * accuracy, "o-", markersize=3, label=label
-            )
+                np.arange(1, len(accuracy) + 1), 100 * accuracy, marker="o", markersize=4,
+                label=label, color=colors.get(optimizer, "black"),
+                linestyle=styles.get(schedule, "-") if group == "schedule" else "-",
+            )  # fmt: skip
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set(
             xlabel="epoch",
             ylabel="test accuracy (%)",
@@ -147,7 +159,7 @@ def _figure(study: Study, sweep: dict, curves: dict[str, dict[str, np.ndarray]])
     for axes in (sweep_axes, optimizer_axes, schedule_axes):
         axes.grid(alpha=0.3)
         if axes.has_data():
-            axes.legend(fontsize=8)
+            axes.legend(fontsize=10)
     figure.suptitle(
         f"{study.title}: optimizers and lr schedules "
         f"({study.base.layers}-layer MLP, batch {study.base.batch_size})"

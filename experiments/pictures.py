@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from experiments.common import Study, curve_rows, make_parser, print_table, write_csv
 from mlp_jax import eval_step
 from mlp_jax.plot import (
     class_names,
-    plot_confusion,
     plot_curves,
     plot_predictions,
     plot_templates,
@@ -52,10 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             names,
             f"{study.title}: first {NUM_SHOWN} test images, {sizes} MLP",
         ),
-        "confusion": plot_confusion(
-            mlp.test["confusion"],
+        "confusion": confusion_figure(
+            np.asarray(mlp.test["confusion"]),
             names,
-            f"{study.title}: confusion matrix of the {sizes} MLP\n{dataset.num_test} test "
+            f"{study.title}: confusion matrix of the {sizes} MLP, {dataset.num_test:,} test "
             f"images, accuracy {100 * mlp.test['accuracy']:.2f}%",
         ),
         "curves": plot_curves(
@@ -86,7 +86,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs = zip(true, predicted, strict=True)
     confusions = ", ".join(f"{names[t]} -> {names[p]} ({mistakes[t, p]})" for t, p in pairs)
     print(f"most frequent confusions (true -> predicted): {confusions}")
+    upper = [names.index(n) for n in UPPER_BODY if n in names]
+    if upper:
+        within = mistakes[np.ix_(upper, upper)].sum()
+        print(
+            f"errors with true and predicted class both upper-body garments "
+            f"({', '.join(UPPER_BODY)}): {within} of {mistakes.sum()} "
+            f"({100 * within / mistakes.sum():.0f}%)"
+        )
     return 0
+
+
+UPPER_BODY = ("T-shirt/top", "Pullover", "Coat", "Shirt")  # Fashion-MNIST; Dress is not one
+
+
+def confusion_figure(confusion: np.ndarray, names: Sequence[str], title: str) -> Figure:
+    """Counts (left) beside the row-normalised matrix (right: % of each true class), whose colour
+    scale stops at the largest off-diagonal share so that the confusions, not the diagonal, show."""
+    shares = 100 * confusion / confusion.sum(axis=1, keepdims=True)
+    off_diagonal = shares[~np.eye(len(names), dtype=bool)].max()
+    figure = Figure(figsize=(17, 8))
+    ticks = np.arange(len(names))
+    panels = figure.subplots(1, 2)
+    for axes, values, label, vmax, fmt in zip(
+        panels,
+        [confusion, shares],
+        ["test images", "% of the true class (colour capped at the largest confusion)"],
+        [confusion.max(), off_diagonal],
+        ["{:d}", "{:.1f}"],
+        strict=True,
+    ):
+        image = axes.imshow(values, cmap="Blues", vmin=0, vmax=vmax)
+        figure.colorbar(image, ax=axes, label=label, shrink=0.8)
+        axes.set_xticks(ticks, names, rotation=45, ha="right", fontsize=11)
+        axes.set_yticks(ticks, names, fontsize=11)
+        axes.set(xlabel="predicted class", ylabel="true class")
+        for (row, column), value in np.ndenumerate(values):
+            color = "white" if value > vmax / 2 else "black"
+            axes.text(column, row, fmt.format(value), ha="center", va="center", fontsize=9,
+                      color=color)  # fmt: skip
+    panels[0].set_title("counts", fontsize=13)
+    panels[1].set_title(
+        "row-normalised: % of each true class (recall on the diagonal)", fontsize=13
+    )
+    figure.suptitle(title, fontsize=13)
+    figure.tight_layout()
+    return figure
 
 
 def _predictions(result, count: int) -> np.ndarray:

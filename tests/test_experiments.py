@@ -25,6 +25,9 @@ def test_depth_writes_one_row_per_depth(tmp_path):
     rows = _run("depth", tmp_path)
     assert [int(row["layers"]) for row in rows] == [1, 2]
     assert all(0.0 <= float(row["test_accuracy"]) <= 1.0 for row in rows)
+    # Chosen on validation (a separate score per run), with the parameter count beside it.
+    assert all(0.0 <= float(row["validation_accuracy"]) <= 1.0 for row in rows)
+    assert [int(row["params"]) for row in rows] == [7850, 784 * 32 + 32 + 32 * 10 + 10]
     _assert_png(tmp_path / "depth_quick.png")
 
 
@@ -97,3 +100,95 @@ def test_predict_demo_draws_a_seven_and_shows_what_the_net_saw(trained_run, tmp_
     for name in ("seven.png", "seven_seen.png", "predict_demo.png"):
         _assert_png(tmp_path / name)
     assert capsys.readouterr().out.startswith("seven.png: ")
+
+
+def test_recipe_searches_on_validation_and_scores_the_pick_on_test(tmp_path):
+    rows = _run("recipe", tmp_path)
+    searched = [row for row in rows if row["split"] == "validation"]
+    assert {row["stage"] for row in searched} == {"1", "2"}
+    assert {(row["schedule"], float(row["lr"])) for row in searched if row["stage"] == "1"} == {
+        (schedule, lr) for schedule in ("constant", "cosine") for lr in (0.02, 0.05)
+    }
+    # The test split scores only the final recipes (the pick, and the default if it differs).
+    assert 1 <= len([row for row in rows if row["split"] == "test"]) <= 2
+    _assert_png(tmp_path / "recipe_quick.png")
+
+
+def test_accumulation_tracks_the_param_gap_after_every_big_batch_update(tmp_path):
+    rows = _run("accumulation", tmp_path)
+    assert [int(row["update"]) for row in rows] == [1, 2, 3, 4, 5]
+    assert all(float(row["max_abs_param_difference"]) < 1e-5 for row in rows)
+    _assert_png(tmp_path / "accumulation_quick.png")
+
+
+def test_shifts_scores_every_direction_and_distance(tmp_path):
+    rows = _run("shifts", tmp_path)
+    assert {int(row["distance_pixels"]) for row in rows} == {0, 1, 2, 3}
+    assert len(rows) == 4 * 5  # 4 distances x 5 directions x 1 seed
+    unshifted = {float(row["test_accuracy"]) for row in rows if row["distance_pixels"] == "0"}
+    assert len(unshifted) == 1  # a 0-pixel shift is the same test set in every direction
+    _assert_png(tmp_path / "shifts_quick.png")
+
+
+def test_templates_snapshots_the_kernel_at_init_after_some_updates_and_at_the_end(tmp_path):
+    rows = _run("templates", tmp_path)
+    # quick: 512 images, batch 128, 2 epochs = 8 updates, so the snapshots are 0 and 8.
+    assert [int(row["updates"]) for row in rows] == [0, 8]
+    _assert_png(tmp_path / "templates_quick.png")
+
+
+def test_lecture5_trains_the_bias_free_net_and_its_bias_ablation(tmp_path):
+    rows = _run("lecture5", tmp_path)
+    assert [row["bias"] for row in rows] == ["False"] * 2 + ["True"] * 2  # 2 epochs each
+    params = [int(row["params"]) for row in rows]
+    assert params[0] == 784 * 32 + 32 * 10 and params[2] == params[0] + 32 + 10
+    _assert_png(tmp_path / "lecture5_quick.png")
+
+
+def test_ta_recipe_uses_pytorchs_rmsprop_defaults(tmp_path):
+    import numpy as np
+
+    from experiments.ta_recipe import torch_rmsprop
+
+    params, grads = {"w": np.ones(2, np.float32)}, {"w": np.array([0.5, -2.0], np.float32)}
+    updates, _ = torch_rmsprop().update(grads, torch_rmsprop().init(params))
+    # First step from v = 0: v = 0.01 g^2, so the step is -0.01 g / (0.1 |g|) = -0.1 sign(g).
+    np.testing.assert_allclose(updates["w"], [-0.1, 0.1], rtol=1e-5)
+    rows = _run("ta_recipe", tmp_path)
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    _assert_png(tmp_path / "ta_recipe_quick.png")
+
+
+def test_normalization_picks_an_lr_per_scaling_on_validation_then_tests_it(tmp_path):
+    rows = _run("normalization", tmp_path)
+    scalings = ["none (raw 0..255)", "divide by 255", "(x - 0.5) / 0.5 (TA deck)", "standardise"]
+    assert list(dict.fromkeys(row["scaling"] for row in rows)) == scalings
+    for scaling in scalings:
+        mine = [row for row in rows if row["scaling"] == scaling]
+        assert {float(row["lr"]) for row in mine if row["split"] == "validation"} == {1e-4, 0.05}
+        assert len([row for row in mine if row["split"] == "test"]) == 1
+    _assert_png(tmp_path / "normalization_quick.png")
+
+
+def test_sampling_with_replacement_leaves_about_a_third_of_the_images_unseen(tmp_path):
+    rows = _run("sampling", tmp_path)
+    sampled = [row for row in rows if row["sampling"] == "sampled with replacement"]
+    assert len(sampled) == 2 and len(rows) == 4  # 2 epochs each
+    assert all(0.3 < float(row["unseen_fraction"]) < 0.45 for row in sampled)  # (1-1/N)^N
+    _assert_png(tmp_path / "sampling_quick.png")
+
+
+def test_losses_compares_mse_and_cross_entropy_at_validation_picked_lrs(tmp_path):
+    import numpy as np
+
+    from experiments.losses import mse_loss
+
+    logits = np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]], np.float32))
+    # (0.5-1)^2 + 2 * 0.25^2 = 0.375; the second example is masked out.
+    assert float(mse_loss(logits, np.array([0, 0]), np.array([1.0, 0.0]))) == pytest.approx(0.375)
+    rows = _run("losses", tmp_path)
+    assert {row["loss"] for row in rows if row["split"] == "test"} == {
+        "cross-entropy",
+        "MSE on softmax",
+    }
+    _assert_png(tmp_path / "losses_quick.png")
