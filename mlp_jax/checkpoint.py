@@ -23,7 +23,8 @@ import orbax.checkpoint as ocp
 from mlp_jax.config import Config, ConfigError
 from mlp_jax.model import MLP, mlp_from_config
 from mlp_jax.optim import make_optimizer
-from mlp_jax.steps import TrainState, create_train_state, steps_per_epoch
+from mlp_jax.state import new_train_state
+from mlp_jax.steps import TrainState, steps_per_epoch
 from mlp_jax.workdir import CHECKPOINTS, UNREADABLE, Workdir, timestamp, unused_path
 
 # Config fields that change the shapes or the meaning of the saved state, or the data order: a
@@ -46,6 +47,14 @@ MUST_MATCH = (
     "seed",
     "seeds",  # --seeds and --lr-sweep stack K models into one state
     "lr_sweep",
+    # Augmentation, regularisers and the loss: each changes what the state means (--ema its
+    # shapes too: the average is part of it).
+    "augment",
+    "input_dropout",
+    "max_norm",
+    "label_smoothing",
+    "ema",
+    "loss",
 )
 # What identifies the data a run was trained on (the config alone does not: e.g. offline fallback).
 DATASET_FACTS = ("name", "num_train", "num_test", "image_shape", "num_classes")
@@ -263,7 +272,7 @@ def abstract_state(info: dict[str, Any]) -> TrainState:
     model = model_from_info(info)
     tx = make_optimizer(config, steps_per_epoch(dataset["num_train"], config.batch_size))
     sample = jnp.zeros((1, *dataset["image_shape"]), jnp.uint8)
-    return jax.eval_shape(lambda: create_train_state(jax.random.PRNGKey(0), model, tx, sample))
+    return jax.eval_shape(lambda: new_train_state(config, jax.random.PRNGKey(0), model, tx, sample))
 
 
 def model_from_info(info: dict[str, Any]) -> MLP:
