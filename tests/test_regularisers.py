@@ -165,3 +165,13 @@ def test_cli_refuses_a_bad_augmentation_in_one_line(tmp_path):
         "shift:K (K = 1..8 pixels), flip"
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_preset_sets_its_fields_and_flags_given_win(tmp_path):
+    from mlp_jax.config import PRESETS
+    from mlp_jax.train import config_from_args
+
+    config = config_from_args(["--preset", "best", "--epochs", "3"])
+    for name, value in PRESETS["best"].items():
+        assert getattr(config, name) == (3 if name == "epochs" else value)
+    assert config_from_args([]) == Config()
