@@ -3,9 +3,8 @@
 import chex
 import pytest
 
-from mlp_jax import Config, ConfigError, restore_checkpoint
+from mlp_jax import Config, ConfigError, restore_checkpoint, train_and_evaluate
 from mlp_jax.data import load_mnist_subset
-from mlp_jax.train import train_and_evaluate
 
 EVERYTHING = {
     "dataset": "mnist_subset",
