@@ -2,8 +2,8 @@
 
 python -m experiments.augmentation [--idx-dir /usr/share/datasets/fashion-mnist] [--quick]
 Draws a grid of training images (first column) and augmented draws of them (the others), and
-times whole compiled training epochs with and without augmentation: the median of --epochs
-timed epochs each, after one untimed epoch that compiles.
+times whole compiled training epochs with and without augmentation, taking turns: the median
+of --epochs timed epochs each, after one untimed epoch that compiles (--picture-only: no timing).
 """
 
 from __future__ import annotations
@@ -30,18 +30,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--augment", default="flip,shift:2", help="the --augment spec to draw and to time"
     )
+    parser.add_argument("--picture-only", action="store_true", help="draw the grid, time nothing")
     args = parser.parse_args(argv)
     study = Study("augmentation", args)
     spec = Config(augment=args.augment).augmentations  # ConfigError names a bad spec
     figure = augmentation_grid(study, spec, args.augment)
 
     timed_epochs = 2 if study.quick else args.epochs
+    if args.picture_only:
+        figure.savefig(study.png_path, dpi=110)
+        print(f"wrote {study.png_path}")
+        return 0
+    configs = [study.base.replace(augment=augment) for augment in (None, args.augment)]
     rows = []
-    for augment in (None, args.augment):
-        config = study.base.replace(augment=augment)
-        seconds = time_epochs(config, study, timed_epochs)
+    for config, seconds in zip(configs, time_epochs(configs, study, timed_epochs), strict=True):
         rows.append({
-            "augment": augment or "none",
+            "augment": config.augment or "none",
             "net": "-".join(map(str, (784, *config.hidden_sizes, 10))),
             "batch_size": config.batch_size,
             "median_epoch_seconds": round(statistics.median(seconds), 3),
@@ -55,20 +59,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def time_epochs(config: Config, study: Study, epochs: int) -> list[float]:
-    """Seconds of each of `epochs` compiled training epochs, after one untimed (compiling) one."""
+def time_epochs(configs: list[Config], study: Study, epochs: int) -> list[list[float]]:
+    """Seconds of each of `epochs` compiled training epochs per config, after one untimed
+    (compiling) epoch each. The configs take turns epoch by epoch, so that a shared machine's
+    changing load falls on all of them alike."""
     dataset = study.dataset
-    state = init_state(config, dataset, build_model(config, dataset))
     images, labels = jnp.asarray(dataset.train_images), jnp.asarray(dataset.train_labels)
-    seconds = []
+    states = [init_state(c, dataset, build_model(c, dataset)) for c in configs]
+    seconds: list[list[float]] = [[] for _ in configs]
     for epoch in range(epochs + 1):
-        start = time.perf_counter()
-        state, metrics = train_epoch(
-            state, images, labels, epoch_key(config, epoch + 1), batch_size=config.batch_size
-        )
-        jax.block_until_ready((state, metrics))
-        if epoch > 0:
-            seconds.append(time.perf_counter() - start)
+        for k, config in enumerate(configs):
+            start = time.perf_counter()
+            states[k], metrics = train_epoch(
+                states[k],
+                images,
+                labels,
+                epoch_key(config, epoch + 1),
+                batch_size=config.batch_size,
+            )
+            jax.block_until_ready((states[k], metrics))
+            if epoch > 0:
+                seconds[k].append(time.perf_counter() - start)
     return seconds
 
 
