@@ -173,9 +173,10 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
 @jax.jit
 def predict(state: TrainState, images: jax.Array) -> jax.Array:
     """Class probabilities float32[B, num_classes] of images uint8[B, *image_shape] (or float in
-    [0, 1]), in inference mode (no dropout). The model normalises them itself; no labels needed.
+    [0, 1]), in inference mode (no dropout), with `eval_params` (the average with --ema). The
+    model normalises them itself; no labels needed.
     """
-    logits = state.apply_fn({"params": state.params}, images, train=False)
+    logits = state.apply_fn({"params": eval_params(state)}, images, train=False)
     return jax.nn.softmax(logits, axis=-1)
 
 

@@ -175,3 +175,20 @@ def test_preset_sets_its_fields_and_flags_given_win(tmp_path):
     for name, value in PRESETS["best"].items():
         assert getattr(config, name) == (3 if name == "epochs" else value)
     assert config_from_args([]) == Config()
+
+
+def test_predict_and_export_use_the_average_that_evaluation_scores():
+    from mlp_jax.export import logits_fn
+    from mlp_jax.steps import predict
+
+    model = MLP(hidden_sizes=(8,), num_classes=10)
+    state = create_train_state(
+        jax.random.PRNGKey(0), model, optax.sgd(0.5), _batch()["image"][:1], ema_decay=0.5
+    )
+    state, _ = train_step(state, _batch())
+    images = _batch(seed=3)["image"]
+    averaged = model.apply({"params": state.ema_params}, images)
+    raw = model.apply({"params": state.params}, images)
+    assert not np.allclose(averaged, raw)
+    np.testing.assert_allclose(predict(state, images), jax.nn.softmax(averaged), rtol=1e-6)
+    np.testing.assert_allclose(logits_fn(state)(images), averaged, rtol=1e-6)
