@@ -86,13 +86,15 @@ class Study:
     def png_path(self) -> Path:
         return self.stem.with_suffix(".png")
 
-    def run(self, config: Config, label: str, dataset: Dataset | None = None) -> list[RunResult]:
+    def run(
+        self, config: Config, label: str, dataset: Dataset | None = None, progress: bool = False
+    ) -> list[RunResult]:
         """`config` trained once per seed 0..seeds-1, all seeds in one compiled program.
 
         This is the `--seeds` engine (`mlp_jax.train_many`); a diverged seed raises its
         DivergedError, as train_and_evaluate would.
         """
-        results = self.sweep(config, label, [config.lr], dataset)[config.lr]
+        results = self.sweep(config, label, [config.lr], dataset, progress=progress)[config.lr]
         for result in results:
             if isinstance(result, DivergedError):
                 raise result
@@ -105,16 +107,19 @@ class Study:
         lrs: Sequence[float],
         dataset: Dataset | None = None,
         seeds: Sequence[int] | None = None,
+        progress: bool = False,
     ) -> dict[float, list[RunResult | DivergedError]]:
         """One model per (lr, seed), all in one compiled program (`train_many`, `--lr-sweep`).
 
         Returns, per peak lr, one result per seed (default 0..seeds-1). A model whose running
         train loss became NaN/inf gets the DivergedError that the train loop's NaN guard would
-        have raised (same epoch); the other models are unaffected by it.
+        have raised (same epoch); the other models are unaffected by it. `progress` prints a line
+        per epoch (for long runs).
         """
         seeds = range(self.seeds) if seeds is None else seeds
         start = time.perf_counter()
-        many = train_many(config, dataset or self.dataset, seeds=seeds, lrs=lrs)
+        on_epoch = _print_epoch if progress else None
+        many = train_many(config, dataset or self.dataset, seeds=seeds, lrs=lrs, on_epoch=on_epoch)
         seconds = time.perf_counter() - start
         results: dict[float, list[RunResult | DivergedError]] = {}
         for k, (seed, lr) in enumerate(zip(many.seeds, many.lrs, strict=True)):
@@ -411,6 +416,15 @@ def band_axes(
 
 def _quiet(line: str) -> None:
     pass
+
+
+def _print_epoch(epoch: int, records: list[dict[str, Any]]) -> None:
+    accuracy = [r["test_accuracy"] for r in records if r["test_accuracy"] is not None]
+    shown = f", accuracy {100 * np.mean(accuracy):.2f}%" if accuracy else ""
+    print(
+        f"    epoch {epoch}: {records[0]['epoch_seconds']:.0f}s for {len(records)} models{shown}",
+        flush=True,
+    )
 
 
 def subsample(dataset: Dataset, num_train: int, num_test: int) -> Dataset:

@@ -23,7 +23,8 @@ import orbax.checkpoint as ocp
 from mlp_jax.config import Config, ConfigError
 from mlp_jax.model import MLP, mlp_from_config
 from mlp_jax.optim import make_optimizer
-from mlp_jax.steps import TrainState, create_train_state, steps_per_epoch
+from mlp_jax.state import new_train_state
+from mlp_jax.steps import TrainState, steps_per_epoch
 from mlp_jax.workdir import CHECKPOINTS, UNREADABLE, Workdir, timestamp, unused_path
 
 # Config fields that change the shapes or the meaning of the saved state, or the data order: a
@@ -49,6 +50,14 @@ MUST_MATCH = (
     "validation_split",  # which images are trained on
     "monitored",  # what the early-stopping state and the best checkpoint refer to
     "plateau_schedule",  # adds its state to the optimizer state
+    # Augmentation, regularisers and the loss: each changes what the state means (--ema its
+    # shapes too: the average is part of it).
+    "augment",
+    "input_dropout",
+    "max_norm",
+    "label_smoothing",
+    "ema",
+    "loss",
 )
 # What identifies the data a run was trained on (the config alone does not: e.g. offline fallback).
 DATASET_FACTS = ("name", "num_train", "num_test", "image_shape", "num_classes")
@@ -329,7 +338,7 @@ def abstract_state(info: dict[str, Any]) -> TrainState:
     sample = jnp.zeros((1, *dataset["image_shape"]), jnp.uint8)
 
     def create(key: jax.Array) -> TrainState:
-        return create_train_state(key, model, tx, sample)
+        return new_train_state(config, key, model, tx, sample)
 
     keys = jnp.zeros((config.num_models, 2), jnp.uint32)  # --seeds/--lr-sweep: a stack of states
     if config.num_models == 1:

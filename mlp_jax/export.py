@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from mlp_jax.checkpoint import NoCheckpointError, restore_for_inference
 from mlp_jax.config import ConfigError
 from mlp_jax.plot import class_names
-from mlp_jax.steps import TrainState
+from mlp_jax.steps import TrainState, eval_params
 
 PROG = "mlp_jax.export"
 FORMATS = ("stablehlo", "savedmodel", "tflite")
@@ -32,7 +32,7 @@ PLATFORMS = ("cpu", "cuda", "tpu")  # lowered for each, so the artifact runs on 
 
 def logits_fn(state: TrainState) -> Callable[[jax.Array], jax.Array]:
     """images uint8[B, H, W, C] -> logits float32[B, classes]; the params are closed over."""
-    params = state.params
+    params = eval_params(state)  # the moving average with --ema, as evaluated
 
     def logits(images: jax.Array) -> jax.Array:
         return state.apply_fn({"params": params}, images, train=False)

@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mlp_jax.config import Config
+from mlp_jax.augment import augment_images
+from mlp_jax.config import Augmentation, Config
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu}
 
@@ -22,7 +23,9 @@ class MLP(nn.Module):
 
     `hidden_sizes=()` is the lectures' one-layer softmax classifier (template matching).
     `mean` and `std` are the normalisation constants in [0, 1] pixel units: (0, 1) for "scale",
-    the train-set mean and std for "standardize".
+    the train-set mean and std for "standardize", (0, 1/255) for "none" (raw 0..255 values).
+    In training mode (`train=True`), `augmentations` change the images first, with keys from the
+    "augment" rng stream (augment.py), and `input_dropout_rate` drops pixels to black.
     """
 
     hidden_sizes: Sequence[int]
@@ -32,12 +35,19 @@ class MLP(nn.Module):
     use_bias: bool = True
     mean: float = 0.0
     std: float = 1.0
+    augmentations: tuple[Augmentation, ...] = ()
+    input_dropout_rate: float = 0.0
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+        if train and self.augmentations:
+            images = augment_images(self.make_rng("augment"), images, self.augmentations)
         x = images.reshape((images.shape[0], -1))  # flatten any image shape: [B, H*W*C]
         if jnp.issubdtype(x.dtype, jnp.integer):
             x = x.astype(jnp.float32) / 255.0
+        if self.input_dropout_rate > 0:  # before normalising: a dropped pixel is black
+            drop_pixels = nn.Dropout(self.input_dropout_rate, name="input_dropout")
+            x = drop_pixels(x, deterministic=not train)
         x = (x - self.mean) / self.std
         activation = ACTIVATIONS[self.activation]
         for i, width in enumerate(self.hidden_sizes):
@@ -60,6 +70,8 @@ def mlp_from_config(config: Config, num_classes: int, mean: float = 0.0, std: fl
     """The MLP that `config` describes; `mean`/`std` are used only with --normalize standardize."""
     if config.normalize == "scale":
         mean, std = 0.0, 1.0
+    elif config.normalize == "none":  # undo the / 255: the net sees 0..255
+        mean, std = 0.0, 1.0 / 255.0
     return MLP(
         hidden_sizes=config.hidden_sizes_for(num_classes),
         num_classes=num_classes,
@@ -68,6 +80,8 @@ def mlp_from_config(config: Config, num_classes: int, mean: float = 0.0, std: fl
         use_bias=config.bias,
         mean=float(mean),
         std=float(std),
+        augmentations=config.augmentations,
+        input_dropout_rate=config.input_dropout,
     )
 
 

@@ -7,6 +7,7 @@ learning-rate sweep can vmap over train states that differ only in it.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 from optax.contrib import ReduceLROnPlateauState, reduce_on_plateau
 
@@ -37,8 +38,32 @@ def make_schedule(
     raise ValueError(f"unknown schedule {config.schedule!r}")  # Config.validate stops this first
 
 
+def max_norm(max_norm: float) -> optax.GradientTransformation:
+    """Max-norm constraint (Srivastava et al. 2014): after the update, each unit's incoming weight
+    vector, a column of a Dense kernel [fan_in, units], has L2 norm <= max_norm; a longer one is
+    scaled down onto the sphere. Biases are left alone. Put it last in a chain: it needs the
+    final updates and the params (as optax.keep_params_nonnegative does).
+    """
+
+    def constrain(update: jax.Array, param: jax.Array) -> jax.Array:
+        if param.ndim < 2:
+            return update
+        new = param + update
+        norms = jnp.linalg.norm(new, axis=tuple(range(new.ndim - 1)), keepdims=True)
+        scale = jnp.minimum(1.0, max_norm / jnp.maximum(norms, jnp.finfo(new.dtype).tiny))
+        return new * scale - param
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("max_norm needs the params: call update(updates, state, params)")
+        return jax.tree.map(constrain, updates, params), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
 def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """Gradient clipping (optional) -> weight decay -> the optimizer, at lr = peak * shape(step)."""
+    """Gradient clipping (optional) -> weight decay -> the optimizer, at lr = peak * shape(step)
+    -> the max-norm constraint (optional)."""
     shape = make_schedule(config, steps_per_epoch, peak_lr=1.0)
 
     def optimizer(learning_rate: float) -> optax.GradientTransformation:
@@ -55,6 +80,8 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransf
             core = optax.chain(optax.clip_by_global_norm(config.clip_norm), core)
         if config.schedule == "plateau":
             core = optax.chain(core, _scale_by_plateau(config))
+        if config.max_norm is not None:  # last: it projects the params after the whole update
+            core = optax.chain(core, max_norm(config.max_norm))
         return core
 
     return optax.inject_hyperparams(optimizer)(learning_rate=config.lr)

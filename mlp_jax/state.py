@@ -7,6 +7,7 @@ sweep draws exactly the numbers a separate run with its seed would.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import numpy as np
@@ -15,7 +16,7 @@ from mlp_jax.config import Config, ConfigError
 from mlp_jax.data import Dataset, train_mean_std
 from mlp_jax.model import MLP, mlp_from_config
 from mlp_jax.optim import make_optimizer
-from mlp_jax.steps import TrainState, create_train_state, steps_per_epoch
+from mlp_jax.steps import Loss, TrainState, create_train_state, steps_per_epoch
 
 
 def build_model(config: Config, dataset: Dataset) -> MLP:
@@ -44,7 +45,15 @@ def data_key(seed: int | jax.Array) -> jax.Array:
 def init_state(config: Config, dataset: Dataset, model: MLP) -> TrainState:
     """Params and optimizer state for `model`, initialised from `config.seed`."""
     tx = make_optimizer(config, steps_per_epoch(len(dataset.train_labels), config.batch_size))
-    return create_train_state(init_key(config.seed), model, tx, dataset.train_images[:1])
+    return new_train_state(config, init_key(config.seed), model, tx, dataset.train_images[:1])
+
+
+def new_train_state(
+    config: Config, key: jax.Array, model: MLP, tx: Any, sample_input: jax.Array
+) -> TrainState:
+    """create_train_state with the loss (--loss, --label-smoothing) and --ema of `config`."""
+    loss = Loss(config.loss, config.label_smoothing)
+    return create_train_state(key, model, tx, sample_input, loss=loss, ema_decay=config.ema)
 
 
 def epoch_key(config: Config, epoch: int) -> jax.Array:

@@ -7,6 +7,7 @@ Batches are dicts `{"image": uint8[B, H, W, C], "label": int32[B]}`, optionally 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -14,38 +15,100 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 from flax.training import train_state
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
 
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """The training loss, held by the TrainState (like apply_fn) so train_step needs no flag.
+
+    `kind` "cross_entropy": softmax cross-entropy; "mse": 1/2 sum_k (sigmoid(z_k) - y_k)^2 against
+    one-hot targets y (the TA deck's cost). `label_smoothing` A trains on
+    (1 - A) * one_hot + A / classes. Frozen, so equal losses compare equal in jit's cache.
+    """
+
+    kind: str = "cross_entropy"
+    label_smoothing: float = 0.0
+
+    def __call__(self, logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None):
+        """Mean loss over the real (unmasked) examples of a batch."""
+        if self.kind == "cross_entropy" and self.label_smoothing == 0:
+            return cross_entropy_loss(logits, labels, mask)
+        targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+        if self.label_smoothing > 0:
+            targets = optax.smooth_labels(targets, self.label_smoothing)
+        if self.kind == "mse":
+            losses = sigmoid_mse(logits, targets)
+        else:
+            losses = optax.softmax_cross_entropy(logits, targets)
+        return _masked_mean(losses, mask)
+
+
 class TrainState(train_state.TrainState):
-    """flax TrainState (params, tx, opt_state, step) plus the PRNG key for dropout.
+    """flax TrainState (params, tx, opt_state, step) plus the PRNG key for dropout/augmentation.
 
     Step t uses the key fold_in(rng, t), so a state alone determines the rest of training.
+    `loss` is the training loss. With `ema_decay`, `ema_params` is the exponential moving average
+    of the params after each step, and evaluation uses it (`eval_params`); else it is None.
     """
 
     rng: jax.Array
+    ema_params: Any = None
+    loss: Loss = struct.field(pytree_node=False, default=Loss())
+    ema_decay: float | None = struct.field(pytree_node=False, default=None)
 
 
 def create_train_state(
-    rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation, sample_input: jax.Array
+    rng: jax.Array,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    sample_input: jax.Array,
+    *,
+    loss: Loss = Loss(),
+    ema_decay: float | None = None,
 ) -> TrainState:
     """Initialise params from `sample_input` (any batch, e.g. images[:1]) and the optimizer state.
 
     `model` is any linen module called as `model.apply(variables, images, train=bool, rngs=...)`.
+    With `ema_decay`, the average starts at the initial params.
     """
     params_rng, dropout_rng = jax.random.split(rng)
     params = model.init(params_rng, sample_input, train=False)["params"]
-    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=dropout_rng)
+    ema_params = jax.tree.map(jnp.copy, params) if ema_decay is not None else None
+    state = TrainState.create(
+        apply_fn=model.apply,
+        params=params,
+        tx=tx,
+        rng=dropout_rng,
+        ema_params=ema_params,
+        loss=loss,
+        ema_decay=ema_decay,
+    )
     return state.replace(step=jnp.zeros((), jnp.int32))  # an array, so its type never changes
+
+
+def eval_params(state: TrainState) -> Any:
+    """The params to evaluate: the moving average with --ema, else the params themselves."""
+    return state.params if state.ema_params is None else state.ema_params
 
 
 def cross_entropy_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None):
     """Mean softmax cross-entropy over the real (unmasked) examples of a batch."""
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return _masked_mean(losses, mask)
+
+
+def sigmoid_mse(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Per example 1/2 sum_k (sigmoid(z_k) - y_k)^2: the TA deck's cost C = 1/2 sum (y^ - y)^2.
+
+    Its gradient dC/dz_k = (y^_k - y_k) y^_k (1 - y^_k) vanishes when a sigmoid saturates, even
+    on a wrong answer: why cross-entropy (dC/dz = softmax(z) - y) trains faster.
+    """
+    return 0.5 * jnp.sum(jnp.square(jax.nn.sigmoid(logits) - targets), axis=-1)
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -59,20 +122,24 @@ def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     """One SGD step on a minibatch: forward, loss, backprop (jax.value_and_grad), optax update.
 
     Returns the new state and `{"loss", "accuracy", "count", "grad_norm"}` for this batch, measured
-    in training mode (with dropout) on the params before the update: the lectures' running loss.
-    The input state's buffers are donated: do not use it after the call.
+    in training mode (with dropout and augmentation) on the params before the update: the
+    lectures' running loss, as `state.loss` defines it. With `state.ema_decay` d, the average
+    becomes d * ema + (1 - d) * new params. The input state's buffers are donated: do not use it
+    after the call.
     """
     mask = batch.get("mask")
     dropout_rng = jax.random.fold_in(state.rng, state.step)
+    rngs = {"dropout": dropout_rng, "augment": jax.random.fold_in(dropout_rng, 1)}
 
     def loss_fn(params):
-        logits = state.apply_fn(
-            {"params": params}, batch["image"], train=True, rngs={"dropout": dropout_rng}
-        )
-        return cross_entropy_loss(logits, batch["label"], mask), logits
+        logits = state.apply_fn({"params": params}, batch["image"], train=True, rngs=rngs)
+        return state.loss(logits, batch["label"], mask), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads)
+    if state.ema_decay is not None:
+        ema = optax.incremental_update(state.params, state.ema_params, 1.0 - state.ema_decay)
+        state = state.replace(ema_params=ema)
     correct = jnp.argmax(logits, -1) == batch["label"]
     count = jnp.sum(mask) if mask is not None else jnp.asarray(correct.shape[0])
     metrics = {
@@ -86,10 +153,14 @@ def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
 
 @jax.jit
 def eval_step(state: TrainState, batch: Batch) -> Metrics:
-    """Per-example evaluation, vmapped over the batch: loss, correct and prediction, each [B]."""
+    """Per-example evaluation, vmapped over the batch: loss, correct and prediction, each [B].
+
+    The loss is the cross-entropy whatever the training loss; with --ema the params are the
+    average (`eval_params`).
+    """
 
     def one_example(image, label):
-        logits = state.apply_fn({"params": state.params}, image[None], train=False)[0]
+        logits = state.apply_fn({"params": eval_params(state)}, image[None], train=False)[0]
         return {
             "loss": optax.softmax_cross_entropy_with_integer_labels(logits, label),
             "correct": jnp.argmax(logits) == label,
@@ -102,9 +173,10 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
 @jax.jit
 def predict(state: TrainState, images: jax.Array) -> jax.Array:
     """Class probabilities float32[B, num_classes] of images uint8[B, *image_shape] (or float in
-    [0, 1]), in inference mode (no dropout). The model normalises them itself; no labels needed.
+    [0, 1]), in inference mode (no dropout), with `eval_params` (the average with --ema). The
+    model normalises them itself; no labels needed.
     """
-    logits = state.apply_fn({"params": state.params}, images, train=False)
+    logits = state.apply_fn({"params": eval_params(state)}, images, train=False)
     return jax.nn.softmax(logits, axis=-1)
 
 
@@ -204,7 +276,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score a whole split in one compiled call; every example counts exactly once.
 
-    Returns `loss` and `accuracy` (means over the split), `error_rate`, `count`, and
+    Returns `loss` (the cross-entropy, whatever the training loss) and `accuracy` (means over the
+    split, of `eval_params(state)`), `error_rate`, `count`, and
     `confusion` int32[C, C] with rows = true class and columns = predicted class.
     """
     n = images.shape[0]

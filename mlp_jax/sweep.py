@@ -23,8 +23,8 @@ from mlp_jax.model import MLP
 from mlp_jax.optim import make_optimizer, make_schedule, plateau_scale, step_plateau
 from mlp_jax.selection import Selection, monitored_value, new_selection
 from mlp_jax.sharding import batch_sharding, data_parallel, make_mesh, put_replicated
-from mlp_jax.state import build_model, check_fits, data_key, init_key
-from mlp_jax.steps import TrainState, create_train_state, evaluate, steps_per_epoch, train_epoch
+from mlp_jax.state import build_model, check_fits, data_key, init_key, new_train_state
+from mlp_jax.steps import TrainState, evaluate, steps_per_epoch, train_epoch
 
 Record = dict[str, Any]
 
@@ -148,7 +148,8 @@ def init_states(
     sample_input = dataset.train_images[:1]
 
     def one(seed, lr):
-        return with_learning_rate(create_train_state(init_key(seed), model, tx, sample_input), lr)
+        state = new_train_state(config, init_key(seed), model, tx, sample_input)
+        return with_learning_rate(state, lr)
 
     return jax.jit(jax.vmap(one))(jnp.asarray(seeds), jnp.asarray(lrs, jnp.float32))
 

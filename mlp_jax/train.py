@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mlp_jax.config import Config, ConfigError
+from mlp_jax.config import PRESETS, Config, ConfigError, preset_flags
 
 PROG = "mlp_jax.train"
 
@@ -62,11 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
         if "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
         parser.add_argument(flag, **kwargs)
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="start from a named recipe; other flags override it. "
+        + "; ".join(f"{name}: {preset_flags(name)}" for name in PRESETS),
+    )
     return parser
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> Config:
-    return Config(**vars(build_parser().parse_args(argv)))
+    parser = build_parser()
+    preset = parser.parse_known_args(argv)[0].preset
+    if preset is not None:
+        parser.set_defaults(**PRESETS[preset])
+    args = vars(parser.parse_args(argv))
+    del args["preset"]
+    return Config(**args)
 
 
 def _quiet_failed_save_noise() -> None:

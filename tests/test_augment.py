@@ -1,0 +1,107 @@
+"""augment.py: random shifts and flips change images as specified, reproducibly, per step."""
+
+import itertools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mlp_jax import Config, ConfigError
+from mlp_jax.augment import augment_images, random_flip, random_shift
+from mlp_jax.model import MLP
+from mlp_jax.steps import create_train_state, train_step
+
+
+def _images(n, size=9, seed=0):
+    """uint8[n, size, size, 1], every pixel non-zero: a zero in the output can only be fill."""
+    return np.random.default_rng(seed).integers(1, 256, (n, size, size, 1), dtype=np.uint8)
+
+
+def _shifted(image, dy, dx):
+    """Reference: out[i, j] = image[i - dy, j - dx] inside the image, else 0."""
+    out = np.zeros_like(image)
+    height, width = image.shape[:2]
+    for i, j in itertools.product(range(height), range(width)):
+        if 0 <= i - dy < height and 0 <= j - dx < width:
+            out[i, j] = image[i - dy, j - dx]
+    return out
+
+
+def test_shift_moves_content_by_at_most_k_pixels_with_zero_fill():
+    k = 2
+    images = _images(300)
+    shifted = np.asarray(random_shift(jax.random.PRNGKey(0), jnp.asarray(images), k))
+    assert shifted.dtype == np.uint8 and shifted.shape == images.shape
+    offsets = set()
+    for image, out in zip(images, shifted, strict=True):
+        matches = [
+            (dy, dx)
+            for dy, dx in itertools.product(range(-k, k + 1), repeat=2)
+            if np.array_equal(out, _shifted(image, dy, dx))
+        ]
+        assert len(matches) == 1, "each output is the input moved by one (dy, dx), zeros filled in"
+        offsets.add(matches[0])
+    assert offsets == set(itertools.product(range(-k, k + 1), repeat=2))  # all 25 drawn
+
+
+def test_flip_mirrors_left_right_about_half_the_images():
+    images = _images(200)
+    flipped = np.asarray(random_flip(jax.random.PRNGKey(1), jnp.asarray(images)))
+    mirrored = [
+        np.array_equal(out, image[:, ::-1]) for image, out in zip(images, flipped, strict=True)
+    ]
+    unchanged = [np.array_equal(out, image) for image, out in zip(images, flipped, strict=True)]
+    assert all(m != u for m, u in zip(mirrored, unchanged, strict=True))  # one or the other
+    assert 70 < sum(mirrored) < 130
+
+
+def test_augmentation_is_a_function_of_its_key():
+    images = jnp.asarray(_images(64))
+    spec = (("flip", 0), ("shift", 2))
+    first = augment_images(jax.random.PRNGKey(3), images, spec)
+    chex.assert_trees_all_equal(first, augment_images(jax.random.PRNGKey(3), images, spec))
+    assert not np.array_equal(first, augment_images(jax.random.PRNGKey(4), images, spec))
+
+
+def test_augment_flag_parses_in_order_and_rejects_bad_specs():
+    assert Config(augment="shift:2,flip").augmentations == (("shift", 2), ("flip", 0))
+    assert Config(augment="none").augmentations == Config().augmentations == ()
+    for bad, message in [
+        ("rotate", "unknown 'rotate'"),
+        ("shift", "shift:K"),
+        ("shift:0", "shift:K"),
+        ("flip:2", "flip takes no size"),
+    ]:
+        with pytest.raises(ConfigError, match=f"--augment: .*{message}"):
+            Config(augment=bad)
+
+
+def _state(augmentations):
+    model = MLP(hidden_sizes=(), num_classes=10, augmentations=augmentations)
+    sample = jnp.zeros((1, 9, 9, 1), jnp.uint8)
+    return create_train_state(jax.random.PRNGKey(0), model, optax.sgd(0.1), sample)
+
+
+def _loss_at_step(state, step, batch):
+    """train_step's loss on `batch` from a copy of `state` moved to `step` (steps donate)."""
+    state = jax.tree.map(jnp.copy, state).replace(step=jnp.int32(step))
+    return float(train_step(state, batch)[1]["loss"])
+
+
+def test_each_step_draws_new_augmentations_and_evaluation_draws_none():
+    batch = {"image": jnp.asarray(_images(32)), "label": jnp.arange(32) % 10}
+    augmented = _state((("flip", 0), ("shift", 2)))
+    plain = _state(())
+    # Same params, steps 0 and 1: the loss differs only through the step's augmentation key.
+    loss = [_loss_at_step(augmented, t, batch) for t in (0, 0, 1)]
+    assert loss[0] == loss[1] != loss[2]
+    loss = [_loss_at_step(plain, t, batch) for t in (0, 1)]
+    assert loss[0] == loss[1]
+    variables = {"params": augmented.params}
+    chex.assert_trees_all_equal(
+        augmented.apply_fn(variables, batch["image"], train=False),
+        plain.apply_fn(variables, batch["image"], train=False),
+    )
