@@ -99,6 +99,11 @@ class Config:
     )
     num_processes: int | None = _field(None, "multi-process: number of processes")
     process_id: int | None = _field(None, "multi-process: this process's index, 0 .. N-1")
+    compilation_cache: str = _field(
+        "auto",
+        "persistent XLA compilation cache: auto (the user cache folder, e.g. "
+        "~/.cache/mlp_jax/xla), a folder, or off",
+    )
 
     def __post_init__(self) -> None:
         if self.hidden is not None:

@@ -28,6 +28,7 @@ from mlp_jax.config import Config, ConfigError
 from mlp_jax.data import Dataset, load_dataset
 from mlp_jax.model import count_params, layer_sizes
 from mlp_jax.optim import make_schedule
+from mlp_jax.runtime import active_compilation_cache, use_compilation_cache
 from mlp_jax.sharding import (
     available_devices,
     batch_sharding,
@@ -133,6 +134,11 @@ def default_writers(
     return writers
 
 
+def _cache_note() -> str:
+    cache = active_compilation_cache()
+    return f" (compilation cache {cache})" if cache else " (compilation cache off)"
+
+
 def _load(config: Config, dataset: Dataset | None, log: Callable[[str], None]) -> Dataset:
     """The dataset (given, or loaded now), logged with how long loading took."""
     start = time.perf_counter()
@@ -163,6 +169,7 @@ def train_and_evaluate(
         raise ValueError("config asks for several models (--seeds/--lr-sweep): use train_many")
     initialize_distributed(config)  # before any JAX computation
     devices = available_devices()  # the first use of a backend: JAX_PLATFORMS errors here
+    use_compilation_cache(config.compilation_cache)  # before the first compilation
     log = log if is_main_process() else _silent
     # Process 0 alone writes the workdir, so it alone holds the lock (for the whole run).
     with open_workdir(config, log, lock=is_main_process()) as workdir:
@@ -237,7 +244,10 @@ def _train(
         donate_state=False,
     ).lower(state, test_images, test_labels)
     run_eval = run_eval.compile()
-    log(f"compiled the epoch and the evaluation in {time.perf_counter() - start:.2f}s")
+    log(
+        f"compiled the epoch and the evaluation in {time.perf_counter() - start:.2f}s"
+        f"{_cache_note()}"
+    )
 
     test = None
     if is_main_process() and stdout_error() is not None:  # e.g. `| head` took start-up's lines
@@ -308,6 +318,7 @@ def train_and_evaluate_many(
     """
     initialize_distributed(config)  # before any JAX computation
     devices = available_devices()  # the first use of a backend: JAX_PLATFORMS errors here
+    use_compilation_cache(config.compilation_cache)  # before the first compilation
     log = log if is_main_process() else _silent
     with open_workdir(config, log, lock=is_main_process()) as workdir:
         return _train_many(config, workdir, devices, dataset, log)
@@ -339,7 +350,7 @@ def _train_many(
             writer.write_epoch(records)
 
     def on_compiled(seconds: float) -> None:
-        log(f"compiled the epoch and the evaluation of all models in {seconds:.2f}s")
+        log(f"compiled the epoch and the evaluation of all models in {seconds:.2f}s{_cache_note()}")
 
     try:
         result = train_many(config, dataset, mesh=mesh, on_epoch=on_epoch, on_compiled=on_compiled)

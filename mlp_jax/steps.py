@@ -35,7 +35,15 @@ def create_train_state(
     """Initialise params from `sample_input` (any batch, e.g. images[:1]) and the optimizer state.
 
     `model` is any linen module called as `model.apply(variables, images, train=bool, rngs=...)`.
+    One compiled program: run eagerly, flax's init compiles each of its dozens of ops apart.
     """
+    init = jax.jit(functools.partial(_initial_state, model=model, tx=tx))
+    return init(rng, sample_input)
+
+
+def _initial_state(
+    rng: jax.Array, sample_input: jax.Array, model: nn.Module, tx: optax.GradientTransformation
+) -> TrainState:
     params_rng, dropout_rng = jax.random.split(rng)
     params = model.init(params_rng, sample_input, train=False)["params"]
     state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=dropout_rng)
