@@ -30,10 +30,13 @@ def compilation_cache_dir(setting: str) -> Path | None:
 def use_compilation_cache(setting: str) -> Path | None:
     """Points JAX's persistent compilation cache at `setting`'s folder (or turns it off).
 
-    Call before the first compilation: JAX opens the cache once per process.
+    Call before the first compilation: JAX opens the cache once per process. "auto" respects
+    JAX_ENABLE_COMPILATION_CACHE=false and JAX_COMPILATION_CACHE_DIR.
     Returns the folder, or None when off. ConfigError if the folder cannot be created.
     """
     folder = compilation_cache_dir(setting)
+    if setting == "auto" and not jax.config.jax_enable_compilation_cache:
+        folder = None  # JAX_ENABLE_COMPILATION_CACHE=false: the user turned JAX's cache off
     if folder is None:
         jax.config.update("jax_enable_compilation_cache", False)
         return None

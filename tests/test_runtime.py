@@ -13,8 +13,8 @@ from mlp_jax.runtime import compilation_cache_dir, use_compilation_cache
 TINY = ["--dataset", "mnist_subset", "--layers", "2", "--hidden", "16", "--epochs", "1"]
 
 
-def run_train(args, cwd, xdg_cache_home):
-    env = {**os.environ, "XDG_CACHE_HOME": str(xdg_cache_home)}
+def run_train(args, cwd, xdg_cache_home, **extra_env):
+    env = {**os.environ, "XDG_CACHE_HOME": str(xdg_cache_home), **extra_env}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     return subprocess.run(
         [sys.executable, "-m", "mlp_jax.train", *TINY, *args],
@@ -31,8 +31,12 @@ def test_default_run_writes_compiled_programs_to_the_user_cache_folder(tmp_path)
     assert len(list(folder.iterdir())) >= 2  # the epoch and the evaluation, at least
 
 
-def test_compilation_cache_off_writes_nothing(tmp_path):
-    result = run_train(["--compilation-cache", "off"], tmp_path, tmp_path / "xdg")
+@pytest.mark.parametrize(
+    ("flags", "env"),
+    [(["--compilation-cache", "off"], {}), ([], {"JAX_ENABLE_COMPILATION_CACHE": "false"})],
+)
+def test_compilation_cache_off_writes_nothing(tmp_path, flags, env):
+    result = run_train(flags, tmp_path, tmp_path / "xdg", **env)
 
     assert result.returncode == 0, result.stderr
     assert "(compilation cache off)" in result.stdout
