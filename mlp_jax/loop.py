@@ -31,6 +31,7 @@ from mlp_jax.data import Dataset, load_dataset, validation_split
 from mlp_jax.model import count_params, layer_sizes, summary
 from mlp_jax.optim import make_schedule, plateau_scale, step_plateau
 from mlp_jax.plot import class_names
+from mlp_jax.runtime import active_compilation_cache, use_compilation_cache
 from mlp_jax.selection import Selection, monitored_value, new_selection, selection_from_json
 from mlp_jax.sharding import (
     available_devices,
@@ -168,6 +169,11 @@ def default_writers(
     return writers
 
 
+def _cache_note() -> str:
+    cache = active_compilation_cache()
+    return f" (compilation cache {cache})" if cache else " (compilation cache off)"
+
+
 def _load(config: Config, dataset: Dataset | None, log: Callable[[str], None]) -> Dataset:
     """The dataset (given, or loaded now), logged with how long loading took."""
     start = time.perf_counter()
@@ -204,6 +210,7 @@ def train_and_evaluate(
         raise ValueError("config asks for several models (--seeds/--lr-sweep): use train_many")
     initialize_distributed(config)  # before any JAX computation
     devices = available_devices()  # the first use of a backend: JAX_PLATFORMS errors here
+    use_compilation_cache(config.compilation_cache)  # before the first compilation
     log = log if is_main_process() else _silent
     # Process 0 alone writes the workdir, so it alone holds the lock (for the whole run).
     with open_workdir(config, log, lock=is_main_process()) as workdir:
@@ -284,7 +291,10 @@ def _train(
     if dataset.val_images is not None:
         val_images, val_labels = put_replicated((dataset.val_images, dataset.val_labels), mesh)
         run_val = evaluation.lower(state, val_images, val_labels).compile()
-    log(f"compiled the epoch and the evaluation in {time.perf_counter() - start:.2f}s")
+    log(
+        f"compiled the epoch and the evaluation in {time.perf_counter() - start:.2f}s"
+        f"{_cache_note()}"
+    )
     plateau_step = jax.jit(functools.partial(step_plateau, config))
 
     test = None
@@ -447,6 +457,7 @@ def train_and_evaluate_many(
     """
     initialize_distributed(config)  # before any JAX computation
     devices = available_devices()  # the first use of a backend: JAX_PLATFORMS errors here
+    use_compilation_cache(config.compilation_cache)  # before the first compilation
     log = log if is_main_process() else _silent
     with open_workdir(config, log, lock=is_main_process()) as workdir:
         return _train_many(config, workdir, devices, dataset, log)
@@ -494,7 +505,7 @@ def _train_many(
             writer.write_epoch(records)
 
     def on_compiled(seconds: float) -> None:
-        log(f"compiled the epoch and the evaluation of all models in {seconds:.2f}s")
+        log(f"compiled the epoch and the evaluation of all models in {seconds:.2f}s{_cache_note()}")
 
     try:
         with _StopRequest() as stop:

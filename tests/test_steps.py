@@ -19,7 +19,7 @@ from mlp_jax import (
     train_epoch,
     train_step,
 )
-from mlp_jax.steps import _batch_indices
+from mlp_jax.steps import Loss, _batch_indices, _initial_state
 
 
 def _images(n, seed=0, shape=(28, 28, 1)):
@@ -382,3 +382,25 @@ def test_confusion_rows_are_true_classes_and_columns_predictions():
     np.testing.assert_array_equal(confusion.sum(1), np.bincount(truth, minlength=10))
     np.testing.assert_array_equal(confusion.sum(0), np.bincount(predictions, minlength=10))
     assert np.trace(confusion) == 0
+
+
+def test_create_train_state_is_one_compilation_that_matches_eager_init(caplog):
+    # A size no other test uses, so that nothing is in JAX's in-memory caches yet.
+    model = MLP(hidden_sizes=(37, 23), num_classes=10, mean=0.1, std=0.3, dropout_rate=0.1)
+    tx = optax.adam(1e-3)
+    rng = jax.random.PRNGKey(7)
+    sample = _images(1)
+
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level("WARNING"):
+            compiled = create_train_state(rng, model, tx, sample)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    eager = _initial_state(rng, sample, model=model, tx=tx, loss=Loss(), ema_decay=None)
+
+    compilations = [r for r in caplog.records if r.getMessage().startswith("Compiling ")]
+    assert len(compilations) == 1, [r.getMessage()[:60] for r in compilations]
+    for a, b in zip(jax.tree.leaves(compiled), jax.tree.leaves(eager), strict=True):
+        np.testing.assert_array_equal(a, b)  # bit for bit: the same params for the same seed
+        assert a.dtype == b.dtype

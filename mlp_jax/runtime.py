@@ -1,0 +1,62 @@
+"""Process-wide JAX settings of a run: the persistent XLA compilation cache.
+
+With it, a rerun of the same command loads its compiled epoch from disk instead of compiling it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import platformdirs
+
+from mlp_jax.config import ConfigError
+
+
+def compilation_cache_dir(setting: str) -> Path | None:
+    """The cache folder that --compilation-cache names: None for "off"; for "auto" the user
+    cache folder (~/.cache/mlp_jax/xla on Linux, $XDG_CACHE_HOME respected;
+    ~/Library/Caches/mlp_jax/xla on macOS), unless $JAX_COMPILATION_CACHE_DIR names one.
+    """
+    if setting == "off":
+        return None
+    if setting == "auto":
+        chosen = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+        return Path(chosen or Path(platformdirs.user_cache_dir("mlp_jax")) / "xla")
+    return Path(setting).expanduser().resolve()
+
+
+def use_compilation_cache(setting: str) -> Path | None:
+    """Points JAX's persistent compilation cache at `setting`'s folder (or turns it off).
+
+    Call before the first compilation: JAX opens the cache once per process. "auto" respects
+    JAX_ENABLE_COMPILATION_CACHE=false and JAX_COMPILATION_CACHE_DIR.
+    Returns the folder, or None when off. ConfigError if the folder cannot be created.
+    """
+    folder = compilation_cache_dir(setting)
+    if setting == "auto" and not jax.config.jax_enable_compilation_cache:
+        folder = None  # JAX_ENABLE_COMPILATION_CACHE=false: the user turned JAX's cache off
+    if folder is None:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            "--compilation-cache",
+            f"cannot create {folder}: {error.strerror or error}; give a writable folder or off",
+        ) from error
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    # JAX's defaults skip programs that compile in under 1 s; on a fast machine that is our epoch,
+    # whose compilation still delays the first epoch line. Cache every program.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
+
+
+def active_compilation_cache() -> Path | None:
+    """The folder JAX's persistent compilation cache writes to now, or None when it is off."""
+    folder = jax.config.jax_compilation_cache_dir
+    return Path(folder) if folder and jax.config.jax_enable_compilation_cache else None
