@@ -453,6 +453,24 @@ def throughput_section(
     warm-up epoch took over `slow_epoch_seconds` is timed on one epoch only, so the run ends.
     """
     runners = {name: CONTENDERS[name](dataset, batch_size) for name in contenders}
+    try:
+        return _time_rounds(runners, dataset, batch_size, epochs, matmul_size, slow_epoch_seconds)
+    finally:  # the CLI contender's process goes even when a round fails
+        for runner in runners.values():
+            if hasattr(runner, "close"):
+                runner.close()
+        del runners
+        gc.collect()
+
+
+def _time_rounds(
+    runners: dict[str, Contender],
+    dataset: Dataset,
+    batch_size: int,
+    epochs: int,
+    matmul_size: int,
+    slow_epoch_seconds: float,
+) -> dict[str, Any]:
     timed_epochs = {}
     for name, runner in runners.items():
         start = time.perf_counter()
@@ -510,8 +528,6 @@ def throughput_section(
             row = next(row for row in rows if row["contender"] == name)
             row["cli_epoch_seconds_median"] = statistics.median(runner.cli_seconds)
             print(f"  {name}: the CLI's own epoch_seconds {runner.cli_seconds}")
-        if hasattr(runner, "close"):
-            runner.close()
     fastest_peer = max(
         (row["examples_per_second"] for row in rows if row["contender"] in PEERS), default=None
     )
@@ -525,8 +541,6 @@ def throughput_section(
         row["speedup_vs_pytorch"] = speed / reference["examples_per_second"] if reference else None
         row["speedup_vs_fastest_pytorch"] = speed / fastest_torch if fastest_torch else None
         row["speedup_vs_fastest_peer"] = speed / fastest_peer if fastest_peer else None
-    del runners
-    gc.collect()
     return {
         "batch_size": batch_size,
         "matmul_flops_per_second": peak,
@@ -817,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         contenders = [name for name in contenders if name not in NEEDS_KERAS]
         print(f"keras is not installed (pip install -e '.[bench]'): skipping {skipped}")
     if args.quick and args.contenders == DEFAULT_CONTENDERS:  # Inductor compiles for minutes
-        contenders = [name for name in contenders if name != "torch_compile"]
+        contenders = [name for name in contenders if name not in ("torch_compile", "keras_spe")]
     batch_sizes = QUICK_BATCH_SIZES if args.quick else [int(b) for b in args.batch_sizes.split(",")]
     epochs = 1 if args.quick else args.epochs
     matmul_size = 256 if args.quick else args.matmul_size
