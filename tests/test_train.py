@@ -49,8 +49,7 @@ def test_cli_trains_on_mnist_subset_and_writes_workdir(tmp_path):
 
 def test_cli_diagnostics_log_the_mean_grad_norm(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mlp_jax.train", *FAST, "--diagnostics",
-         "--workdir", str(tmp_path / "run")],
+        [sys.executable, "-m", "mlp_jax.train", *FAST, "--diagnostics", "--workdir", "run"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
