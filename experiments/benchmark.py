@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import platform
+import re
 import resource
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -248,6 +253,158 @@ class TorchLoop:
         return len(order)
 
 
+class TorchCompiledLoop(TorchLoop):
+    """The lectures' loop with the forward pass and loss under `torch.compile` (Inductor, C++).
+
+    `mode` was chosen by measurement (README "Performance"). The backward pass is compiled with
+    it (AOTAutograd); the optimizer step is compiled too, as PyTorch's "compiling the optimizer"
+    recipe does. The last, smaller batch compiles a second graph during the warm-up epoch.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, mode: str = "default"):
+        super().__init__(dataset, batch_size)
+        net, optimizer = self.net, self.optimizer
+
+        def loss_fn(images, labels):
+            return torch.nn.functional.cross_entropy(net(images), labels)
+
+        self.loss_fn = torch.compile(loss_fn, mode=mode)
+        self.optimizer_step = torch.compile(optimizer.step, mode=mode)
+        self.device = f"cpu (torch.compile, mode {mode})"
+
+    def run_epoch(self, epoch: int) -> int:
+        torch.set_num_threads(self.threads)
+        order = torch.randperm(len(self.labels))
+        for start in range(0, len(order), self.batch_size):
+            indices = order[start : start + self.batch_size]
+            self.optimizer.zero_grad()
+            self.loss_fn(self.images[indices], self.labels[indices]).backward()
+            self.optimizer_step()
+        return len(order)
+
+
+def import_keras() -> Any:
+    """Keras 3 on the JAX backend (KERAS_BACKEND=jax), or an ImportError saying what is missing."""
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "jax"
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise ImportError(f"keras was imported with the {keras.backend.backend()} backend, not jax")
+    return keras
+
+
+class KerasFit:
+    """Keras 3 on the JAX backend: `model.fit` for one epoch, `jit_compile=True`.
+
+    The same 784-512-256-128-64-10 ReLU net and plain SGD lr 0.01, on float32 images in [0, 1]
+    (flattened on the host once, not timed), shuffled by fit every epoch; the last partial batch
+    is kept. `steps_per_execution` > 1 runs that many steps per compiled call, as `lax.scan` does.
+    Keras tracks only the loss here (mlp_jax also computes the accuracy), which favours Keras.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, steps_per_execution: int = 1):
+        keras = import_keras()
+        keras.utils.set_random_seed(0)
+        pixels = int(np.prod(dataset.image_shape))
+        self.images = dataset.train_images.reshape(-1, pixels).astype(np.float32) / 255.0
+        self.labels = dataset.train_labels
+        self.batch_size = batch_size
+        layers = [keras.layers.Dense(width, activation="relu") for width in HIDDEN]
+        self.model = keras.Sequential(
+            [keras.Input((pixels,)), *layers, keras.layers.Dense(dataset.num_classes)]
+        )
+        self.model.compile(
+            optimizer=keras.optimizers.SGD(LR),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=True,
+            steps_per_execution=steps_per_execution,
+        )
+        self.device = f"{jax.devices()[0]} (keras {keras.__version__})"
+
+    def run_epoch(self, epoch: int) -> int:
+        self.model.fit(
+            self.images,
+            self.labels,
+            batch_size=self.batch_size,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            shuffle=True,
+            verbose=0,
+        )
+        return len(self.labels)
+
+
+class CliEpochs:
+    """mlp_jax as users run it: `python -m mlp_jax.train ... --workdir DIR`, one epoch a round.
+
+    The CLI runs in a process of its own, on the same images (written as IDX files), with the
+    same recipe as `mlp_jax` and a checkpoint every epoch (the default, as in the README). It is
+    paused (SIGSTOP) between rounds, so it never shares the cores with another contender; a
+    round is the wall time from resuming it to its next epoch line: the epoch, the test-set
+    evaluation, the line, metrics.jsonl and the checkpoint of the epoch before. `cli_seconds`
+    keeps the CLI's own `epoch_seconds` (train_epoch alone) for comparison.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int):
+        self.folder = tempfile.TemporaryDirectory(prefix="mlp_jax_cli_")
+        idx_dir = Path(self.folder.name) / "idx"
+        write_idx_dir(dataset, idx_dir)
+        self.command = [
+            sys.executable, "-m", "mlp_jax.train", "--idx-dir", str(idx_dir),
+            "--optimizer", "sgd", "--lr", str(LR), "--schedule", "constant",
+            "--normalize", "scale", "--batch-size", str(batch_size), "--epochs", "100000",
+            "--workdir", str(Path(self.folder.name) / "run"),
+        ]  # fmt: skip
+        self.process: subprocess.Popen | None = None
+        self.examples = len(dataset.train_labels)
+        self.cli_seconds: list[float] = []
+        self.device = "cpu (CLI process)"
+
+    def run_epoch(self, epoch: int) -> int:
+        if self.process is None:
+            self.errors = open(Path(self.folder.name) / "stderr.txt", "w+")  # noqa: SIM115
+            environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            self.process = subprocess.Popen(
+                self.command, stdout=subprocess.PIPE, stderr=self.errors, text=True, env=environment
+            )
+        else:
+            self.process.send_signal(signal.SIGCONT)
+        for line in self.process.stdout:
+            if line.startswith("epoch "):
+                break
+        else:
+            self.errors.seek(0)
+            raise RuntimeError(f"the CLI stopped: {self.errors.read()[-2000:]}")
+        self.process.send_signal(signal.SIGSTOP)
+        if epoch > 0:  # the first epoch line comes after imports, loading and compilation
+            self.cli_seconds.append(float(re.search(r"([\d.]+)s [\d,]+ ex/s", line)[1]))
+        return self.examples
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.kill()  # our own child, by its handle
+            self.process.send_signal(signal.SIGCONT)
+            self.process.wait()
+            self.errors.close()
+        self.folder.cleanup()
+
+
+def write_idx_dir(dataset: Dataset, directory: Path) -> None:
+    """The dataset as the 4 IDX files that `--idx-dir` reads (uint8 images and labels)."""
+    directory.mkdir(parents=True)
+    files = {
+        "train-images-idx3-ubyte": dataset.train_images[..., 0],
+        "train-labels-idx1-ubyte": dataset.train_labels,
+        "t10k-images-idx3-ubyte": dataset.test_images[..., 0],
+        "t10k-labels-idx1-ubyte": dataset.test_labels,
+    }
+    for name, array in files.items():
+        array = np.ascontiguousarray(array, dtype=np.uint8)
+        header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+        (directory / name).write_bytes(header + array.tobytes())
+
+
 # name -> factory(dataset, batch_size). Further contenders or sections plug in here.
 CONTENDERS: dict[str, Callable[[Dataset, int], Contender]] = {
     "mlp_jax": MlpJaxEpoch,
@@ -258,8 +415,22 @@ CONTENDERS: dict[str, Callable[[Dataset, int], Contender]] = {
     "pytorch_1thread": lambda dataset, batch_size: TorchLoop(dataset, batch_size, threads=1),
     # A ceiling, not a peer: the epoch's matmuls alone.
     "matmul_chain": MatmulChain,
+    # What users get: the CLI's epochs with evaluation and a checkpoint every epoch.
+    "mlp_jax_cli": CliEpochs,
+    "keras": KerasFit,
+    "keras_spe": lambda dataset, batch_size: KerasFit(
+        dataset, batch_size, steps_per_execution=KERAS_STEPS_PER_EXECUTION
+    ),
+    "torch_compile": lambda dataset, batch_size: TorchCompiledLoop(
+        dataset, batch_size, mode=TORCH_COMPILE_MODE
+    ),
 }
-NEEDS_TORCH = {"pytorch", "pytorch_1thread"}
+NEEDS_TORCH = {"pytorch", "pytorch_1thread", "torch_compile"}
+NEEDS_KERAS = {"keras", "keras_spe"}
+PEERS = {"pytorch", "pytorch_1thread", "torch_compile", "flax_host_loop", "keras", "keras_spe"}
+KERAS_STEPS_PER_EXECUTION = 32  # the fastest of 1, 8, 32, 128 (README "Performance")
+TORCH_COMPILE_MODE = "default"  # see TorchCompiledLoop
+DEFAULT_CONTENDERS = ",".join(CONTENDERS)
 TORCH_THREADS = os.cpu_count() or 1  # the lectures' torch.set_num_threads; --torch-threads
 REFERENCE = "pytorch"
 
@@ -282,6 +453,24 @@ def throughput_section(
     warm-up epoch took over `slow_epoch_seconds` is timed on one epoch only, so the run ends.
     """
     runners = {name: CONTENDERS[name](dataset, batch_size) for name in contenders}
+    try:
+        return _time_rounds(runners, dataset, batch_size, epochs, matmul_size, slow_epoch_seconds)
+    finally:  # the CLI contender's process goes even when a round fails
+        for runner in runners.values():
+            if hasattr(runner, "close"):
+                runner.close()
+        del runners
+        gc.collect()
+
+
+def _time_rounds(
+    runners: dict[str, Contender],
+    dataset: Dataset,
+    batch_size: int,
+    epochs: int,
+    matmul_size: int,
+    slow_epoch_seconds: float,
+) -> dict[str, Any]:
     timed_epochs = {}
     for name, runner in runners.items():
         start = time.perf_counter()
@@ -334,6 +523,14 @@ def throughput_section(
                 "roofline_fraction": flops * examples[name] / median / peak,
             }
         )
+    for name, runner in runners.items():
+        if getattr(runner, "cli_seconds", None):
+            row = next(row for row in rows if row["contender"] == name)
+            row["cli_epoch_seconds_median"] = statistics.median(runner.cli_seconds)
+            print(f"  {name}: the CLI's own epoch_seconds {runner.cli_seconds}")
+    fastest_peer = max(
+        (row["examples_per_second"] for row in rows if row["contender"] in PEERS), default=None
+    )
     reference = next((row for row in rows if row["contender"] == REFERENCE), None)
     fastest_torch = max(
         (row["examples_per_second"] for row in rows if row["contender"] in NEEDS_TORCH),
@@ -343,8 +540,7 @@ def throughput_section(
         speed = row["examples_per_second"]
         row["speedup_vs_pytorch"] = speed / reference["examples_per_second"] if reference else None
         row["speedup_vs_fastest_pytorch"] = speed / fastest_torch if fastest_torch else None
-    del runners
-    gc.collect()
+        row["speedup_vs_fastest_peer"] = speed / fastest_peer if fastest_peer else None
     return {
         "batch_size": batch_size,
         "matmul_flops_per_second": peak,
@@ -496,6 +692,9 @@ def throughput_table(sections: list[dict[str, Any]]) -> str:
                     "examples/s": f"{row['examples_per_second']:,.0f}",
                     "vs PyTorch": "-" if ratio is None else f"{ratio:.2f}x",
                     "vs fastest PyTorch": "-" if fastest is None else f"{fastest:.2f}x",
+                    "vs fastest peer": "-"
+                    if row["speedup_vs_fastest_peer"] is None
+                    else f"{row['speedup_vs_fastest_peer']:.2f}x",
                     "roofline": f"{100 * row['roofline_fraction']:.0f}%",
                     "load (1 min)": f"{section['loadavg_after'][0]:.1f}",
                 }
@@ -576,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per contender")
     parser.add_argument(
-        "--contenders", default=",".join(CONTENDERS), help="comma-separated, from this list"
+        "--contenders", default=DEFAULT_CONTENDERS, help="comma-separated, from this list"
     )
     parser.add_argument("--matmul-size", type=int, default=2048, help="roofline matmul: N x N")
     parser.add_argument(
@@ -627,6 +826,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         skipped = [name for name in contenders if name in NEEDS_TORCH]
         contenders = [name for name in contenders if name not in NEEDS_TORCH]
         print(f"torch is not installed (pip install -e '.[bench]'): skipping {skipped}")
+    if importlib.util.find_spec("keras") is None:
+        skipped = [name for name in contenders if name in NEEDS_KERAS]
+        contenders = [name for name in contenders if name not in NEEDS_KERAS]
+        print(f"keras is not installed (pip install -e '.[bench]'): skipping {skipped}")
+    if args.quick and args.contenders == DEFAULT_CONTENDERS:  # Inductor compiles for minutes
+        contenders = [name for name in contenders if name not in ("torch_compile", "keras_spe")]
     batch_sizes = QUICK_BATCH_SIZES if args.quick else [int(b) for b in args.batch_sizes.split(",")]
     epochs = 1 if args.quick else args.epochs
     matmul_size = 256 if args.quick else args.matmul_size

@@ -121,6 +121,9 @@ class Config:
     batch_size: int = _field(128, "training minibatch size (1 .. training-set size)")
     eval_batch_size: int = _field(1000, "evaluation batch size (any size: padded and masked)")
     eval_every: int = _field(1, "evaluate on the test split every N epochs (and after the last)")
+    diagnostics: bool = _field(
+        False, "also compute each step's gradient norm and log its epoch mean (slower at batch 12)"
+    )
     seed: int = _field(0, "seed for init, dropout and data order")
     workdir: str | None = _field(
         None, "write config.json, metrics.jsonl and checkpoints here; resume the run it holds"

@@ -276,7 +276,12 @@ def _train(
     split = batch_sharding(mesh)
     start = time.perf_counter()
     run_epoch = data_parallel(
-        functools.partial(train_epoch, batch_size=config.batch_size, batch_sharding=split),
+        functools.partial(
+            train_epoch,
+            batch_size=config.batch_size,
+            batch_sharding=split,
+            diagnostics=config.diagnostics,
+        ),
         mesh,
         donate_state=True,
     ).lower(state, train_images, train_labels, put_replicated(epoch_key(config, 1), mesh))
@@ -328,6 +333,8 @@ def _train(
                     "epoch_seconds": seconds,
                     "examples_per_second": num_train / seconds,
                 }
+                if config.diagnostics:
+                    record["grad_norm"] = float(train_metrics["grad_norm"])
                 evaluated = epoch % config.eval_every == 0 or epoch == config.epochs
                 if evaluated:
                     if run_val is not None:

@@ -131,6 +131,8 @@ def format_epoch(record: Record, epochs: int) -> str:
                 else f" acc {100 * accuracy:5.2f}%"
             )
         parts.append(text)
+    if record.get("grad_norm") is not None:  # only with --diagnostics
+        parts.append(f"grad norm {record['grad_norm']:.3g}")
     if record.get("lr") is not None:
         parts.append(f"lr {record['lr']:.4g}")
     if record.get("epoch_seconds") is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_KERAS = importlib.util.find_spec("keras") is not None
 
 
 def _run_quick(out: Path, *flags: str) -> subprocess.CompletedProcess:
@@ -22,15 +23,19 @@ def _run_quick(out: Path, *flags: str) -> subprocess.CompletedProcess:
 def test_quick_benchmark_writes_a_row_per_contender_and_batch_size(tmp_path):
     _run_quick(tmp_path)
     report = json.loads((tmp_path / "benchmark.json").read_text())
-    expected = ["mlp_jax", "flax_host_loop", "matmul_chain"]
-    if HAS_TORCH:
-        expected = ["mlp_jax", "pytorch", "flax_host_loop", "pytorch_1thread", "matmul_chain"]
+    expected = ["mlp_jax", "pytorch", "flax_host_loop", "pytorch_1thread", "matmul_chain"]
+    expected += ["mlp_jax_cli", "keras"]  # --quick leaves out torch.compile and keras_spe
+    expected = [name for name in expected if HAS_TORCH or "torch" not in name]
+    expected = [name for name in expected if HAS_KERAS or "keras" not in name]
     assert [section["batch_size"] for section in report["sections"]] == [16, 64]
     for section in report["sections"]:
         assert [row["contender"] for row in section["rows"]] == expected
         for row in section["rows"]:
             assert row["epoch_seconds_median"] > 0 and row["roofline_fraction"] > 0
             assert (row["speedup_vs_pytorch"] is not None) == HAS_TORCH
+            assert row["speedup_vs_fastest_peer"] > 0
+        cli = next(row for row in section["rows"] if row["contender"] == "mlp_jax_cli")
+        assert cli["timed_epochs"] == 1 and cli["cli_epoch_seconds_median"] > 0
         assert section["permutation_seconds"] > 0
     assert report["flops_per_example"] == 2_641_664
     table = (tmp_path / "benchmark.md").read_text()

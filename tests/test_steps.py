@@ -196,6 +196,29 @@ def test_unrolling_the_epoch_does_not_change_the_training(batch_size):
         chex.assert_trees_all_close(metrics, rolled_metrics, rtol=1e-6)  # sums may reassociate
 
 
+@pytest.mark.parametrize("batch_size", [8, 12])  # 60 % 8 leaves a padded, masked last batch
+def test_diagnostics_add_the_grad_norm_without_changing_the_training(batch_size):
+    images, labels = _images(60), _labels(60)
+    key = jax.random.PRNGKey(4)
+    plain, plain_metrics = train_epoch(_state(), images, labels, key, batch_size)
+    state, metrics = train_epoch(_state(), images, labels, key, batch_size, diagnostics=True)
+    chex.assert_trees_all_equal(state.params, plain.params)
+    assert "grad_norm" not in plain_metrics
+    chex.assert_trees_all_close(
+        {name: metrics[name] for name in plain_metrics}, plain_metrics, rtol=1e-6
+    )
+    # The mean of train_step's per-step grad_norm, over the same batches.
+    order = jax.random.permutation(key, 60)
+    step_state, norms = _state(), []
+    for start in range(0, 60, batch_size):
+        index = order[start : start + batch_size]
+        step_state, step_metrics = train_step(
+            step_state, {"image": images[index], "label": labels[index]}
+        )
+        norms.append(step_metrics["grad_norm"])
+    chex.assert_trees_all_close(metrics["grad_norm"], np.mean(norms), rtol=1e-5)
+
+
 def test_no_retracing_across_epochs():
     counted_epoch = jax.jit(
         chex.assert_max_traces(train_epoch.__wrapped__, n=1),

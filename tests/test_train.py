@@ -40,9 +40,23 @@ def test_cli_trains_on_mnist_subset_and_writes_workdir(tmp_path):
     for record in records:
         assert {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr",
                 "epoch_seconds"} <= set(record)  # fmt: skip
+        assert "grad_norm" not in record  # a diagnostic, computed only with --diagnostics
+    assert "grad norm" not in out
     assert records[-1]["test_accuracy"] == pytest.approx(accuracy / 100, abs=1e-4)
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["config"]["layers"] == 3 and saved["dataset"]["num_train"] == 4000
+
+
+def test_cli_diagnostics_log_the_mean_grad_norm(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mlp_jax.train", *FAST, "--diagnostics", "--workdir", "run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    epoch_line = next(line for line in result.stdout.splitlines() if line.startswith("epoch 1/1"))
+    shown = float(epoch_line.split("grad norm ")[1].split()[0])
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert record["grad_norm"] > 0 and shown == pytest.approx(record["grad_norm"], rel=1e-2)
 
 
 def test_same_seed_gives_identical_runs(subset):

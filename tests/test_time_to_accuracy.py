@@ -1,0 +1,27 @@
+"""experiments/time_to_accuracy.py: it reads both CLIs' epoch lines and stops at the target."""
+
+import os
+import sys
+
+import pytest
+
+from experiments.time_to_accuracy import ACCURACY, run_once
+from mlp_jax.writers import format_epoch
+
+
+def test_reads_the_test_accuracy_of_mlp_jax_and_torch_recipe_lines():
+    record = {"epoch": 3, "train_loss": 0.3, "train_accuracy": 0.9, "test_loss": 0.35,
+              "test_accuracy": 0.8812, "lr": 0.01, "epoch_seconds": 1.0}  # fmt: skip
+    torch_line = "epoch 3/10  train loss 0.3000  test acc 88.12%  lr 0.01  1.00s"
+    for line in (format_epoch(record, 10), torch_line):
+        match = ACCURACY.match(line)
+        assert match and (match[1], match[2]) == ("3", "88.12"), line
+    assert ACCURACY.match(format_epoch({**record, "test_accuracy": None}, 10)) is None
+
+
+def test_stops_at_the_first_epoch_that_reaches_the_target():
+    lines = ["epoch 1/3  test acc 87.99%", "epoch 2/3  test acc 88.00%", "epoch 3/3  test acc 91%"]
+    script = "".join(f"print({line!r}, flush=True)\n" for line in lines)
+    result = run_once([sys.executable, "-c", script], 0.88, dict(os.environ))
+    assert result["epoch"] == 2 and result["accuracies"] == pytest.approx([0.8799, 0.88])
+    assert result["seconds"] > 0
