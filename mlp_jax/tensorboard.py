@@ -8,6 +8,7 @@ so epoch curves and per-step curves share one x axis, and a resumed run purges w
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,10 @@ from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams as hparams_summaries
 
 from mlp_jax.plot import plot_confusion
+
+# A diverged model's NaN loss is a real value to log (the epoch line already says it diverged);
+# tensorboardX would warn about it once per scalar, burying the run's own output.
+logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
 Record = dict[str, Any]
 SPLITS = ("train", "val", "test")  # record keys `<split>_<metric>` become tags `<split>/<metric>`

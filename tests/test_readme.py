@@ -13,3 +13,10 @@ def test_research_code_example_runs(capsys):
     out = capsys.readouterr().out
     accuracy = float(out.split("test accuracy:")[1].split()[0])
     assert 0.0 <= accuracy <= 1.0 and "loss of each model" in out
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    command = next(line for block in blocks for line in block.splitlines() if "pytest" in line)
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert command in ci
