@@ -137,12 +137,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
+def _what(config: Config) -> str:
+    """What the run will do, in a few words: the first line the user sees."""
+    data = f"--idx-dir {config.idx_dir}" if config.idx_dir else config.dataset
+    models = f", {config.num_models} models" if config.num_models > 1 else ""
+    return (
+        f"{config.layers}-layer MLP on {data}, {config.epochs} epochs of batch "
+        f"{config.batch_size}{models}"
+    )
+
+
 def _main(argv: Sequence[str] | None) -> int:
     try:
         config = config_from_args(argv)
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    if config.process_id in (None, 0):  # an answer within a second, before JAX takes its time
+        from mlp_jax.writers import print_line  # numpy and tqdm only
+
+        print_line(f"{PROG}: {_what(config)}; starting JAX")
     try:  # JAX, flax and orbax load here, after the flags are known to be good
         from mlp_jax.checkpoint import CheckpointError
         from mlp_jax.loop import (

@@ -174,3 +174,21 @@ def _exit_code(argv):
         return main(argv)
     except SystemExit as exit:
         return exit.code
+
+
+def test_first_line_is_printed_before_jax_is_imported():
+    # The first line must not wait for JAX (seconds): print_line sees whether jax is loaded yet.
+    code = (
+        "import sys\n"
+        "import mlp_jax.writers as writers\n"
+        "def first(line):\n"
+        "    print('jax loaded' if 'jax' in sys.modules else 'no jax', '|', line)\n"
+        "    raise SystemExit(0)\n"
+        "writers.print_line = first\n"
+        "from mlp_jax.train import main\n"
+        "main(['--dataset', 'mnist_subset', '--layers', '3', '--epochs', '2'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == (
+        "no jax | mlp_jax.train: 3-layer MLP on mnist_subset, 2 epochs of batch 128; starting JAX"
+    ), out.stderr[-2000:]
