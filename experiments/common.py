@@ -373,7 +373,7 @@ def train_model_many(
                 "test_accuracy": float(scores["accuracy"][k]),
                 "epoch_seconds": seconds,
                 **{name: float(value[k]) for name, value in metrics.items()
-                   if name not in ("train_loss", "examples")},
+                   if name not in ("train_loss", "examples") and np.ndim(value[k]) == 0},
             })  # fmt: skip
     return history, states
 
