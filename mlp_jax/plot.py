@@ -63,7 +63,7 @@ def plot_curves(history: Sequence[dict[str, Any]], title: str) -> Figure:
         epochs = [r["epoch"] for r in records]
         tested = [r for r in records if r.get("test_accuracy") is not None]
         test_epochs = [r["epoch"] for r in tested]
-        prefix = f"{name}: " if name else ""
+        prefix = f"{name}: " if name and len(models) > 1 else ""
         style = {"alpha": 0.8} if len(models) > 1 else {}
         loss_axes.plot(
             epochs, [r["train_loss"] for r in records], "o-", label=prefix + "train (running)",
