@@ -226,7 +226,7 @@ def _start(
     log(describe(mesh))
     dataset = _load(config, dataset, log)
     check_fits(config, dataset)
-    check_memory(config, dataset, mesh.devices.flat[0])  # before allocating anything
+    check_memory(config, dataset, mesh.local_devices[0])  # this process's; before allocating
     return mesh, dataset
 
 
