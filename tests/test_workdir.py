@@ -382,9 +382,13 @@ def test_data_and_manual_dirs_reach_tfds_as_absolute_paths(tmp_path, monkeypatch
     from mlp_jax import data
 
     seen = {}
-    monkeypatch.setattr(
-        data, "load_tfds", lambda name, data_dir, manual_dir: seen.update(d=data_dir, m=manual_dir)
-    )
+
+    def load_tfds(name, data_dir, manual_dir):  # records what TFDS would get, then stops
+        seen.update(d=data_dir, m=manual_dir)
+        raise LookupError("stub")
+
+    monkeypatch.setattr(data, "load_tfds", load_tfds)
     monkeypatch.chdir(tmp_path)
-    data.load_dataset(Config(dataset="mnist", data_dir="tfds", manual_dir="raw"))
+    with pytest.raises(LookupError, match="stub"):
+        data.load_dataset(Config(dataset="mnist", data_dir="tfds", manual_dir="raw"))
     assert seen == {"d": str(tmp_path / "tfds"), "m": str(tmp_path / "raw")}
