@@ -24,6 +24,7 @@ from mlp_jax.checkpoint import NoCheckpointError, restore_for_inference
 from mlp_jax.config import ConfigError
 from mlp_jax.plot import class_names
 from mlp_jax.steps import TrainState, eval_params
+from mlp_jax.train import OneLineParser
 
 PROG = "mlp_jax.export"
 FORMATS = ("stablehlo", "savedmodel", "tflite")
@@ -77,13 +78,8 @@ def save_tensorflow(state: TrainState, image_shape: Sequence[int], out: str, fmt
         file.write(flat_buffer)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Export a trained run's model: uint8 images -> logits, runnable without "
         "mlp_jax.",

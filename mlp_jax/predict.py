@@ -19,17 +19,13 @@ from mlp_jax.config import ConfigError
 from mlp_jax.images import STYLES, ImageError, prepare_images, read_images, save_image
 from mlp_jax.plot import class_names
 from mlp_jax.steps import predict
+from mlp_jax.train import OneLineParser
 
 PROG = "mlp_jax.predict"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Predict the classes of image files with a trained run's checkpoint.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

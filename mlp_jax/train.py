@@ -24,7 +24,9 @@ from mlp_jax.config import PRESETS, Config, ConfigError, preset_flags
 PROG = "mlp_jax.train"
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit 2, without the usage dump (every CLI uses it)."""
+
     def error(self, message: str):  # one line, no usage dump
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -45,7 +47,7 @@ def _list_of(kind: type) -> Callable[[str], tuple]:
 
 def build_parser() -> argparse.ArgumentParser:
     """One flag per Config field, with the field's default and help."""
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Train and evaluate an MLP on MNIST-like data.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
