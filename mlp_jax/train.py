@@ -87,10 +87,12 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
 def _quiet_failed_save_noise() -> None:
     """A failed save is reported in one line (CheckpointError); silence orbax's echoes of it.
 
-    orbax logs a traceback through absl, and after one write fails it closes its event loop, so
-    TensorStore reports each other pending write into the closed loop as an unraisable error.
+    orbax logs a traceback through absl; the other writes of the same save fail too, and asyncio
+    logs each as "Task exception was never retrieved" when its task is collected (or, once
+    orbax has closed its event loop, TensorStore reports it as an unraisable error).
     """
     logging.getLogger("absl").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     previous = sys.unraisablehook
 
     def hook(unraisable: Any) -> None:
