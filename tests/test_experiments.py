@@ -80,10 +80,25 @@ def test_backprop_timing_times_both_implementations(tmp_path):
     _assert_png(tmp_path / "backprop_timing_quick.png")
 
 
-def test_best_mlp_selects_on_validation_then_scores_on_test(tmp_path):
+def test_best_mlp_selects_on_validation_then_scores_on_test(tmp_path, capsys):
     rows = _run("best_mlp", tmp_path)
     assert [row["phase"] for row in rows] == ["selection (validation)"] * 2 + ["final (test)"] * 2
     _assert_png(tmp_path / "best_mlp_quick.png")
+    out = capsys.readouterr().out
+    # The ladder: the second candidate's gain over the first, paired on the validation images.
+    ladder = [line for line in out.splitlines() if line.startswith("| 2 layers 32, flip")]
+    assert len(ladder) == 1 and "] , p " not in ladder[0] and ", p " in ladder[0], out
+    chosen = max(rows[:2], key=lambda row: float(row["validation_accuracy"]))
+    assert chosen["candidate"] == rows[2]["config"], (chosen, rows[2])
+
+
+def test_best_mlp_selection_only_never_touches_the_test_split(tmp_path, capsys):
+    from experiments import best_mlp
+
+    assert best_mlp.main(["--quick", "--selection-only", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "validation accuracy" in out and "Best MLP" not in out
+    assert not list(tmp_path.iterdir())  # no CSV or PNG: nothing was scored on test
 
 
 def test_script_flags_reject_bad_input():
