@@ -141,10 +141,6 @@ class Study:
         )
         return results
 
-    def run_each(self, config: Config, label: str) -> list[RunResult]:
-        """`config` trained once per seed as separate runs, so each run's seconds are its own."""
-        return [self.train(config.replace(seed=seed), label) for seed in range(self.seeds)]
-
     def train(self, config: Config, label: str, dataset: Dataset | None = None) -> RunResult:
         """One run, with one line of progress."""
         result = train_and_evaluate(config, dataset or self.dataset, log=_quiet)
@@ -234,9 +230,10 @@ class Measured:
     num_test: int
     results: list[RunResult | DivergedError]  # the test-split models
 
-    def row(self, reference: Measured | None = None) -> dict[str, Any]:
+    def row(self, reference: Measured | None = None, significance: bool = False) -> dict[str, Any]:
         """A table row: size, budget, wall time, both accuracies with 95% intervals, and a
-        paired bootstrap test against `reference` (over the same test images)."""
+        paired bootstrap test against `reference` (over the same test images); `significance`
+        adds a column that says whether that difference is significant at the 5% level."""
         row = {
             "config": self.label,
             "params": f"{self.params:,}",
@@ -246,21 +243,35 @@ class Measured:
             "test (%)": stats.accuracy_cell(self.test, self.num_test),
         }
         if reference is not None:
-            row[f"test: minus {reference.label}"] = (
-                "(reference)"
-                if reference is self
-                else stats.paired_bootstrap(self.test_correct, reference.test_correct).percent()
-            )
+            if reference is self:
+                row[f"test: minus {reference.label}"] = "(reference)"
+                verdict = "-"
+            else:
+                comparison = stats.paired_bootstrap(self.test_correct, reference.test_correct)
+                row[f"test: minus {reference.label}"] = comparison.percent()
+                verdict = "yes" if comparison.significant else "no"
+            if significance:
+                row["significant (p < 0.05)"] = verdict
         return row
 
 
-def measure(study: Study, config: Config, label: str, test: bool = True) -> Measured:
+def measure(
+    study: Study,
+    config: Config,
+    label: str,
+    test: bool = True,
+    validation_accuracies: Sequence[float] | None = None,
+) -> Measured:
     """`config` with the study's seeds on the validation split, then (if `test`) on the test split.
 
-    Diverged seeds stay in the lists as NaN (and score 0 images right), never dropped.
+    `validation_accuracies` (per seed, from a sweep that already ran `config` on validation)
+    skips the validation run. Diverged seeds stay in the lists as NaN (and score 0 images right),
+    never dropped.
     """
     validation = study.validation
-    on_validation = study.sweep(config, f"{label} [validation]", [config.lr], validation)
+    if validation_accuracies is None:
+        on_validation = study.sweep(config, f"{label} [validation]", [config.lr], validation)
+        validation_accuracies = accuracies(on_validation[config.lr])
     start = time.perf_counter()
     results = study.sweep(config, f"{label} [test]", [config.lr])[config.lr] if test else []
     seconds = time.perf_counter() - start
@@ -269,7 +280,7 @@ def measure(study: Study, config: Config, label: str, test: bool = True) -> Meas
         label=label,
         config=config,
         params=num_params(first) if first is not None else 0,
-        validation=accuracies(on_validation[config.lr]),
+        validation=list(validation_accuracies),
         test=accuracies(results),
         test_correct=correct_on_test(results, study.dataset) if results else np.zeros((0, 0)),
         seconds=seconds,
@@ -277,6 +288,11 @@ def measure(study: Study, config: Config, label: str, test: bool = True) -> Meas
         num_test=study.dataset.num_test,
         results=results,
     )
+
+
+def best_lr(validation: dict[float, Sequence[float]]) -> float:
+    """The lr whose seeds have the highest mean validation accuracy (a diverged seed counts 0)."""
+    return max(validation, key=lambda lr: float(np.mean(np.nan_to_num(validation[lr], nan=0.0))))
 
 
 def best_on_validation(measured: Sequence[Measured]) -> Measured:

@@ -1,96 +1,146 @@
 """Study 3 (lecture: "too small: slow; too large: does not work"): a log-spaced lr sweep, 1e-4 to 1.
 
 python -m experiments.learning_rate [--idx-dir /usr/share/datasets/fashion-mnist] [--quick]
-Plain SGD and momentum SGD (0.9) at a constant lr; a run whose loss becomes NaN/inf is marked as
-diverged (the NaN guard's DivergedError), not dropped. Per optimizer, all lrs and seeds train as
-one vmapped program (mlp_jax.train_many).
+Plain SGD and momentum SGD (0.9) at a constant lr. The sweep trains on 5/6 of the train split and
+is scored on the held-out 1/6 (validation): per optimizer the lr with the best mean validation
+accuracy is picked there (a diverged seed counts 0), and each lr is compared with the picked one by
+a paired bootstrap over the validation images. Only the picked lr of each optimizer then trains on
+the whole train split and is scored once on test, plain SGD against momentum by a paired bootstrap.
+A run whose loss becomes NaN/inf is marked as diverged (the NaN guard's DivergedError), counted and
+drawn, never dropped. Per optimizer, all lrs and seeds train as one vmapped program.
 """
 
 from __future__ import annotations
 
-import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from experiments.common import Study, make_parser, print_table, run_row
-from experiments.stats import accuracy_cell, accuracy_interval
+from experiments import stats
+from experiments.common import (
+    Measured,
+    Study,
+    accuracies,
+    best_lr,
+    correct_on_test,
+    make_parser,
+    measure,
+    noise_floor_note,
+    print_table,
+)
 from mlp_jax.loop import DivergedError
 
 LEARNING_RATES = tuple(float(lr) for lr in np.logspace(-4, 0, 9))  # 1e-4, 3.2e-4, ..., 1
 QUICK_LEARNING_RATES = (0.01, 1e6)  # the second one diverges, even on the tiny net
-OPTIMIZERS = ("sgd", "momentum")
+OPTIMIZERS = {"sgd": "plain SGD", "momentum": "momentum 0.9"}
+COLORS = {"sgd": "tab:orange", "momentum": "tab:blue"}
+REFERENCE = "momentum"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = make_parser(__doc__.splitlines()[0], seeds=5).parse_args(argv)
     study = Study("learning_rate", args)
-    rows, table, points = [], [], {}
+    validation = study.validation
     learning_rates = QUICK_LEARNING_RATES if study.quick else LEARNING_RATES
-    for optimizer in OPTIMIZERS[1:] if study.quick else OPTIMIZERS:
+    rows, sweep_table, sweeps, measured, sweep_seconds = [], [], {}, {}, {}
+    for optimizer, name in OPTIMIZERS.items():
         # Every lr and seed of this optimizer in one compiled program (the --lr-sweep engine).
         config = study.base.replace(optimizer=optimizer, schedule="constant")
-        by_lr = study.sweep(config, optimizer, learning_rates)
+        start = time.perf_counter()
+        by_lr = study.sweep(config, f"{name} [validation]", learning_rates, validation)
+        sweep_seconds[optimizer] = time.perf_counter() - start
+        values = {lr: accuracies(results) for lr, results in by_lr.items()}
+        correct = {lr: correct_on_test(results, validation) for lr, results in by_lr.items()}
+        picked = best_lr(values)
+        sweeps[optimizer] = (values, picked)
         for lr in learning_rates:
-            results = by_lr[lr]
-            accuracies, diverged = [], 0
-            for seed, result in enumerate(results):
-                if isinstance(result, DivergedError):
-                    diverged += 1
-                    rows.append(
-                        {
-                            "config": f"{optimizer} lr {lr:.3g}",
-                            "optimizer": optimizer,
-                            "lr": lr,
-                            "seed": seed,
-                            "diverged": True,
-                            "diverged_epoch": result.epoch,
-                        }
-                    )
-                else:
-                    accuracies.append(result.history[-1]["test_accuracy"])
-                    rows.append(
-                        run_row(
-                            f"{optimizer} lr {lr:.3g}",
-                            seed,
-                            result,
-                            optimizer=optimizer,
-                            lr=lr,
-                            diverged=False,
-                        )
-                    )
-            points[optimizer, lr] = (accuracies, diverged)
-            table.append(
+            for seed, result in enumerate(by_lr[lr]):
+                rows.append(_row("validation", optimizer, lr, seed, result, values[lr][seed]))
+            diverged = int(np.sum(np.isnan(values[lr])))
+            comparison = stats.paired_bootstrap(correct[lr], correct[picked])
+            sweep_table.append(
                 {
-                    "optimizer": optimizer,
+                    "optimizer": name,
                     "lr": f"{lr:.2g}",
-                    "test accuracy (%), 95% interval": accuracy_cell(
-                        accuracies + [math.nan] * diverged, study.dataset.num_test
+                    "validation (%), 95% interval": stats.accuracy_cell(
+                        values[lr], validation.num_test
                     ),
-                    "diverged (NaN guard)": f"{diverged}/{len(results)}" if diverged else "",
+                    "diverged (NaN guard)": f"{diverged}/{len(values[lr])}",
+                    "validation: minus picked lr": "(picked)"
+                    if lr == picked
+                    else comparison.percent(),
+                    "significant (p < 0.05)": "-"
+                    if lr == picked
+                    else "yes"
+                    if comparison.significant
+                    else "no",
                 }
             )
+        measured[optimizer] = m = measure(
+            study, config.replace(lr=picked), name, validation_accuracies=values[picked]
+        )
+        for seed, (result, value) in enumerate(zip(m.results, m.test, strict=True)):
+            rows.append(_row("test", optimizer, picked, seed, result, value))
+    params, epochs = measured[REFERENCE].params, study.base.epochs
     print_table(
-        f"Learning rate: {study.title}, {study.seeds} seeds, {study.base.epochs} epochs", table
+        f"Learning rate on validation: {study.title}, {params:,} params, {epochs} epochs, "
+        f"{study.seeds} seeds, constant lr; per optimizer, all lrs x seeds trained as one program ("
+        + ", ".join(f"{OPTIMIZERS[o]} {s:.0f} s" for o, s in sweep_seconds.items())
+        + "); each lr against the picked one: paired bootstrap over seeds and validation images",
+        sweep_table,
     )
-    study.save(rows, _figure(study, points))
+    reference = measured[REFERENCE]
+    table = []
+    for m in measured.values():
+        row = m.row(reference, significance=True)
+        table.append(
+            {"optimizer": row.pop("config"), "picked lr (validation)": f"{m.config.lr:.2g}"} | row
+        )
+    print_table(
+        f"Learning rate, the picked lrs on test: {study.title}, {study.seeds} seeds; picked on "
+        "validation: "
+        + ", ".join(f"{OPTIMIZERS[o]} lr {m.config.lr:.2g}" for o, m in measured.items())
+        + "; intervals 95%, seeds' spread plus test-set noise; differences: paired bootstrap",
+        table,
+    )
+    print(noise_floor_note(study.dataset, float(reference.test_correct.mean())))
+    study.save(rows, _figure(study, sweeps, measured, validation.num_test))
     return 0
 
 
-def _figure(study: Study, points: dict[tuple[str, float], tuple[list[float], int]]) -> Figure:
-    figure = Figure(figsize=(7.5, 4.8))
+def _row(split: str, optimizer: str, lr: float, seed: int, result, accuracy: float) -> dict:
+    diverged = isinstance(result, DivergedError)
+    return {
+        "split": split,
+        "optimizer": optimizer,
+        "lr": lr,
+        "seed": seed,
+        "accuracy": round(accuracy, 5),
+        "diverged": diverged,
+        "diverged_epoch": result.epoch if diverged else "",
+        "train_seconds": ""
+        if diverged
+        else round(sum(r["epoch_seconds"] for r in result.history), 3),
+    }
+
+
+def _figure(
+    study: Study,
+    sweeps: dict[str, tuple[dict[float, list[float]], float]],
+    measured: dict[str, Measured],
+    num_validation: int,
+) -> Figure:
+    figure = Figure(figsize=(10, 7.5), layout="constrained")
     axes = figure.subplots()
     chance = 100 / study.dataset.num_classes
-    for index, optimizer in enumerate(dict.fromkeys(opt for opt, _ in points)):
-        color = f"C{index}"
-        lrs = [lr for opt, lr in points if opt == optimizer]
-        label = {"sgd": "plain SGD", "momentum": "SGD + momentum 0.9"}.get(optimizer, optimizer)
+    for index, (optimizer, (values, picked)) in enumerate(sweeps.items()):
+        color, name = COLORS[optimizer], OPTIMIZERS[optimizer]
         # The line joins only lrs where every seed survived: a mean over survivors would hide the
         # diverged ones, so their survivors are drawn one by one (hollow) instead.
-        whole = [lr for lr in lrs if not points[optimizer, lr][1]]
-        intervals = [accuracy_interval(points[optimizer, lr][0], study.dataset.num_test)
-                     for lr in whole]  # fmt: skip
+        whole = [lr for lr, v in values.items() if not np.isnan(v).any()]
+        intervals = [stats.accuracy_interval(values[lr], num_validation) for lr in whole]
         axes.errorbar(
             whole,
             [100 * i.mean for i in intervals],
@@ -98,47 +148,72 @@ def _figure(study: Study, points: dict[tuple[str, float], tuple[list[float], int
             fmt="o-",
             color=color,
             capsize=3,
-            label=f"{label} (mean, 95% interval)",
+            label=f"{name}: validation",
         )
-        for lr in lrs:
-            if points[optimizer, lr][1] and points[optimizer, lr][0]:
-                survivors = points[optimizer, lr][0]
-                axes.plot([lr] * len(survivors), [100 * a for a in survivors], "o",
-                          mfc="none", color=color, ms=8)  # fmt: skip
-        diverged = [lr for lr in lrs if points[optimizer, lr][1]]
-        if diverged:  # at chance level (a diverged run predicts nothing), nudged apart in x
-            nudge = 1.15 ** (index - 0.5)
-            axes.plot(
-                [lr * nudge for lr in diverged],
-                [chance] * len(diverged),
-                "X",
-                color=color,
-                markersize=11,
-                markeredgecolor="black",
-                label=f"{label}: diverged seeds (NaN loss), count; hollow: the survivors",
-            )
-            for lr in diverged:
-                runs = len(points[optimizer, lr][0]) + points[optimizer, lr][1]
-                axes.annotate(
-                    f"{points[optimizer, lr][1]}/{runs}",
-                    (lr * nudge, chance),
-                    xytext=(0, 9 + 12 * index),
-                    textcoords="offset points",
-                    ha="center",
-                    fontsize=8,
+        nudge = 1.12 ** (index - 0.5)  # the two optimizers' markers apart in x
+        for lr, v in values.items():
+            survivors = [a for a in v if not np.isnan(a)]
+            diverged = len(v) - len(survivors)
+            if not diverged:
+                continue
+            if survivors:
+                axes.plot(
+                    [lr * nudge] * len(survivors),
+                    [100 * a for a in survivors],
+                    "o",
+                    mfc="none",
                     color=color,
+                    ms=8,
                 )
+            # at chance level: a diverged run predicts nothing
+            axes.plot(lr * nudge, chance, "X", color=color, ms=11, mec="black")
+            axes.annotate(
+                f"{diverged}/{len(v)}",
+                (lr * nudge, chance),
+                xytext=(0, 9 + 12 * index),
+                textcoords="offset points",
+                ha="center",
+                fontsize=9,
+                color=color,
+            )
+        m = measured[optimizer]
+        finite = [a for a in m.test if not np.isnan(a)]
+        if finite:
+            interval = stats.accuracy_interval(finite, m.num_test)
+            axes.errorbar(
+                picked * nudge * 1.3,
+                100 * interval.mean,
+                yerr=100 * interval.half_width,
+                fmt="D",
+                color=color,
+                mec="black",
+                ms=9,
+                capsize=4,
+                label=f"{name}: picked lr {picked:.2g}, on test "
+                f"({len(finite)}/{len(m.test)} seeds survived)",
+            )
+    axes.plot(
+        [],
+        [],
+        "X",
+        color="gray",
+        mec="black",
+        ms=11,
+        label="diverged seeds (NaN loss) at chance, with their count;\n"
+        "hollow circles: that lr's surviving seeds",
+    )
     axes.axhline(chance, color="gray", linestyle=":", label="chance")
     axes.set(
         xscale="log",
+        ylim=(0, 100),
         xlabel="learning rate (constant)",
-        ylabel="final test accuracy (%)",
-        title=f"{study.title}: learning-rate sweep\n({study.base.layers}-layer MLP, "
-        f"{study.base.epochs} epochs, {study.seeds} seeds; an illustration, no lr is picked here)",
+        ylabel="accuracy (%)",
+        title=f"{study.title}: learning-rate sweep on validation\n({study.base.layers}-layer MLP, "
+        f"{study.base.epochs} epochs, {study.seeds} seeds; mean and 95% interval; "
+        "the lr is picked on validation)",
     )
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
+    figure.legend(loc="outside lower center", ncol=2, fontsize=9)
     return figure
 
 

@@ -17,6 +17,31 @@ def _run(name, tmp_path):
     return _rows(tmp_path / f"{name}_quick.csv")
 
 
+def _tables(out):
+    """The Markdown tables a script printed, each as a list of {column: cell} rows."""
+    tables, lines = [], out.splitlines() + [""]
+    block = []
+    for line in lines:
+        if line.startswith("|"):
+            block.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif block:
+            tables.append([dict(zip(block[0], row, strict=True)) for row in block[2:]])
+            block = []
+    return tables
+
+
+def _picked_on_validation(rows, key):
+    """Per `key` value, the lr with the highest mean validation accuracy (diverged counts 0)."""
+    scores = {}
+    for row in rows:
+        if row["split"] == "validation":
+            value = 0.0 if row["diverged"] == "True" else float(row["accuracy"])
+            scores.setdefault(row[key], {}).setdefault(float(row["lr"]), []).append(value)
+    return {
+        k: max(by_lr, key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr])) for k, by_lr in scores.items()
+    }
+
+
 def _assert_png(path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
 
@@ -31,30 +56,75 @@ def test_depth_writes_one_row_per_depth(tmp_path):
     _assert_png(tmp_path / "depth_quick.png")
 
 
-def test_batch_size_writes_each_epoch_of_each_regime_including_full_batch(tmp_path):
+def test_batch_size_compares_each_regime_with_128_at_equal_epochs(tmp_path, capsys):
     rows = _run("batch_size", tmp_path)
-    assert sorted({int(row["batch_size"]) for row in rows}) == [16, 512]  # 512: the whole set
-    assert len(rows) == 2 * 2  # 2 regimes x 2 epochs
+    # 512: the whole (quick) train split, the full batch; 2 epochs of each regime on test.
+    assert [int(row["batch_size"]) for row in rows] == [16, 16, 128, 128, 512, 512]
     assert all(float(row["epoch_seconds"]) > 0 for row in rows)
+    out = capsys.readouterr().out
+    (table,) = _tables(out)
+    assert [row["regime"] for row in table] == ["mini-batch 16", "mini-batch 128", "full batch 512"]
+    # Equal epochs, so unequal updates: 2 x ceil(512 / B).
+    assert [row["updates (epochs x steps)"] for row in table] == ["64", "8", "2"]
+    assert [row["epochs"] for row in table] == ["2", "2", "2"]
+    assert {row["params"] for row in table} == {"25,450"}
+    assert all("wall s (1 seeds)" in row and "[" in row["test (%)"] for row in table)
+    verdicts = [row["significant (p < 0.05)"] for row in table]
+    assert table[1]["test: minus mini-batch 128"] == "(reference)" and verdicts[1] == "-"
+    assert verdicts[0] in ("yes", "no") and verdicts[2] in ("yes", "no")
+    assert "best on validation: " in out and "equal budgets in epochs" in out
+    assert "Noise floor: " in out
     _assert_png(tmp_path / "batch_size_quick.png")
 
 
-def test_learning_rate_records_divergence_as_a_result(tmp_path):
+def test_learning_rate_picks_on_validation_and_counts_diverged_seeds(tmp_path, capsys):
     rows = _run("learning_rate", tmp_path)
-    assert [float(row["lr"]) for row in rows] == [0.01, 1e6]
-    assert [row["diverged"] for row in rows] == ["False", "True"]
-    assert int(rows[1]["diverged_epoch"]) >= 1
+    validation = [row for row in rows if row["split"] == "validation"]
+    assert [(row["optimizer"], float(row["lr"])) for row in validation] == [
+        ("sgd", 0.01), ("sgd", 1e6), ("momentum", 0.01), ("momentum", 1e6)
+    ]  # fmt: skip
+    assert [row["diverged"] for row in validation] == ["False", "True"] * 2
+    assert all(int(row["diverged_epoch"]) >= 1 for row in validation if row["diverged"] == "True")
+    # Only each optimizer's lr picked on validation reaches the test split.
+    test = [row for row in rows if row["split"] == "test"]
+    picked = _picked_on_validation(rows, "optimizer")
+    assert [(row["optimizer"], float(row["lr"])) for row in test] == list(picked.items())
+    out = capsys.readouterr().out
+    sweep, final = _tables(out)
+    assert [row["diverged (NaN guard)"] for row in sweep] == ["0/1", "1/1"] * 2
+    assert [row["validation (%), 95% interval"] for row in sweep][1::2] == ["diverged 1/1"] * 2
+    assert [row["optimizer"] for row in final] == ["plain SGD", "momentum 0.9"]
+    assert final[1]["test: minus momentum 0.9"] == "(reference)"
+    assert final[0]["significant (p < 0.05)"] in ("yes", "no")
+    assert {"params", "epochs", "wall s (1 seeds)", "test (%)"} <= set(final[0])
+    assert "Noise floor: " in out
     _assert_png(tmp_path / "learning_rate_quick.png")
 
 
-def test_optimizers_sweeps_on_validation_then_trains_the_picked_configs(tmp_path):
+def test_optimizers_picks_each_lr_on_validation_and_tests_against_the_default(tmp_path, capsys):
     rows = _run("optimizers", tmp_path)
-    sweep = [row for row in rows if row["phase"] == "lr sweep (validation)"]
-    assert [float(row["lr"]) for row in sweep] == [0.02, 0.05]
-    curves = [row for row in rows if row["phase"] in ("optimizer", "schedule")]
-    configs = {(row["optimizer"], row["schedule"]) for row in curves}
-    assert configs == {("momentum", "cosine"), ("adam", "cosine"), ("momentum", "constant")}
-    assert len(curves) == 3 * 2  # 3 runs x 2 epochs
+    validation = {(row["optimizer"], row["schedule"], float(row["lr"]))
+                  for row in rows if row["split"] == "validation"}  # fmt: skip
+    assert validation == {
+        ("momentum", "cosine", 0.02), ("momentum", "cosine", 0.05), ("adam", "cosine", 1e-3),
+        ("momentum", "constant", 0.02), ("momentum", "constant", 0.05),
+    }  # fmt: skip
+    test = [row for row in rows if row["split"] == "test"]
+    picked = _picked_on_validation(rows, "config")
+    assert {row["config"]: float(row["lr"]) for row in test} == picked
+    assert len(test) == 3  # one seed of each condition, scored once
+    out = capsys.readouterr().out
+    optimizers, schedules = _tables(out)
+    assert [row["config"] for row in optimizers] == ["momentum 0.9, cosine", "Adam, cosine"]
+    assert [row["config"] for row in schedules] == [
+        "momentum 0.9, cosine",
+        "momentum 0.9, constant",
+    ]
+    for table in (optimizers, schedules):
+        assert table[0]["test: minus momentum 0.9, cosine"] == "(reference)"
+        assert table[1]["significant (p < 0.05)"] in ("yes", "no")
+        assert all(float(row["picked lr"]) == picked[row["config"]] for row in table)
+    assert "Noise floor: " in out
     _assert_png(tmp_path / "optimizers_quick.png")
 
 
