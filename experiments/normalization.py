@@ -126,7 +126,7 @@ def _figure(study: Study, sweeps, n: int) -> Figure:
         f"({study.seeds} seeds, 95% intervals; x = a diverged seed)",
     )
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower left")
+    axes.legend(loc="upper left")  # the low learning rates' corner above the curves is empty
     figure.tight_layout()
     return figure
 

@@ -141,7 +141,7 @@ def _figure(study: Study, points: dict, curves: dict) -> Figure:
     for axes in (scatter, gap_axes):
         axes.grid(alpha=0.3)
     figure.suptitle(
-        f"{study.title}: activations, dropout and weight decay "
+        f"{study.title}: activations, dropout and weight decay\n"
         f"(left: mean ± std of {study.seeds} seeds; right: 95% intervals with test noise; "
         f"{study.base.epochs} epochs, every variant at the ReLU net's lr {study.base.lr:g})"
     )
