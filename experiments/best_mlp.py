@@ -9,9 +9,11 @@ references of Fashion-MNIST's benchmark (its README.md).
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -101,9 +103,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="train the candidates on the validation split, print their table and stop (the "
         "test split is not touched)",
     )
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="redraw the PNG from the CSV of an earlier run (trains nothing)",
+    )
     args = parser.parse_args(argv)
     study = Study("best_mlp", args)
     candidates = QUICK_CANDIDATES if study.quick else CANDIDATES
+    if args.replot:
+        return _replot(study, candidates)
     if args.candidates is not None:
         labels = list(candidates)
         candidates = {labels[i]: candidates[labels[i]] for i in args.candidates}
@@ -181,6 +190,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _replot(study: Study, candidates: dict[str, Any]) -> int:
+    """Redraw the figure from the final (test) rows of the study's CSV: its per-epoch curves."""
+    with open(study.csv_path, newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row["phase"] == "final (test)"]
+    label = rows[0]["config"]
+    seeds = sorted({int(row["seed"]) for row in rows})
+    results = [
+        SimpleNamespace(history=[
+            {key: float(row[key]) for key in ("train_accuracy", "test_accuracy")}
+            for row in rows if int(row["seed"]) == seed
+        ])
+        for seed in seeds
+    ]  # fmt: skip
+    config = study.base.replace(**candidates[label][0])
+    _figure(study, label, config, results).savefig(study.png_path, dpi=110)
+    print(f"wrote {study.png_path} from {study.csv_path}")
+    return 0
+
+
 def _ladder(selection: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The selection table: each candidate's validation accuracy (95% interval over the
     validation images) and its gain over the row before it, paired on the same images."""
@@ -216,7 +244,7 @@ def flag_line(config) -> str:
     flags = []
     for name, value in config.to_dict().items():
         if name in ("epochs",) or value != getattr(default, name):
-            if value is None or name == "seed":
+            if value is None or name == "seed" or (name == "dataset" and config.idx_dir):
                 continue
             text = ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
             flags.append(f"--{name.replace('_', '-')} {text}")
@@ -234,7 +262,8 @@ def _figure(study: Study, best: str, best_config: Any, results: list) -> Figure:
     curves.plot(epochs, 100 * test, "s-", markersize=3, label="test")
     if "fashion" in study.dataset.name:
         curves.axhline(100 * GOAL, color="C3", linestyle="--", linewidth=1, label="goal 91.5%")
-    curves.set(xlabel="epoch", ylabel="accuracy (%)", title=f"{best}: mean of {len(results)} seeds")
+    curves.set(xlabel="epoch", ylabel="accuracy (%)")
+    curves.set_title(f"{best}:\nmean of {len(results)} seeds", fontsize=10)
     curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     curves.grid(alpha=0.3)
     # A dot plot, not bars: a dot's position (not a bar's length) carries the value, so the axis
@@ -263,6 +292,7 @@ def _figure(study: Study, best: str, best_config: Any, results: list) -> Figure:
     bars.set_yticks(positions, names, fontsize=8)
     bars.set(xlabel="test accuracy (%)", title="against published references",
              ylim=(len(names) - 0.5, -0.7))  # fmt: skip
+    bars.margins(x=0.12)  # room for the value labels at both ends
     bars.grid(alpha=0.3, axis="x")
     curves.legend()
     figure.suptitle(f"{study.title}: the best MLP trained here")

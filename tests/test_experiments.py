@@ -160,6 +160,12 @@ def test_best_mlp_selects_on_validation_then_scores_on_test(tmp_path, capsys):
     assert len(ladder) == 1 and "] , p " not in ladder[0] and ", p " in ladder[0], out
     chosen = max(rows[:2], key=lambda row: float(row["validation_accuracy"]))
     assert chosen["candidate"] == rows[2]["config"], (chosen, rows[2])
+    # --replot redraws the PNG from the CSV alone.
+    from experiments import best_mlp
+
+    (tmp_path / "best_mlp_quick.png").unlink()
+    assert best_mlp.main(["--quick", "--replot", "--out", str(tmp_path)]) == 0
+    _assert_png(tmp_path / "best_mlp_quick.png")
 
 
 def test_best_mlp_selection_only_never_touches_the_test_split(tmp_path, capsys):
