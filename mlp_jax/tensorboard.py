@@ -1,9 +1,10 @@
 """TensorBoard event files of a run (`DIR/tensorboard/`), written with tensorboardX (no TensorFlow).
 
 A metric writer (writers.py): each epoch's record becomes scalars, e.g. `train/loss`,
-`test/accuracy`, `lr`, `examples_per_second`; the per-step train loss, the confusion matrix and
-the hyperparameters come too. Every scalar is placed at the optimizer step the state has reached,
-so epoch curves and per-step curves share one x axis, and a resumed run purges what it redoes.
+`test/accuracy`, `lr`, `examples_per_second`; the per-step train loss, the confusion matrix (the
+loop sends it at the run's last epoch) and the hyperparameters come too. Every scalar is placed
+at the optimizer step the state has reached, so epoch curves and per-step curves share one x
+axis, and a resumed run purges what it redoes.
 """
 
 from __future__ import annotations

@@ -141,7 +141,8 @@ def test_training_run_logs_what_metrics_jsonl_says(trained_run):
         expected = [(40 * r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in records]
         assert logged == expected, key
     assert [step for step, _ in scalars(reader, "train/loss_per_step")] == list(range(10, 81, 10))
-    assert [image.step for image in reader.Images("test/confusion_matrix")] == [40, 80]
+    # The confusion matrix is drawn at the last epoch only (matplotlib is slow per epoch).
+    assert [image.step for image in reader.Images("test/confusion_matrix")] == [80]
 
 
 def test_cli_step_losses_average_to_the_epoch_loss(tmp_path):
