@@ -73,6 +73,32 @@ CANDIDATES: dict[str, tuple[dict[str, Any], tuple[float, ...]]] = {
         },
         (0.05,),
     ),
+    # Added in a later session, after the six above (the wide net led on validation): more
+    # dropout with more epochs, and weight decay, on the wide net.
+    "784-2048-1024-10, flip, dropout 0.4, label smoothing 0.1, EMA 0.999, 60 epochs": (
+        {
+            **NET,
+            "hidden": (2048, 1024),
+            "epochs": 60,
+            "dropout": 0.4,
+            "augment": "flip",
+            "label_smoothing": 0.1,
+            "ema": 0.999,
+        },
+        (0.05,),
+    ),
+    "784-2048-1024-10, flip, label smoothing 0.1, EMA 0.999, weight decay 5e-4, 40 epochs": (
+        {
+            **NET,
+            "hidden": (2048, 1024),
+            "epochs": 40,
+            "augment": "flip",
+            "label_smoothing": 0.1,
+            "ema": 0.999,
+            "weight_decay": 5e-4,
+        },
+        (0.05,),
+    ),
 }
 QUICK_CANDIDATES = {
     "2 layers 32": ({}, (0.05,)),

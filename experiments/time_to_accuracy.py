@@ -9,6 +9,7 @@ process is stopped once it reaches the target. Writes JSON and a Markdown table 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -26,6 +27,10 @@ OUT_DIR = Path(__file__).resolve().parent / "results" / "benchmark"
 LECTURES = ["--optimizer", "sgd", "--lr", "0.01", "--schedule", "constant", "--batch-size", "12",
             "--normalize", "scale"]  # fmt: skip
 ACCURACY = re.compile(r"^epoch\s+(\d+)/\d+.*test (?:loss \S+ )?acc\s+([\d.]+)%")
+# Where the time goes: seconds from launch to the first stdout line (imports done), to the line
+# that says training can start (mlp_jax: compiled; PyTorch: data and model ready; torch.compile
+# compiles inside epoch 1), and to each epoch line.
+READY = ("compiled the epoch", "ready to train")
 
 
 def commands(idx_dir: str, max_epochs: int, torch_threads: int) -> dict[str, list[str]]:
@@ -52,14 +57,22 @@ def run_once(argv: list[str], target: float, environment: dict[str, str]) -> dic
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment
     )
-    result = {"seconds": None, "epoch": None, "accuracies": []}
+    result = {"seconds": None, "epoch": None, "accuracies": [], "first_line": None, "ready": None}
+    result["epoch_lines"] = []
     for line in process.stdout:
+        now = time.perf_counter() - start
+        if result["first_line"] is None:
+            result["first_line"] = now
+        if line.startswith(READY):
+            result["ready"] = now
         match = ACCURACY.match(line)
+        if match:
+            result["epoch_lines"].append(now)
         if match:
             accuracy = float(match[2]) / 100
             result["accuracies"].append(accuracy)
             if accuracy >= target:
-                result.update(seconds=time.perf_counter() - start, epoch=int(match[1]))
+                result.update(seconds=now, epoch=int(match[1]))
                 break
     process.kill()  # our own child: the rest of its run is not timed
     process.wait()
@@ -112,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "min-max": f"{min(seconds):.1f}-{max(seconds):.1f}" if seconds else "-",
             "epoch": "/".join(str(r["epoch"]) for r in results),
         })  # fmt: skip
+    phases = [_phases(label, results) for label, results in runs.items()]
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "command": "python -m experiments.time_to_accuracy " + " ".join(argv or sys.argv[1:]),
@@ -120,11 +134,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "loadavg_end": os.getloadavg(),
     }
     (args.out / "time_to_accuracy_process.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown_table(rows)
+    text = markdown_table(rows) + "\n\nWhere the time goes (medians, s from launch):\n\n"
+    text += markdown_table(phases)
     (args.out / "time_to_accuracy_process.md").write_text(f"{text}\n\n`{report['command']}`\n")
     print(f"\n{text}")
     folder.cleanup()
     return 0
+
+
+def _phases(label: str, results: list[dict]) -> dict:
+    """Median seconds from launch to the first output line, to ready-to-train, to the first
+    epoch line, and the median gap between epoch lines (an epoch with its evaluation)."""
+
+    def median(values: list[float | None]) -> str:
+        values = [v for v in values if v is not None]
+        return f"{statistics.median(values):.1f}" if values else "-"
+
+    gaps = [b - a for r in results for a, b in itertools.pairwise(r["epoch_lines"])]
+    return {
+        "command": label,
+        "first line (imports)": median([r["first_line"] for r in results]),
+        "ready to train": median([r["ready"] for r in results]),
+        "first epoch line": median([(r["epoch_lines"] or [None])[0] for r in results]),
+        "s per later epoch": f"{statistics.median(gaps):.2f}" if gaps else "-",
+    }
 
 
 if __name__ == "__main__":

@@ -70,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         loss_fn = torch.compile(loss_fn, mode=args.compile)
         optimizer_step = torch.compile(optimizer.step, mode=args.compile)
 
+    # The whole-process timer (time_to_accuracy.py) marks this line: imports, data and model done.
+    print(f"ready to train: {len(train_labels)} images, torch {torch.__version__}", flush=True)
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         lr = scheduler.get_last_lr()[0]

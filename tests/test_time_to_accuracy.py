@@ -25,3 +25,20 @@ def test_stops_at_the_first_epoch_that_reaches_the_target():
     result = run_once([sys.executable, "-c", script], 0.88, dict(os.environ))
     assert result["epoch"] == 2 and result["accuracies"] == pytest.approx([0.8799, 0.88])
     assert result["seconds"] > 0
+
+
+def test_marks_the_phases_and_reports_their_medians():
+    from experiments.time_to_accuracy import _phases
+
+    lines = ["devices: cpu", "compiled the epoch and the evaluation in 0.5s",
+             "epoch 1/3  test acc 80.00%", "epoch 2/3  test acc 88.50%"]  # fmt: skip
+    script = "import time\n" + "".join(
+        f"print({line!r}, flush=True); time.sleep(0.2)\n" for line in lines
+    )
+    result = run_once([sys.executable, "-c", script], 0.88, dict(os.environ))
+    first, ready, (epoch1, epoch2) = result["first_line"], result["ready"], result["epoch_lines"]
+    assert 0 < first < ready < epoch1 < epoch2 == result["seconds"]
+    assert ready - first == pytest.approx(0.2, abs=0.15)
+    row = _phases("x", [result, result])
+    assert row["ready to train"] == f"{ready:.1f}"
+    assert row["s per later epoch"] == f"{epoch2 - epoch1:.2f}"
