@@ -25,7 +25,15 @@ from mlp_jax.model import MLP, mlp_from_config
 from mlp_jax.optim import make_optimizer
 from mlp_jax.state import new_train_state
 from mlp_jax.steps import TrainState, steps_per_epoch
-from mlp_jax.workdir import CHECKPOINTS, UNREADABLE, Workdir, timestamp, unused_path
+from mlp_jax.workdir import (  # the errors live there: the CLI catches them without orbax
+    CHECKPOINTS,
+    UNREADABLE,
+    CheckpointError,
+    NoCheckpointError,
+    Workdir,
+    timestamp,
+    unused_path,
+)
 
 # Config fields that change the shapes or the meaning of the saved state, or the data order: a
 # resume with any of them different would not continue the same run. Everything else (epochs, lr
@@ -61,14 +69,6 @@ MUST_MATCH = (
 )
 # What identifies the data a run was trained on (the config alone does not: e.g. offline fallback).
 DATASET_FACTS = ("name", "num_train", "num_test", "image_shape", "num_classes")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written (full or read-only disk); older checkpoints are intact."""
-
-
-class NoCheckpointError(FileNotFoundError):
-    """The workdir holds no checkpoint that can be read."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -418,9 +418,12 @@ def _os_reason(error: BaseException) -> str:
     """'No space left on device (errno 28)' out of an OSError or a TensorStore error message."""
     if isinstance(error, OSError) and error.strerror:
         return f"{error.strerror} (errno {error.errno})"
-    match = re.search(r":\s*([^:]+?)\s*\[os_error_code='?(\d+)", str(error))
+    # TensorStore's messages put the code after varying text (a file name, or a JSON spec):
+    # the code is what is reliable, and the OS names it.
+    match = re.search(r"\[os_error_code='?(\d+)", str(error))
     if match:
-        return f"{match.group(1)} (errno {match.group(2)})"
+        code = int(match.group(1))
+        return f"{os.strerror(code)} (errno {code})"
     return _first_line(error)
 
 

@@ -15,22 +15,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlp_jax.checkpoint import (
-    Checkpointer,
-    NoCheckpointError,
-    check_resumable,
-)
 from mlp_jax.config import Config, ConfigError
 from mlp_jax.data import Dataset, load_dataset, validation_split
 from mlp_jax.model import count_params, layer_sizes, summary
 from mlp_jax.optim import make_schedule, plateau_scale, step_plateau
-from mlp_jax.plot import class_names
 from mlp_jax.runtime import active_compilation_cache, use_compilation_cache
 from mlp_jax.selection import Selection, monitored_value, new_selection, selection_from_json
 from mlp_jax.sharding import (
@@ -46,7 +40,6 @@ from mlp_jax.sharding import (
 from mlp_jax.state import build_model, check_fits, check_memory, epoch_key, init_state
 from mlp_jax.steps import TrainState, evaluate, steps_per_epoch, train_epoch
 from mlp_jax.sweep import SweepProgress, SweepResult, init_progress, sweep_models, train_many
-from mlp_jax.tensorboard import TensorBoardWriter
 from mlp_jax.workdir import (
     CHECKPOINTS,
     CONFIG,
@@ -65,6 +58,9 @@ from mlp_jax.writers import (
     print_line,
     stdout_error,
 )
+
+if TYPE_CHECKING:
+    from mlp_jax.checkpoint import Checkpointer
 
 PROG = "mlp_jax.train"  # signal messages name the command users run
 
@@ -155,6 +151,12 @@ def default_writers(
         ProgressBar(config.epochs, done),
     ]
     if workdir is not None:
+        # Imported only here: tensorboardX imports torch whenever it is installed (1.7 s of a
+        # 3.2 s start-up here) and the confusion image needs matplotlib; runs without a workdir
+        # need neither.
+        from mlp_jax.plot import class_names
+        from mlp_jax.tensorboard import TensorBoardWriter
+
         writers.append(MetricsFileWriter(workdir))
         writers.append(
             TensorBoardWriter(
@@ -265,6 +267,9 @@ def _train(
         state, done, history, saved = _resume(config, workdir, state, run_info, log)
         selection = selection_from_json(config, saved.get("selection"))
     if workdir and is_main_process():
+        # Imported only with a workdir, as orbax takes 0.3-0.4 s to import (start-up counts).
+        from mlp_jax.checkpoint import Checkpointer
+
         checkpointer = Checkpointer(workdir, config.keep, keep_best=selection is not None)
         _write_config(workdir, config, dataset, sizes)
 
@@ -501,6 +506,8 @@ def _train_many(
     if workdir:
         start = _resume_many(config, workdir, start, run_info, seeds, lrs, log)
     if workdir and is_main_process():
+        from mlp_jax.checkpoint import Checkpointer  # only with a workdir: see _train
+
         checkpointer = Checkpointer(workdir, config.keep)
         _write_config(workdir, config, dataset, sizes)
     batches = steps_per_epoch(dataset.num_train, config.batch_size)
@@ -650,6 +657,8 @@ def _resume(
     """
     if not workdir.holds_run():
         return state, 0, [], {}
+    from mlp_jax.checkpoint import Checkpointer, NoCheckpointError, check_resumable  # see _train
+
     workdir.read_metrics()  # a hand-edited or corrupted line refuses before anything changes
     checkpoint, newer = None, []
     if os.path.isdir(workdir.file(CHECKPOINTS)):

@@ -161,8 +161,7 @@ def _main(argv: Sequence[str] | None) -> int:
         from mlp_jax.writers import print_line  # numpy and tqdm only
 
         print_line(f"{PROG}: {_what(config)}; starting JAX")
-    try:  # JAX, flax and orbax load here, after the flags are known to be good
-        from mlp_jax.checkpoint import CheckpointError
+    try:  # JAX and flax load here, after the flags are known to be good (orbax with --workdir)
         from mlp_jax.loop import (
             DivergedError,
             StoppedByOutput,
@@ -170,7 +169,7 @@ def _main(argv: Sequence[str] | None) -> int:
             train_and_evaluate,
             train_and_evaluate_many,
         )
-        from mlp_jax.workdir import WorkdirError
+        from mlp_jax.workdir import CheckpointError, WorkdirError
         from mlp_jax.writers import stdout_error
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -42,6 +42,16 @@ class WorkdirError(RuntimeError):
     """A file of the workdir cannot be written (full or read-only disk); nothing saved is lost."""
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (full or read-only disk); older checkpoints are intact.
+
+    Defined here rather than in checkpoint.py so the CLI can catch it without importing orbax."""
+
+
+class NoCheckpointError(FileNotFoundError):
+    """The workdir holds no checkpoint that can be read."""
+
+
 class WorkdirBusy(ConfigError):
     """Another live process holds the workdir's lock."""
 

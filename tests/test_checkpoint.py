@@ -409,3 +409,21 @@ def test_sweep_killed_mid_save_resumes_bit_identically(tmp_path):
     assert (killed / "selection.json").read_text() == (
         tmp_path / "reference" / "selection.json"
     ).read_text()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        'Error writing local file "/r/checkpoints/5/d/x": File too large [os_error_code=27]',
+        # Seen once under load (which write fails first varies): the code after a JSON spec.
+        'FAILED_PRECONDITION: [tensorstore_spec=\'{"kvstore": {"driver": "file"}, '
+        "\"recheck\": true}'] [os_error_code=27] [source locations='tensorstore/x.cc:1']",
+    ],
+)
+def test_the_os_reason_of_a_tensorstore_error_names_the_errno(message):
+    from mlp_jax.checkpoint import _os_reason
+
+    assert _os_reason(ValueError(message)) == "File too large (errno 27)"
+    assert (
+        _os_reason(OSError(28, "No space left on device")) == "No space left on device (errno 28)"
+    )

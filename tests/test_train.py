@@ -192,3 +192,23 @@ def test_first_line_is_printed_before_jax_is_imported():
     assert out.stdout.strip() == (
         "no jax | mlp_jax.train: 3-layer MLP on mnist_subset, 2 epochs of batch 128; starting JAX"
     ), out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("with_workdir", [False, True])
+def test_a_run_without_workdir_imports_no_orbax_tensorboard_or_matplotlib(tmp_path, with_workdir):
+    """Start-up counts (time to accuracy): orbax, tensorboardX (which imports torch when it is
+    installed) and matplotlib load only when --workdir needs them."""
+    heavy = ("orbax.checkpoint", "tensorboardX", "matplotlib")
+    argv = ["--dataset", "mnist_subset", "--layers", "2", "--hidden", "8", "--epochs", "1"]
+    argv += ["--workdir", "run"] if with_workdir else []
+    code = (
+        "import sys\n"
+        "from mlp_jax.train import main\n"
+        f"assert main({argv!r}) == 0\n"
+        f"print('loaded:', *[m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    loaded = out.stdout.strip().splitlines()[-1]
+    assert loaded == ("loaded: " + " ".join(heavy) if with_workdir else "loaded:"), out.stderr
