@@ -37,6 +37,8 @@ from mlp_jax.loop import train_and_evaluate
 
 try:
     import torch
+
+    from experiments.torch_recipe import torch_mlp  # its process imports no JAX
 except ImportError:  # torch is the optional extra `.[bench]`; CI installs only `.[test]`
     torch = None
 
@@ -217,14 +219,6 @@ def time_permutation(num_examples: int) -> float:
         permutation(jax.random.fold_in(key, index), num_examples).block_until_ready()
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
-
-
-def torch_mlp(sizes: Sequence[int]) -> Any:
-    """The lectures' PyTorch net: Linear layers with ReLU between them."""
-    layers: list[Any] = [torch.nn.Flatten()]
-    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
-    return torch.nn.Sequential(*layers[:-1])
 
 
 class TorchLoop:

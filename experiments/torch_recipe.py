@@ -16,14 +16,24 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from experiments.benchmark import HIDDEN, torch_mlp
-from mlp_jax.data import load_idx_dir, train_mean_std
+from mlp_jax.config import Config
+from mlp_jax.data import load_idx_dir, train_mean_std  # numpy only: this process imports no JAX
+
+HIDDEN = Config().hidden_sizes  # 784-512-256-128-64-10, as experiments/benchmark.py
 
 # mlp_jax's Config() defaults (README "Default recipe") and the lectures' plain recipe.
 RECIPES = {
     "default": dict(lr=0.05, momentum=0.9, cosine=True, batch_size=128, standardize=True),
     "lectures": dict(lr=0.01, momentum=0.0, cosine=False, batch_size=12, standardize=False),
 }
+
+
+def torch_mlp(sizes: Sequence[int]) -> torch.nn.Sequential:
+    """The lectures' PyTorch net: Linear layers with ReLU between them."""
+    layers: list[torch.nn.Module] = [torch.nn.Flatten()]
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
