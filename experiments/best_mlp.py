@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import textwrap
 import time
 from collections.abc import Sequence
 from types import SimpleNamespace
@@ -289,7 +290,7 @@ def _figure(study: Study, best: str, best_config: Any, results: list) -> Figure:
     if "fashion" in study.dataset.name:
         curves.axhline(100 * GOAL, color="C3", linestyle="--", linewidth=1, label="goal 91.5%")
     curves.set(xlabel="epoch", ylabel="accuracy (%)")
-    curves.set_title(f"{best}:\nmean of {len(results)} seeds", fontsize=10)
+    curves.set_title(f"{textwrap.fill(best, 60)}:\nmean of {len(results)} seeds", fontsize=10)
     curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     curves.grid(alpha=0.3)
     # A dot plot, not bars: a dot's position (not a bar's length) carries the value, so the axis
