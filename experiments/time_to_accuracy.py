@@ -57,8 +57,8 @@ def run_once(argv: list[str], target: float, environment: dict[str, str]) -> dic
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment
     )
-    result = {"seconds": None, "epoch": None, "accuracies": [], "first_line": None, "ready": None}
-    result["epoch_lines"] = []
+    result = {"seconds": None, "epoch": None, "accuracies": [], "first_line": None, "ready": None,
+              "epoch_lines": []}  # fmt: skip
     for line in process.stdout:
         now = time.perf_counter() - start
         if result["first_line"] is None:
@@ -68,7 +68,6 @@ def run_once(argv: list[str], target: float, environment: dict[str, str]) -> dic
         match = ACCURACY.match(line)
         if match:
             result["epoch_lines"].append(now)
-        if match:
             accuracy = float(match[2]) / 100
             result["accuracies"].append(accuracy)
             if accuracy >= target:
