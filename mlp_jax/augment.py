@@ -1,4 +1,4 @@
-"""Data augmentation on the device: random shifts and mirror images of a batch, inside the step.
+"""Data augmentation on the device: random shifts, mirror images and erased squares, in the step.
 
 Pure functions of (key, images): the model calls them in training mode with a key derived from
 the step, so the training set stays uint8 on the device and a run stays reproducible bit for bit.
@@ -26,6 +26,8 @@ def augment_images(
             images = random_flip(op_key, images)
         elif name == "shift":
             images = random_shift(op_key, images, size)
+        elif name == "erase":
+            images = random_erase(op_key, images, size)
         else:  # Config.validate stops this first
             raise ValueError(f"unknown augmentation {name!r}")
     return images
@@ -53,3 +55,23 @@ def random_shift(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array
         return jax.lax.dynamic_slice(image, start, (height, width, channels))
 
     return jax.vmap(one)(padded, offsets)
+
+
+def random_erase(key: jax.Array, images: jax.Array, size: int) -> jax.Array:
+    """With probability 1/2, set a size x size square of each image to 0, at a uniform position.
+
+    Random erasing (Zhong et al., "Random Erasing Data Augmentation", AAAI 2020) with a fixed
+    square: the square lies wholly inside the image, its top-left corner uniform over the
+    (H - size + 1) x (W - size + 1) places it can take; a side longer than the image's is cut
+    to the image's (the whole image is erased).
+    """
+    batch, height, width, _ = images.shape
+    size = min(size, height, width)
+    erase_key, row_key, col_key = jax.random.split(key, 3)
+    erase = jax.random.bernoulli(erase_key, 0.5, (batch, 1, 1, 1))
+    top = jax.random.randint(row_key, (batch, 1, 1, 1), 0, height - size + 1)
+    left = jax.random.randint(col_key, (batch, 1, 1, 1), 0, width - size + 1)
+    rows = jnp.arange(height)[None, :, None, None]
+    cols = jnp.arange(width)[None, None, :, None]
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return jnp.where(erase & inside, jnp.zeros((), images.dtype), images)

@@ -15,7 +15,7 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine", "plateau")
 MONITORS = ("val_loss", "val_accuracy", "train_loss")
 LOSSES = ("cross_entropy", "mse")
-AUGMENTATIONS = ("shift", "flip")  # the --augment vocabulary (augment.py)
+AUGMENTATIONS = ("shift", "flip", "erase")  # the --augment vocabulary (augment.py)
 Augmentation = tuple[str, int]  # (name, size): ("shift", 2) or ("flip", 0)
 
 # Default hidden widths halve from 512 but never drop below this (nor below the class count).
@@ -168,7 +168,8 @@ class Config:
         "random changes to each training image, made on the device inside the compiled step, "
         "comma-separated and applied in order: shift:K (translate by up to K pixels in x and "
         "y, zeros fill in), flip (mirror left-right with probability 1/2: right for "
-        "Fashion-MNIST, whose clothes are left-right symmetric; wrong for digits). E.g. "
+        "Fashion-MNIST, whose clothes are left-right symmetric; wrong for digits), erase:K "
+        "(with probability 1/2, zero a K x K square at a random place inside the image). E.g. "
         "shift:2,flip",
     )
     input_dropout: float = _field(0.0, "dropout rate on the input pixels, in [0, 1)")
@@ -314,13 +315,20 @@ class Config:
             _check(
                 name in AUGMENTATIONS,
                 "--augment",
-                f"unknown {name!r} in {self.augment!r}; allowed: shift:K (K = 1..8 pixels), flip",
+                f"unknown {name!r} in {self.augment!r}; allowed: shift:K (K = 1..8 pixels), flip, "
+                "erase:K (K = 1..16 pixels)",
             )
             if name == "shift":
                 _check(
                     size.isdigit() and 1 <= int(size) <= 8,
                     "--augment",
                     f"shift needs a size in pixels, shift:K with K = 1..8, got {part!r}",
+                )
+            elif name == "erase":
+                _check(
+                    size.isdigit() and 1 <= int(size) <= 16,
+                    "--augment",
+                    f"erase needs a square's side, erase:K with K = 1..16 pixels, got {part!r}",
                 )
             else:
                 _check(not size, "--augment", f"flip takes no size, got {part!r}")

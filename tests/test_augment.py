@@ -1,4 +1,4 @@
-"""augment.py: random shifts and flips change images as specified, reproducibly, per step."""
+"""augment.py: random shifts, flips and erasing change images as specified, reproducibly, per step."""
 
 import itertools
 
@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from mlp_jax import Config, ConfigError
-from mlp_jax.augment import augment_images, random_flip, random_shift
+from mlp_jax.augment import augment_images, random_erase, random_flip, random_shift
 from mlp_jax.model import MLP
 from mlp_jax.steps import create_train_state, train_step
 
@@ -58,9 +58,39 @@ def test_flip_mirrors_left_right_about_half_the_images():
     assert 70 < sum(mirrored) < 130
 
 
+def test_erase_zeroes_one_k_by_k_square_inside_about_half_the_images():
+    k, size = 3, 9
+    images = _images(400, size)
+    erased = np.asarray(random_erase(jax.random.PRNGKey(2), jnp.asarray(images), k))
+    assert erased.dtype == np.uint8 and erased.shape == images.shape
+    corners = set()
+    for image, out in zip(images, erased, strict=True):
+        zero = out[..., 0] == 0  # the inputs have no zeros: a zero here was erased
+        if not zero.any():
+            assert np.array_equal(out, image)
+            continue
+        rows, cols = np.nonzero(zero)
+        top, left = rows.min(), cols.min()
+        expected = np.zeros((size, size), bool)
+        expected[top : top + k, left : left + k] = True
+        assert np.array_equal(zero, expected), "exactly one k x k square, wholly inside"
+        assert np.array_equal(out[~zero], image[~zero]), "every other pixel unchanged"
+        corners.add((top, left))
+    assert 150 < len([1 for out in erased if (out == 0).any()]) < 250
+    assert corners == set(itertools.product(range(size - k + 1), repeat=2))  # all 49 places
+
+
+def test_erase_with_a_side_longer_than_the_image_erases_all_of_it_or_nothing():
+    images = _images(50, 5)
+    erased = np.asarray(random_erase(jax.random.PRNGKey(0), jnp.asarray(images), 16))
+    whole = [not out.any() for out in erased]
+    kept = [np.array_equal(out, image) for image, out in zip(images, erased, strict=True)]
+    assert all(w != k for w, k in zip(whole, kept, strict=True)) and 0 < sum(whole) < 50
+
+
 def test_augmentation_is_a_function_of_its_key():
     images = jnp.asarray(_images(64))
-    spec = (("flip", 0), ("shift", 2))
+    spec = (("flip", 0), ("shift", 2), ("erase", 4))
     first = augment_images(jax.random.PRNGKey(3), images, spec)
     chex.assert_trees_all_equal(first, augment_images(jax.random.PRNGKey(3), images, spec))
     assert not np.array_equal(first, augment_images(jax.random.PRNGKey(4), images, spec))
@@ -68,12 +98,16 @@ def test_augmentation_is_a_function_of_its_key():
 
 def test_augment_flag_parses_in_order_and_rejects_bad_specs():
     assert Config(augment="shift:2,flip").augmentations == (("shift", 2), ("flip", 0))
+    assert Config(augment="flip,erase:8").augmentations == (("flip", 0), ("erase", 8))
     assert Config(augment="none").augmentations == Config().augmentations == ()
     for bad, message in [
         ("rotate", "unknown 'rotate'"),
         ("shift", "shift:K"),
         ("shift:0", "shift:K"),
         ("flip:2", "flip takes no size"),
+        ("erase", "erase:K"),
+        ("erase:0", "erase:K"),
+        ("erase:17", "erase:K"),
     ]:
         with pytest.raises(ConfigError, match=f"--augment: .*{message}"):
             Config(augment=bad)
@@ -93,7 +127,7 @@ def _loss_at_step(state, step, batch):
 
 def test_each_step_draws_new_augmentations_and_evaluation_draws_none():
     batch = {"image": jnp.asarray(_images(32)), "label": jnp.arange(32) % 10}
-    augmented = _state((("flip", 0), ("shift", 2)))
+    augmented = _state((("flip", 0), ("shift", 2), ("erase", 4)))
     plain = _state(())
     # Same params, steps 0 and 1: the loss differs only through the step's augmentation key.
     loss = [_loss_at_step(augmented, t, batch) for t in (0, 0, 1)]

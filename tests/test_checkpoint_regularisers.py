@@ -11,7 +11,7 @@ EVERYTHING = {
     "layers": 2,
     "hidden": (32,),
     "dropout": 0.1,
-    "augment": "flip,shift:2",
+    "augment": "flip,shift:2,erase:3",
     "input_dropout": 0.1,
     "max_norm": 1.0,
     "label_smoothing": 0.1,

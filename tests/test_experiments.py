@@ -174,7 +174,11 @@ def test_best_mlp_selection_only_never_touches_the_test_split(tmp_path, capsys):
     assert best_mlp.main(["--quick", "--selection-only", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "validation accuracy" in out and "Best MLP" not in out
-    assert not list(tmp_path.iterdir())  # no CSV or PNG: nothing was scored on test
+    assert [path.name for path in tmp_path.iterdir()] == ["best_mlp_quick.csv"]  # no PNG
+    with open(tmp_path / "best_mlp_quick.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["phase"] for row in rows] == ["selection (validation)"] * 2  # nothing on test
+    assert all(0 < float(row["validation_accuracy"]) <= 1 for row in rows)
 
 
 def test_script_flags_reject_bad_input():
