@@ -1,4 +1,4 @@
-"""augment.py: random shifts, flips and erasing change images as specified, reproducibly, per step."""
+"""augment.py: shifts, flips and erasing change images as specified, reproducibly, per step."""
 
 import itertools
 
