@@ -15,6 +15,7 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine", "plateau")
 MONITORS = ("val_loss", "val_accuracy", "train_loss")
 LOSSES = ("cross_entropy", "mse")
+TEST_AUGMENTATIONS = ("none", "flip")  # --tta (model.py)
 AUGMENTATIONS = ("shift", "flip", "erase")  # the --augment vocabulary (augment.py)
 Augmentation = tuple[str, int]  # (name, size): ("shift", 2) or ("flip", 0)
 
@@ -190,6 +191,13 @@ class Config:
         "TA deck's cost); evaluation always reports the cross-entropy",
         choices=LOSSES,
     )
+    tta: str = _field(
+        "none",
+        "test-time augmentation: flip scores each image and its mirror image and averages the "
+        "two logits, in evaluation, predict and export (training is unchanged); for nets trained "
+        "with --augment flip on left-right symmetric classes (Fashion-MNIST), not digits",
+        choices=TEST_AUGMENTATIONS,
+    )
     compilation_cache: str = _field(
         "auto",
         "persistent XLA compilation cache: auto (the user cache folder, e.g. "
@@ -239,6 +247,7 @@ class Config:
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
             ("loss", LOSSES),
+            ("tta", TEST_AUGMENTATIONS),
         ]:
             value = getattr(self, name)
             _check(

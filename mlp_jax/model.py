@@ -26,6 +26,8 @@ class MLP(nn.Module):
     the train-set mean and std for "standardize", (0, 1/255) for "none" (raw 0..255 values).
     In training mode (`train=True`), `augmentations` change the images first, with keys from the
     "augment" rng stream (augment.py), and `input_dropout_rate` drops pixels to black.
+    Otherwise, `test_flip=True` returns the mean of the logits of each image [B, H, W, C] and of
+    its mirror image (test-time augmentation: --tta flip).
     """
 
     hidden_sizes: Sequence[int]
@@ -37,11 +39,17 @@ class MLP(nn.Module):
     std: float = 1.0
     augmentations: tuple[Augmentation, ...] = ()
     input_dropout_rate: float = 0.0
+    test_flip: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
         if train and self.augmentations:
             images = augment_images(self.make_rng("augment"), images, self.augmentations)
+        mirrored = not train and self.test_flip
+        if mirrored:  # one forward pass over [images; mirror images], averaged below
+            if images.ndim != 4:
+                raise ValueError(f"test_flip needs images [B, H, W, C], got {images.shape}")
+            images = jnp.concatenate([images, images[:, :, ::-1]])
         x = images.reshape((images.shape[0], -1))  # flatten any image shape: [B, H*W*C]
         if jnp.issubdtype(x.dtype, jnp.integer):
             x = x.astype(jnp.float32) / 255.0
@@ -54,7 +62,10 @@ class MLP(nn.Module):
             x = activation(nn.Dense(width, use_bias=self.use_bias, name=f"hidden_{i}")(x))
             if self.dropout_rate > 0:
                 x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, use_bias=self.use_bias, name="output")(x)
+        logits = nn.Dense(self.num_classes, use_bias=self.use_bias, name="output")(x)
+        if mirrored:
+            logits = logits.reshape(2, -1, self.num_classes).mean(axis=0)
+        return logits
 
 
 def layer_sizes(input_size: int, model: MLP) -> list[int]:
@@ -82,6 +93,7 @@ def mlp_from_config(config: Config, num_classes: int, mean: float = 0.0, std: fl
         std=float(std),
         augmentations=config.augmentations,
         input_dropout_rate=config.input_dropout,
+        test_flip=config.tta == "flip",
     )
 
 

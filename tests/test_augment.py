@@ -11,7 +11,7 @@ import pytest
 
 from mlp_jax import Config, ConfigError
 from mlp_jax.augment import augment_images, random_erase, random_flip, random_shift
-from mlp_jax.model import MLP
+from mlp_jax.model import MLP, mlp_from_config
 from mlp_jax.steps import create_train_state, train_step
 
 
@@ -139,3 +139,24 @@ def test_each_step_draws_new_augmentations_and_evaluation_draws_none():
         augmented.apply_fn(variables, batch["image"], train=False),
         plain.apply_fn(variables, batch["image"], train=False),
     )
+
+
+def test_tta_flip_averages_the_logits_of_each_image_and_its_mirror():
+    images = jnp.asarray(_images(16))
+    plain = MLP(hidden_sizes=(7,), num_classes=10)
+    flipped = plain.clone(test_flip=True)
+    assert mlp_from_config(Config(tta="flip"), 10).test_flip
+    assert not mlp_from_config(Config(), 10).test_flip
+    variables = plain.init(jax.random.PRNGKey(0), images[:1])
+    expected = (plain.apply(variables, images) + plain.apply(variables, images[:, :, ::-1])) / 2
+    chex.assert_trees_all_close(flipped.apply(variables, images), expected, rtol=1e-5, atol=1e-6)
+    # So an image and its mirror image get the same logits, and training (dropout-free here)
+    # sees the images as they are.
+    chex.assert_trees_all_close(
+        flipped.apply(variables, images[:, :, ::-1]), expected, rtol=1e-5, atol=1e-6
+    )
+    chex.assert_trees_all_equal(
+        flipped.apply(variables, images, train=True), plain.apply(variables, images, train=True)
+    )
+    with pytest.raises(ConfigError, match="--tta: unknown 'rotate'; allowed: none, flip"):
+        Config(tta="rotate")
