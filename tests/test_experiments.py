@@ -3,6 +3,11 @@
 import csv
 import importlib
 
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
 
 
@@ -152,20 +157,43 @@ def test_backprop_timing_times_both_implementations(tmp_path):
 
 def test_best_mlp_selects_on_validation_then_scores_on_test(tmp_path, capsys):
     rows = _run("best_mlp", tmp_path)
-    assert [row["phase"] for row in rows] == ["selection (validation)"] * 2 + ["final (test)"] * 2
+    assert [row["phase"] for row in rows] == ["selection (validation)"] * 3 + ["final (test)"] * 2
     _assert_png(tmp_path / "best_mlp_quick.png")
     out = capsys.readouterr().out
     # The ladder: the second candidate's gain over the first, paired on the validation images.
-    ladder = [line for line in out.splitlines() if line.startswith("| 2 layers 32, flip")]
+    second = "| 2 layers 32, flip, shift:1, EMA 0.9 |"
+    ladder = [line for line in out.splitlines() if line.startswith(second)]
     assert len(ladder) == 1 and "] , p " not in ladder[0] and ", p " in ladder[0], out
-    chosen = max(rows[:2], key=lambda row: float(row["validation_accuracy"]))
-    assert chosen["candidate"] == rows[2]["config"], (chosen, rows[2])
+    # The tta row reuses the row above's training run (one "epoch 1" line per trained model).
+    assert rows[2]["wall_seconds"] == rows[1]["wall_seconds"]
+    chosen = max(rows[:3], key=lambda row: float(row["validation_accuracy"]))
+    assert chosen["candidate"] == rows[3]["config"], (chosen, rows[3])
     # --replot redraws the PNG from the CSV alone.
     from experiments import best_mlp
 
     (tmp_path / "best_mlp_quick.png").unlink()
     assert best_mlp.main(["--quick", "--replot", "--out", str(tmp_path)]) == 0
     _assert_png(tmp_path / "best_mlp_quick.png")
+
+
+def test_best_mlp_scores_a_tta_candidate_on_the_mirror_averaged_logits():
+    from experiments import best_mlp
+    from mlp_jax import Config
+    from mlp_jax.model import MLP
+    from mlp_jax.steps import create_train_state
+
+    images = np.random.default_rng(0).integers(0, 256, (8, 5, 5, 1), dtype=np.uint8)
+    state = create_train_state(
+        jax.random.PRNGKey(0), MLP((6,), 3), optax.sgd(0.1), jnp.asarray(images[:1])
+    )
+    logits = state.apply_fn({"params": state.params}, images)
+    mirrored = state.apply_fn({"params": state.params}, images[:, :, ::-1])
+    flipped = best_mlp._evaluated_as(state, Config(tta="flip"))
+    chex.assert_trees_all_close(
+        flipped.apply_fn({"params": flipped.params}, images), (logits + mirrored) / 2, rtol=1e-5
+    )
+    plain = best_mlp._evaluated_as(state, Config())
+    chex.assert_trees_all_equal(plain.apply_fn({"params": plain.params}, images), logits)
 
 
 def test_best_mlp_selection_only_never_touches_the_test_split(tmp_path, capsys):
@@ -177,7 +205,7 @@ def test_best_mlp_selection_only_never_touches_the_test_split(tmp_path, capsys):
     assert [path.name for path in tmp_path.iterdir()] == ["best_mlp_quick.csv"]  # no PNG
     with open(tmp_path / "best_mlp_quick.csv", newline="") as file:
         rows = list(csv.DictReader(file))
-    assert [row["phase"] for row in rows] == ["selection (validation)"] * 2  # nothing on test
+    assert [row["phase"] for row in rows] == ["selection (validation)"] * 3  # nothing on test
     assert all(0 < float(row["validation_accuracy"]) <= 1 for row in rows)
 
 
