@@ -92,6 +92,11 @@ CANDIDATES.update({
     f"{label}, tta flip": ({**changes, "tta": "flip"}, lrs)
     for label, (changes, lrs) in list(CANDIDATES.items())[-3:]
 })  # fmt: skip
+# Added after those six: both new regularisers lost to the weight-decay net, test-time flips
+# gained, so the weight-decay net's peak lr (0.05 for every candidate so far) at half and double.
+_LR = "784-2048-1024-10, flip, label smoothing 0.1, EMA 0.999, weight decay 5e-4, 40 epochs, lr"
+CANDIDATES[_LR] = ({**WIDE, "weight_decay": 5e-4}, (0.025, 0.1))
+CANDIDATES[f"{_LR}, tta flip"] = ({**WIDE, "weight_decay": 5e-4, "tta": "flip"}, (0.025, 0.1))
 QUICK_CANDIDATES = {
     "2 layers 32": ({}, (0.05,)),
     "2 layers 32, flip, shift:1, EMA 0.9": ({"augment": "flip,shift:1", "ema": 0.9}, (0.05,)),
