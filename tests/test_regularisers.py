@@ -192,3 +192,22 @@ def test_predict_and_export_use_the_average_that_evaluation_scores():
     assert not np.allclose(averaged, raw)
     np.testing.assert_allclose(predict(state, images), jax.nn.softmax(averaged), rtol=1e-6)
     np.testing.assert_allclose(logits_fn(state)(images), averaged, rtol=1e-6)
+
+
+def test_predict_and_export_score_the_mirror_average_with_tta_flip():
+    from mlp_jax.export import logits_fn
+    from mlp_jax.steps import predict
+
+    plain = MLP(hidden_sizes=(8,), num_classes=10)
+    state = create_train_state(
+        jax.random.PRNGKey(0), plain.clone(test_flip=True), optax.sgd(0.5), _batch()["image"][:1]
+    )
+    images = _batch(seed=3)["image"]
+    variables = {"params": state.params}
+    averaged = (plain.apply(variables, images) + plain.apply(variables, images[:, :, ::-1])) / 2
+    assert not np.allclose(averaged, plain.apply(variables, images))
+    np.testing.assert_allclose(predict(state, images), jax.nn.softmax(averaged), rtol=1e-5)
+    np.testing.assert_allclose(logits_fn(state)(images), averaged, rtol=1e-5, atol=1e-6)
+    labels = _batch(seed=3)["label"]
+    expected = optax.softmax_cross_entropy_with_integer_labels(averaged, labels).mean()
+    np.testing.assert_allclose(evaluate(state, images, labels)["loss"], expected, rtol=1e-5)
