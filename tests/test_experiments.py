@@ -157,17 +157,18 @@ def test_backprop_timing_times_both_implementations(tmp_path):
 
 def test_best_mlp_selects_on_validation_then_scores_on_test(tmp_path, capsys):
     rows = _run("best_mlp", tmp_path)
-    assert [row["phase"] for row in rows] == ["selection (validation)"] * 3 + ["final (test)"] * 2
+    assert [row["phase"] for row in rows] == ["selection (validation)"] * 4 + ["final (test)"] * 2
     _assert_png(tmp_path / "best_mlp_quick.png")
     out = capsys.readouterr().out
     # The ladder: the second candidate's gain over the first, paired on the validation images.
     second = "| 2 layers 32, flip, shift:1, EMA 0.9 |"
     ladder = [line for line in out.splitlines() if line.startswith(second)]
     assert len(ladder) == 1 and "] , p " not in ladder[0] and ", p " in ladder[0], out
-    # The tta row reuses the row above's training run (one "epoch 1" line per trained model).
-    assert rows[2]["wall_seconds"] == rows[1]["wall_seconds"]
-    chosen = max(rows[:3], key=lambda row: float(row["validation_accuracy"]))
-    assert chosen["candidate"] == rows[3]["config"], (chosen, rows[3])
+    # The tta row reuses the row above's training run; the one at another lr trains its own.
+    assert rows[2]["wall_seconds"] == rows[1]["wall_seconds"] != rows[3]["wall_seconds"]
+    assert [float(row["lr"]) for row in rows[:4]] == [0.05, 0.05, 0.05, 0.2]
+    chosen = max(rows[:4], key=lambda row: float(row["validation_accuracy"]))
+    assert chosen["candidate"] == rows[4]["config"], (chosen, rows[4])
     # --replot redraws the PNG from the CSV alone.
     from experiments import best_mlp
 
@@ -205,7 +206,7 @@ def test_best_mlp_selection_only_never_touches_the_test_split(tmp_path, capsys):
     assert [path.name for path in tmp_path.iterdir()] == ["best_mlp_quick.csv"]  # no PNG
     with open(tmp_path / "best_mlp_quick.csv", newline="") as file:
         rows = list(csv.DictReader(file))
-    assert [row["phase"] for row in rows] == ["selection (validation)"] * 3  # nothing on test
+    assert [row["phase"] for row in rows] == ["selection (validation)"] * 4  # nothing on test
     assert all(0 < float(row["validation_accuracy"]) <= 1 for row in rows)
 
 
