@@ -14,6 +14,7 @@ import math
 import textwrap
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -124,9 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser(__doc__.splitlines()[0], seeds=5, epochs=20)
     parser.add_argument(
         "--candidates",
-        type=lambda text: [int(i) for i in text.split(",")],
+        type=lambda text: [int(i) for i in text.split(",") if i],
         default=None,
-        help="comma-separated indices (from 0) of the candidates to train (default: all)",
+        help="comma-separated indices (from 0) of the candidates to train (default: all; '' "
+        "for none, with --previous)",
+    )
+    parser.add_argument(
+        "--previous",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="CSVs written by earlier runs of this script (e.g. with --selection-only): their "
+        "selection rows join the pick without training again (the runs are deterministic)",
     )
     parser.add_argument(
         "--selection-only",
@@ -144,10 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     candidates = QUICK_CANDIDATES if study.quick else CANDIDATES
     if args.replot:
         return _replot(study, candidates)
+    known = candidates
     if args.candidates is not None:
         labels = list(candidates)
         candidates = {labels[i]: candidates[labels[i]] for i in args.candidates}
     validation = validation_split(study.dataset)
+    previous = _previous_rows(args.previous, known, exclude=candidates)
 
     rows, selection = [], []
     trained = {}  # (training config: without --tta, which changes evaluation only; lrs) -> results
@@ -185,21 +197,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "wall_seconds": seconds / len(lrs),  # the program's, shared by its lrs
                 "correct": correct,
             })  # fmt: skip
-    rows += [
+    rows += previous + [
         {"phase": "selection (validation)", "seed": 0, **_without(row, "correct")}
         for row in selection
     ]
-    print_table(
-        f"Candidates on a validation split (1/6 of train, seed 0; {validation.num_test:,} "
-        f"images): {study.title}",
-        _ladder(selection),
-    )
+    if selection:
+        print_table(
+            f"Candidates on a validation split (1/6 of train, seed 0; {validation.num_test:,} "
+            f"images): {study.title}",
+            _ladder(selection),
+        )
+    for row in previous:
+        print(f"from an earlier run: {row['candidate']}, lr {row['lr']:g}: validation accuracy "
+              f"{100 * row['validation_accuracy']:.2f}%")  # fmt: skip
     if args.selection_only:
         write_csv(rows, study.csv_path)
         print(f"wrote {study.csv_path} (the selection rows only)")
         return 0
-    best = max(selection, key=lambda row: np.nan_to_num(row["validation_accuracy"], nan=-1))
-    changes, _ = candidates[best["candidate"]]
+    best = max(
+        selection + previous, key=lambda row: np.nan_to_num(row["validation_accuracy"], nan=-1)
+    )
+    changes, _ = known[best["candidate"]]
     config = study.base.replace(**changes, lr=best["lr"])
     start = time.perf_counter()
     results = study.run(config, f"{best['candidate']} (test)", progress=not study.quick)
@@ -275,6 +293,33 @@ def _ladder(selection: list[dict[str, Any]]) -> list[dict[str, str]]:
             "wall s": f"{row['wall_seconds']:.0f}",
         })  # fmt: skip
     return table
+
+
+def _previous_rows(paths: Sequence[Path], known: dict[str, Any], exclude: dict[str, Any]):
+    """The selection rows of earlier runs' CSVs, for candidates this run does not train.
+
+    Each must name a candidate this script still has (so its config is known); the last CSV to
+    give a (candidate, lr) wins.
+    """
+    found: dict[tuple[str, float], dict[str, Any]] = {}
+    for path in paths:
+        with open(path, newline="") as file:
+            for row in csv.DictReader(file):
+                if row["phase"] != "selection (validation)" or row["candidate"] in exclude:
+                    continue
+                if row["candidate"] not in known:
+                    raise SystemExit(f"{path}: unknown candidate {row['candidate']!r}")
+                found[row["candidate"], float(row["lr"])] = {
+                    "phase": row["phase"],
+                    "seed": int(row["seed"]),
+                    "candidate": row["candidate"],
+                    "lr": float(row["lr"]),
+                    "validation_accuracy": float(row["validation_accuracy"]),
+                    "params": int(row["params"]) if row["params"] else None,
+                    "epochs": int(row["epochs"]),
+                    "wall_seconds": float(row["wall_seconds"]),
+                }
+    return list(found.values())
 
 
 def _evaluated_as(state: Any, config: Any) -> Any:

@@ -197,6 +197,40 @@ def test_best_mlp_scores_a_tta_candidate_on_the_mirror_averaged_logits():
     chex.assert_trees_all_equal(plain.apply_fn({"params": plain.params}, images), logits)
 
 
+def test_best_mlp_picks_over_earlier_runs_rows_too(tmp_path, capsys):
+    from experiments import best_mlp
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    argv = ["--quick", "--selection-only", "--candidates", "0", "--out", str(first)]
+    assert best_mlp.main(argv) == 0
+    earlier = _rows(first / "best_mlp_quick.csv")
+    # Make the earlier row the best, so the pick must come from it and not from this run.
+    earlier[0]["validation_accuracy"] = "1.0"
+    with open(first / "best_mlp_quick.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(earlier[0]))
+        writer.writeheader()
+        writer.writerows(earlier)
+    argv = ["--quick", "--candidates", "1", "--previous", str(first / "best_mlp_quick.csv")]
+    assert best_mlp.main([*argv, "--out", str(second)]) == 0
+    rows = _rows(second / "best_mlp_quick.csv")
+    selection = [row for row in rows if row["phase"] == "selection (validation)"]
+    assert [row["candidate"] for row in selection] == [
+        "2 layers 32",
+        "2 layers 32, flip, shift:1, EMA 0.9",
+    ]
+    assert {row["config"] for row in rows if row["phase"] == "final (test)"} == {"2 layers 32"}
+    assert "from an earlier run: 2 layers 32, lr 0.05: validation accuracy 100.00%" in (
+        capsys.readouterr().out
+    )
+    earlier[0]["candidate"] = "a candidate this script no longer has"
+    with open(first / "best_mlp_quick.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(earlier[0]))
+        writer.writeheader()
+        writer.writerows(earlier)
+    with pytest.raises(SystemExit, match="unknown candidate 'a candidate this script"):
+        best_mlp.main([*argv, "--out", str(second)])
+
+
 def test_best_mlp_selection_only_never_touches_the_test_split(tmp_path, capsys):
     from experiments import best_mlp
 
