@@ -48,11 +48,15 @@ def run_pair(study: Study, updates: int, seed: int = 0) -> list[dict]:
             part = {key: value[k * micro : (k + 1) * micro] for key, value in batch.items()}
             small, _ = train_step(small, part)
         difference = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), big.params, small.params)
-        rows.append({
-            "update": update,
-            "max_abs_param_difference": float(max(jax.tree.leaves(difference))),
-            "max_abs_param": float(max(jnp.max(jnp.abs(p)) for p in jax.tree.leaves(big.params))),
-        })  # fmt: skip
+        rows.append(
+            {
+                "update": update,
+                "max_abs_param_difference": float(max(jax.tree.leaves(difference))),
+                "max_abs_param": float(
+                    max(jnp.max(jnp.abs(p)) for p in jax.tree.leaves(big.params))
+                ),
+            }
+        )
     for name, state in [("A: batch 128", big), ("B: 4 x 32 accumulated", small)]:
         test = evaluate(state, dataset.test_images, dataset.test_labels)
         rows[-1][f"test_accuracy {name}"] = round(float(test["accuracy"]), 5)
@@ -75,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "max |param|": f"{last['max_abs_param']:.3f}",
                 **{k: v for k, v in last.items() if k.startswith("test_accuracy")},
             }
-        ],  # fmt: skip
+        ],
     )
     figure = Figure(figsize=(8, 4.5))
     axes = figure.subplots()

@@ -18,9 +18,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from experiments.common import Study, make_parser, print_table
-from mlp_jax import Config, build_model, epoch_key, init_state, train_epoch
+from mlp_jax import Config, train_epoch
 from mlp_jax.augment import augment_images
-from mlp_jax.plot import class_names
+from mlp_jax.data import class_names
+from mlp_jax.state import build_model, epoch_key, init_state
 
 ROWS, DRAWS = 8, 7
 
@@ -44,14 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = [study.base.replace(augment=augment) for augment in (None, args.augment)]
     rows = []
     for config, seconds in zip(configs, time_epochs(configs, study, timed_epochs), strict=True):
-        rows.append({
-            "augment": config.augment or "none",
-            "net": "-".join(map(str, (784, *config.hidden_sizes, 10))),
-            "batch_size": config.batch_size,
-            "median_epoch_seconds": round(statistics.median(seconds), 3),
-            "epoch_seconds": " ".join(f"{s:.3f}" for s in seconds),
-            "examples_per_second": round(study.dataset.num_train / statistics.median(seconds)),
-        })  # fmt: skip
+        rows.append(
+            {
+                "augment": config.augment or "none",
+                "net": "-".join(map(str, (784, *config.hidden_sizes, 10))),
+                "batch_size": config.batch_size,
+                "median_epoch_seconds": round(statistics.median(seconds), 3),
+                "epoch_seconds": " ".join(f"{s:.3f}" for s in seconds),
+                "examples_per_second": round(study.dataset.num_train / statistics.median(seconds)),
+            }
+        )
     overhead = rows[1]["median_epoch_seconds"] / rows[0]["median_epoch_seconds"] - 1
     rows[0]["overhead"], rows[1]["overhead"] = "-", f"{100 * overhead:+.0f}%"
     print_table(f"Epoch time with and without augmentation: {study.title}", rows)

@@ -85,9 +85,14 @@ def _figure(study: Study, seconds: dict[str, list[float]], max_difference: float
     figure = Figure(figsize=(10, 4.2))
     bars, per_epoch = figure.subplots(1, 2)
     names = list(seconds)
-    bars.bar(names, [np.mean(s) for s in seconds.values()],
-             yerr=[np.std(s) for s in seconds.values()], capsize=5,
-             color=["C0", "C1"], label="mean ± std over epochs")  # fmt: skip
+    bars.bar(
+        names,
+        [np.mean(s) for s in seconds.values()],
+        yerr=[np.std(s) for s in seconds.values()],
+        capsize=5,
+        color=["C0", "C1"],
+        label="mean ± std over epochs",
+    )
     bars.set(ylabel="seconds per epoch", title="time per epoch (compile excluded)")
     bars.legend()
     for index, (name, values) in enumerate(seconds.items()):

@@ -25,8 +25,10 @@ import numpy as np  # noqa: E402
 
 from mlp_jax import Config  # noqa: E402
 from mlp_jax.data import Dataset, load_mnist_subset  # noqa: E402
-from mlp_jax.loop import train_and_evaluate  # noqa: E402
-from mlp_jax.sweep import train_many  # noqa: E402
+from mlp_jax.loop import (
+    train_and_evaluate,  # noqa: E402
+    train_many,  # noqa: E402
+)
 
 
 def _quiet(line: str) -> None:
@@ -44,12 +46,14 @@ def measure_devices(config: Config, dataset: Dataset, device_counts: Sequence[in
     for count in device_counts:
         result = train_and_evaluate(config.replace(devices=str(count)), dataset, log=_quiet)
         seconds = _steady(result.history)
-        rows.append({
-            "devices": count,
-            "epoch_seconds": seconds,
-            "examples_per_second": dataset.num_train / seconds,
-            "test_accuracy": float(result.test["accuracy"]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "devices": count,
+                "epoch_seconds": seconds,
+                "examples_per_second": dataset.num_train / seconds,
+                "test_accuracy": float(result.test["accuracy"]),
+            }
+        )
     return rows
 
 
@@ -68,15 +72,17 @@ def measure_seeds(config: Config, dataset: Dataset, model_counts: Sequence[int])
         one_by_one = time.perf_counter() - start
         vmapped_epoch = _steady(many.history[0])
         separate_epoch = sum(_steady(run.history) for run in separate)
-        rows.append({
-            "models": count,
-            "vmapped_wall_seconds": together,
-            "separate_wall_seconds": one_by_one,
-            "vmapped_epoch_seconds": vmapped_epoch,
-            "separate_epoch_seconds": separate_epoch,
-            "vmapped_examples_per_second": count * dataset.num_train / vmapped_epoch,
-            "separate_examples_per_second": count * dataset.num_train / separate_epoch,
-        })  # fmt: skip
+        rows.append(
+            {
+                "models": count,
+                "vmapped_wall_seconds": together,
+                "separate_wall_seconds": one_by_one,
+                "vmapped_epoch_seconds": vmapped_epoch,
+                "separate_epoch_seconds": separate_epoch,
+                "vmapped_examples_per_second": count * dataset.num_train / vmapped_epoch,
+                "separate_examples_per_second": count * dataset.num_train / separate_epoch,
+            }
+        )
     return rows
 
 
@@ -94,26 +100,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         device_counts, model_counts = (1, 2, 4, 8), (4, 16)
     device_counts = [n for n in device_counts if n <= jax.device_count()]
     platform = jax.devices()[0].platform
-    print(f"{jax.device_count()} {platform} devices ({jax.devices()[0].device_kind}), "
-          f"{os.cpu_count()} host cores; mnist_subset, {config.epochs} epochs, "
-          f"layers {config.layers}, batch {config.batch_size}")  # fmt: skip
+    print(
+        f"{jax.device_count()} {platform} devices ({jax.devices()[0].device_kind}), "
+        f"{os.cpu_count()} host cores; mnist_subset, {config.epochs} epochs, "
+        f"layers {config.layers}, batch {config.batch_size}"
+    )
 
     devices = measure_devices(config, dataset, device_counts)
     print("\n| devices | epoch s | examples/s | test acc |\n|---|---|---|---|")
     for row in devices:
         accuracy = 100 * row["test_accuracy"]
-        print(f"| {row['devices']} | {row['epoch_seconds']:.3f} | "
-              f"{row['examples_per_second']:,.0f} | {accuracy:.2f}% |")  # fmt: skip
+        print(
+            f"| {row['devices']} | {row['epoch_seconds']:.3f} | "
+            f"{row['examples_per_second']:,.0f} | {accuracy:.2f}% |"
+        )
 
     # On one device, so that only the vmap differs from the separate runs.
     seeds = measure_seeds(config.replace(devices="1"), dataset, model_counts)
-    print("\n| models (1 device) | one vmapped program: wall s / epoch s / examples/s | "
-          "separate runs: wall s / epoch s / examples/s |\n|---|---|---|")  # fmt: skip
+    print(
+        "\n| models (1 device) | one vmapped program: wall s / epoch s / examples/s | "
+        "separate runs: wall s / epoch s / examples/s |\n|---|---|---|"
+    )
     for row in seeds:
-        print(f"| {row['models']} | {row['vmapped_wall_seconds']:.1f} / "
-              f"{row['vmapped_epoch_seconds']:.3f} / {row['vmapped_examples_per_second']:,.0f} | "
-              f"{row['separate_wall_seconds']:.1f} / {row['separate_epoch_seconds']:.3f} / "
-              f"{row['separate_examples_per_second']:,.0f} |")  # fmt: skip
+        print(
+            f"| {row['models']} | {row['vmapped_wall_seconds']:.1f} / "
+            f"{row['vmapped_epoch_seconds']:.3f} / {row['vmapped_examples_per_second']:,.0f} | "
+            f"{row['separate_wall_seconds']:.1f} / {row['separate_epoch_seconds']:.3f} / "
+            f"{row['separate_examples_per_second']:,.0f} |"
+        )
     if args.out:
         with open(args.out, "w") as file:
             json.dump({"platform": platform, "devices": devices, "seeds": seeds}, file, indent=2)

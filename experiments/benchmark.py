@@ -31,9 +31,10 @@ import optax
 from flax.training import train_state
 
 from experiments.common import markdown_table
-from mlp_jax import Config, Dataset, build_model, epoch_key, init_state, train_epoch
+from mlp_jax import Config, Dataset, train_epoch
 from mlp_jax.data import load_idx_dir
 from mlp_jax.loop import train_and_evaluate
+from mlp_jax.state import build_model, epoch_key, init_state
 
 try:
     import torch
@@ -345,11 +346,26 @@ class CliEpochs:
         idx_dir = Path(self.folder.name) / "idx"
         write_idx_dir(dataset, idx_dir)
         self.command = [
-            sys.executable, "-m", "mlp_jax.train", "--idx-dir", str(idx_dir),
-            "--optimizer", "sgd", "--lr", str(LR), "--schedule", "constant",
-            "--normalize", "scale", "--batch-size", str(batch_size), "--epochs", "100000",
-            "--workdir", str(Path(self.folder.name) / "run"),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "mlp_jax.train",
+            "--idx-dir",
+            str(idx_dir),
+            "--optimizer",
+            "sgd",
+            "--lr",
+            str(LR),
+            "--schedule",
+            "constant",
+            "--normalize",
+            "scale",
+            "--batch-size",
+            str(batch_size),
+            "--epochs",
+            "100000",
+            "--workdir",
+            str(Path(self.folder.name) / "run"),
+        ]
         self.process: subprocess.Popen | None = None
         self.examples = len(dataset.train_labels)
         self.cli_seconds: list[float] = []

@@ -41,8 +41,14 @@ from mlp_jax import count_params
 # differ in regularisation, augmentation and epochs; the table gives params, epochs and seconds.
 NET = {"layers": 3, "hidden": (1024, 512), "dropout": 0.2}
 # The wide net with flips, label smoothing and an EMA: the sixth candidate and the last two's base.
-WIDE = {**NET, "hidden": (2048, 1024), "epochs": 40, "augment": "flip", "label_smoothing": 0.1,
-        "ema": 0.999}  # fmt: skip
+WIDE = {
+    **NET,
+    "hidden": (2048, 1024),
+    "epochs": 40,
+    "augment": "flip",
+    "label_smoothing": 0.1,
+    "ema": 0.999,
+}
 CANDIDATES: dict[str, tuple[dict[str, Any], tuple[float, ...]]] = {
     "no augmentation, 20 epochs (the previous best)": ({**NET, "epochs": 20}, (0.05,)),
     "no augmentation, 40 epochs": ({**NET, "epochs": 40}, (0.05,)),
@@ -89,10 +95,12 @@ CANDIDATES: dict[str, tuple[dict[str, Any], tuple[float, ...]]] = {
 }
 # Test-time flips (--tta flip) change evaluation only: each of the three candidates above, scored
 # on each image and its mirror image, reuses that candidate's trained weights (no training).
-CANDIDATES.update({
-    f"{label}, tta flip": ({**changes, "tta": "flip"}, lrs)
-    for label, (changes, lrs) in list(CANDIDATES.items())[-3:]
-})  # fmt: skip
+CANDIDATES.update(
+    {
+        f"{label}, tta flip": ({**changes, "tta": "flip"}, lrs)
+        for label, (changes, lrs) in list(CANDIDATES.items())[-3:]
+    }
+)
 # Added after those six: both new regularisers lost to the weight-decay net, test-time flips
 # gained, so the weight-decay net's peak lr (0.05 for every candidate so far) at half and double.
 _LR = "784-2048-1024-10, flip, label smoothing 0.1, EMA 0.999, weight decay 5e-4, 40 epochs, lr"
@@ -184,19 +192,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 np.zeros(validation.num_test, bool)  # a diverged model counts as all wrong
                 if diverged
                 else per_example_correct(
-                    _evaluated_as(result.state, config), validation.test_images,
+                    _evaluated_as(result.state, config),
+                    validation.test_images,
                     validation.test_labels,
                 )
-            )  # fmt: skip
-            selection.append({
-                "candidate": label,
-                "lr": lr,
-                "validation_accuracy": math.nan if diverged else float(correct.mean()),
-                "params": None if diverged else count_params(result.state.params),
-                "epochs": config.epochs,
-                "wall_seconds": seconds / len(lrs),  # the program's, shared by its lrs
-                "correct": correct,
-            })  # fmt: skip
+            )
+            selection.append(
+                {
+                    "candidate": label,
+                    "lr": lr,
+                    "validation_accuracy": math.nan if diverged else float(correct.mean()),
+                    "params": None if diverged else count_params(result.state.params),
+                    "epochs": config.epochs,
+                    "wall_seconds": seconds / len(lrs),  # the program's, shared by its lrs
+                    "correct": correct,
+                }
+            )
     rows += previous + [
         {"phase": "selection (validation)", "seed": 0, **_without(row, "correct")}
         for row in selection
@@ -208,8 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _ladder(selection),
         )
     for row in previous:
-        print(f"from an earlier run: {row['candidate']}, lr {row['lr']:g}: validation accuracy "
-              f"{100 * row['validation_accuracy']:.2f}%")  # fmt: skip
+        print(
+            f"from an earlier run: {row['candidate']}, lr {row['lr']:g}: validation accuracy "
+            f"{100 * row['validation_accuracy']:.2f}%"
+        )
     if args.selection_only:
         write_csv(rows, study.csv_path)
         print(f"wrote {study.csv_path} (the selection rows only)")
@@ -258,12 +271,15 @@ def _replot(study: Study, candidates: dict[str, Any]) -> int:
     label = rows[0]["config"]
     seeds = sorted({int(row["seed"]) for row in rows})
     results = [
-        SimpleNamespace(history=[
-            {key: float(row[key]) for key in ("train_accuracy", "test_accuracy")}
-            for row in rows if int(row["seed"]) == seed
-        ])
+        SimpleNamespace(
+            history=[
+                {key: float(row[key]) for key in ("train_accuracy", "test_accuracy")}
+                for row in rows
+                if int(row["seed"]) == seed
+            ]
+        )
         for seed in seeds
-    ]  # fmt: skip
+    ]
     config = study.base.replace(**candidates[label][0])
     _figure(study, label, config, results).savefig(study.png_path, dpi=110)
     print(f"wrote {study.png_path} from {study.csv_path}")
@@ -283,15 +299,17 @@ def _ladder(selection: list[dict[str, Any]]) -> list[dict[str, str]]:
                 f"{100 * comparison.difference:+.2f} [{100 * comparison.low:+.2f}, "
                 f"{100 * comparison.high:+.2f}], p {stats.format_p(comparison.p_value)}"
             )
-        table.append({
-            "candidate": row["candidate"],
-            "peak lr": f"{row['lr']:g}",
-            "validation accuracy (%)": stats.bootstrap_interval(row["correct"]).percent(),
-            "vs the row above (points, paired)": gain,
-            "params": f"{row['params']:,}" if row["params"] else "diverged",
-            "epochs": str(row["epochs"]),
-            "wall s": f"{row['wall_seconds']:.0f}",
-        })  # fmt: skip
+        table.append(
+            {
+                "candidate": row["candidate"],
+                "peak lr": f"{row['lr']:g}",
+                "validation accuracy (%)": stats.bootstrap_interval(row["correct"]).percent(),
+                "vs the row above (points, paired)": gain,
+                "params": f"{row['params']:,}" if row["params"] else "diverged",
+                "epochs": str(row["epochs"]),
+                "wall s": f"{row['wall_seconds']:.0f}",
+            }
+        )
     return table
 
 
@@ -379,13 +397,23 @@ def _figure(study: Study, best: str, best_config: Any, results: list) -> Figure:
     positions = np.arange(len(names))
     colors = ["C2"] + ["C7"] * (len(names) - 1)
     for position, value, error, color in zip(positions, means, errors, colors, strict=True):
-        bars.errorbar(value, position, xerr=[[error[0]], [error[1]]], fmt="o", capsize=4,
-                      color=color)  # fmt: skip
-        bars.annotate(f"{value:.2f}%", (value, position), xytext=(0, 7),
-                      textcoords="offset points", ha="center", fontsize=9)  # fmt: skip
+        bars.errorbar(
+            value, position, xerr=[[error[0]], [error[1]]], fmt="o", capsize=4, color=color
+        )
+        bars.annotate(
+            f"{value:.2f}%",
+            (value, position),
+            xytext=(0, 7),
+            textcoords="offset points",
+            ha="center",
+            fontsize=9,
+        )
     bars.set_yticks(positions, names, fontsize=8)
-    bars.set(xlabel="test accuracy (%)", title="against published references",
-             ylim=(len(names) - 0.5, -0.7))  # fmt: skip
+    bars.set(
+        xlabel="test accuracy (%)",
+        title="against published references",
+        ylim=(len(names) - 0.5, -0.7),
+    )
     bars.margins(x=0.12)  # room for the value labels at both ends
     bars.grid(alpha=0.3, axis="x")
     curves.legend()

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")  # scripts run headless; set before pyplot is imported anywhere
@@ -28,8 +27,8 @@ from matplotlib.figure import Figure  # noqa: E402
 import mlp_jax  # noqa: E402
 from experiments import stats  # noqa: E402
 from mlp_jax import Config, Dataset, count_params, eval_step, load_dataset, train_many  # noqa: E402
+from mlp_jax.figures import dataset_title  # noqa: E402
 from mlp_jax.loop import DivergedError, RunResult, train_and_evaluate  # noqa: E402
-from mlp_jax.plot import dataset_title  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # --quick: a slice of mnist_subset and a tiny net, so a script finishes in seconds (a smoke test).
@@ -179,12 +178,14 @@ def correct_on_test(results: Sequence[RunResult | DivergedError], dataset: Datas
 
     A diverged model gets every image wrong (it is shown as diverged, never dropped).
     """
-    return np.stack([
-        np.zeros(dataset.num_test, bool)
-        if isinstance(result, DivergedError)
-        else per_example_correct(result.state, dataset.test_images, dataset.test_labels)
-        for result in results
-    ])  # fmt: skip
+    return np.stack(
+        [
+            np.zeros(dataset.num_test, bool)
+            if isinstance(result, DivergedError)
+            else per_example_correct(result.state, dataset.test_images, dataset.test_labels)
+            for result in results
+        ]
+    )
 
 
 def accuracies(results: Sequence[RunResult | DivergedError]) -> list[float]:
@@ -331,14 +332,16 @@ def train_custom(
         train_loss = float(metrics["train_loss"])
         seconds = time.perf_counter() - start
         test = evaluate(state, test_images, test_labels)
-        history.append({
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_accuracy": float(metrics["train_accuracy"]),
-            "test_loss": float(test["loss"]),
-            "test_accuracy": float(test["accuracy"]),
-            "epoch_seconds": seconds,
-        })  # fmt: skip
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": float(metrics["train_accuracy"]),
+                "test_loss": float(test["loss"]),
+                "test_accuracy": float(test["accuracy"]),
+                "epoch_seconds": seconds,
+            }
+        )
     return state, history
 
 
@@ -359,10 +362,10 @@ def train_model_many(
     batch_size).
     """
     from mlp_jax import evaluate, train_epoch
-    from mlp_jax.sweep import epoch_keys, init_states, sweep_models
+    from mlp_jax.state import epoch_keys, init_states, sweep_models
 
     seeds, lrs = sweep_models(config, seeds, lrs)
-    states = init_states(config, dataset, model, seeds, lrs)
+    states = init_states(config, dataset, model, seeds, lrs, stacked=True)
     epoch_fn = epoch_fn or train_epoch
     run_epoch = jax.jit(
         jax.vmap(
@@ -378,19 +381,26 @@ def train_model_many(
     history: list[list[dict[str, Any]]] = [[] for _ in seeds]
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
-        states, metrics = run_epoch(states, *train, epoch_keys(jnp.asarray(seeds), epoch))
+        states, metrics = run_epoch(states, *train, epoch_keys(seeds, epoch, stacked=True))
         metrics = jax.device_get(metrics)
         seconds = time.perf_counter() - start
         scores = jax.device_get(run_eval(states, *test))
         for k, (seed, lr) in enumerate(zip(seeds, lrs, strict=True)):
-            history[k].append({
-                "epoch": epoch, "seed": seed, "peak_lr": lr,
-                "train_loss": float(metrics["train_loss"][k]),
-                "test_accuracy": float(scores["accuracy"][k]),
-                "epoch_seconds": seconds,
-                **{name: float(value[k]) for name, value in metrics.items()
-                   if name not in ("train_loss", "examples") and np.ndim(value[k]) == 0},
-            })  # fmt: skip
+            history[k].append(
+                {
+                    "epoch": epoch,
+                    "seed": seed,
+                    "peak_lr": lr,
+                    "train_loss": float(metrics["train_loss"][k]),
+                    "test_accuracy": float(scores["accuracy"][k]),
+                    "epoch_seconds": seconds,
+                    **{
+                        name: float(value[k])
+                        for name, value in metrics.items()
+                        if name not in ("train_loss", "examples") and np.ndim(value[k]) == 0
+                    },
+                }
+            )
     return history, states
 
 

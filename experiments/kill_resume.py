@@ -34,18 +34,49 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mlp_jax.checkpoint import restore_checkpoint  # noqa: E402
+from mlp_jax.resume import restore_checkpoint  # noqa: E402
 from mlp_jax.workdir import read_metrics  # noqa: E402
 
 DEFAULT_FLAGS = [
-    "--dataset", "mnist_subset", "--layers", "3", "--hidden", "512,256", "--dropout", "0.1",
-    "--batch-size", "16", "--lr", "0.01", "--epochs", "10",
-]  # fmt: skip
+    "--dataset",
+    "mnist_subset",
+    "--layers",
+    "3",
+    "--hidden",
+    "512,256",
+    "--dropout",
+    "0.1",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.01",
+    "--epochs",
+    "10",
+]
 SWEEP_FLAGS = [
-    "--dataset", "mnist_subset", "--layers", "3", "--hidden", "128,64", "--dropout", "0.1",
-    "--batch-size", "16", "--seeds", "2", "--lr-sweep", "0.01,0.05", "--validation-split", "0.1",
-    "--schedule", "plateau", "--plateau-patience", "1", "--epochs", "8",
-]  # fmt: skip
+    "--dataset",
+    "mnist_subset",
+    "--layers",
+    "3",
+    "--hidden",
+    "128,64",
+    "--dropout",
+    "0.1",
+    "--batch-size",
+    "16",
+    "--seeds",
+    "2",
+    "--lr-sweep",
+    "0.01,0.05",
+    "--validation-split",
+    "0.1",
+    "--schedule",
+    "plateau",
+    "--plateau-patience",
+    "1",
+    "--epochs",
+    "8",
+]
 TIMINGS = ("epoch_seconds", "examples_per_second")
 
 
@@ -59,9 +90,12 @@ class Run:
         where = workdir.name if relative else str(workdir)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlp_jax.train", *flags, "--workdir", where],
-            cwd=workdir.parent if relative else ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            cwd=workdir.parent if relative else ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.compiled = threading.Event()
         self.compiled_after = None
         self.epoch_lines: dict[int, float] = {}  # epoch -> when its line was printed

@@ -26,9 +26,16 @@ from experiments.common import (
 )
 
 LECTURE5 = {
-    "layers": 3, "hidden": (1000, 1500), "activation": "relu", "bias": False, "optimizer": "sgd",
-    "lr": 0.01, "schedule": "constant", "batch_size": 200, "normalize": "scale",
-}  # fmt: skip
+    "layers": 3,
+    "hidden": (1000, 1500),
+    "activation": "relu",
+    "bias": False,
+    "optimizer": "sgd",
+    "lr": 0.01,
+    "schedule": "constant",
+    "batch_size": 200,
+    "normalize": "scale",
+}
 COLORS = {"no bias (the lecture)": "tab:blue", "with bias": "tab:orange"}
 
 
@@ -46,14 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         histories[label] = [r.history for r in results]
         for seed, result in enumerate(results):
             rows += curve_rows(label, seed, result, bias=bias, params=num_params(result))
-        table.append({
-            "config": label,
-            "params": f"{num_params(results[0]):,}",
-            "epochs": config.epochs,
-            f"train s ({study.seeds} seeds together)":
-                f"{sum(r['epoch_seconds'] for r in results[0].history):.0f}",
-            "test (%)": stats.accuracy_cell(accuracies(results), study.dataset.num_test),
-        })  # fmt: skip
+        train_seconds = sum(record["epoch_seconds"] for record in results[0].history)
+        table.append(
+            {
+                "config": label,
+                "params": f"{num_params(results[0]):,}",
+                "epochs": config.epochs,
+                f"train s ({study.seeds} seeds together)": f"{train_seconds:.0f}",
+                "test (%)": stats.accuracy_cell(accuracies(results), study.dataset.num_test),
+            }
+        )
     comparison = stats.paired_bootstrap(correct["with bias"], correct["no bias (the lecture)"])
     table.append({"config": "with minus without bias", "test (%)": comparison.percent()})
     print_table(

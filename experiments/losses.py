@@ -56,8 +56,9 @@ def mse_epoch(state, images, labels, key, batch_size: int):
         rng = jax.random.fold_in(state.rng, state.step)
 
         def loss_fn(params):
-            logits = state.apply_fn({"params": params}, images[index], train=True,
-                                    rngs={"dropout": rng})  # fmt: skip
+            logits = state.apply_fn(
+                {"params": params}, images[index], train=True, rngs={"dropout": rng}
+            )
             return mse_loss(logits, labels[index], mask), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -92,8 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             last = run[-1]
             value = last["test_accuracy"] if np.isfinite(last["train_loss"]) else np.nan
             by_lr.setdefault(last["peak_lr"], []).append(value)
-            rows.append({"loss": loss, "split": "validation", "lr": last["peak_lr"],
-                         "seed": last["seed"], "accuracy": round(value, 5)})  # fmt: skip
+            rows.append(
+                {
+                    "loss": loss,
+                    "split": "validation",
+                    "lr": last["peak_lr"],
+                    "seed": last["seed"],
+                    "accuracy": round(value, 5),
+                }
+            )
         picked = max(by_lr, key=lambda lr: np.mean(np.nan_to_num(by_lr[lr])))
         history, states = train_model_many(
             config, dataset, build_model(config, dataset), range(final_seeds), [picked], epoch_fn
@@ -101,19 +109,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         histories[loss] = history
         correct[loss] = stacked_correct(states, history, dataset)
         for seed, seed_correct in enumerate(correct[loss]):
-            rows.append({"loss": loss, "split": "test", "lr": picked, "seed": seed,
-                         "accuracy": round(float(seed_correct.mean()), 5)})  # fmt: skip
-        table.append({
-            "loss": loss,
-            "validation per lr (%)": "; ".join(
-                f"{lr:g}: {stats.accuracy_cell(v, validation.num_test, 1)}"
-                for lr, v in by_lr.items()),
-            "picked lr": f"{picked:g}",
-            "params": f"{count_params(jax.tree.map(lambda leaf: leaf[0], states.params)):,}",
-            "epochs": config.epochs,
-            "test (%)": stats.accuracy_cell(
-                [float(c.mean()) for c in correct[loss]], dataset.num_test),
-        })  # fmt: skip
+            rows.append(
+                {
+                    "loss": loss,
+                    "split": "test",
+                    "lr": picked,
+                    "seed": seed,
+                    "accuracy": round(float(seed_correct.mean()), 5),
+                }
+            )
+        table.append(
+            {
+                "loss": loss,
+                "validation per lr (%)": "; ".join(
+                    f"{lr:g}: {stats.accuracy_cell(v, validation.num_test, 1)}"
+                    for lr, v in by_lr.items()
+                ),
+                "picked lr": f"{picked:g}",
+                "params": f"{count_params(jax.tree.map(lambda leaf: leaf[0], states.params)):,}",
+                "epochs": config.epochs,
+                "test (%)": stats.accuracy_cell(
+                    [float(c.mean()) for c in correct[loss]], dataset.num_test
+                ),
+            }
+        )
     comparison = stats.paired_bootstrap(correct["MSE on softmax"], correct["cross-entropy"])
     table.append({"loss": "MSE minus cross-entropy", "test (%)": comparison.percent()})
     print_table(
@@ -125,9 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     figure = Figure(figsize=(9, 5))
     axes = figure.subplots()
     band_axes(axes, histories, "test_accuracy", COLORS)
-    axes.set(ylabel="test accuracy (%)",
-             title=f"{study.title}: MSE against cross-entropy\n(each at its lr picked on "
-             f"validation; mean and min-max of {final_seeds} seeds)")  # fmt: skip
+    axes.set(
+        ylabel="test accuracy (%)",
+        title=f"{study.title}: MSE against cross-entropy\n(each at its lr picked on "
+        f"validation; mean and min-max of {final_seeds} seeds)",
+    )
     axes.legend(loc="lower right")
     figure.tight_layout()
     study.save(rows, figure)

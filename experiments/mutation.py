@@ -43,13 +43,23 @@ STEPS_INIT = ("tests/test_steps.py", "-k", "split or jit or dropout")
 MODEL = ("tests/test_model.py",)
 OPTIM = ("tests/test_optim.py",)
 DATA = ("tests/test_data.py", "-k", "mean_std or subset")
-STATE = ("tests/test_state.py", "tests/test_loop_properties.py", "tests/test_train.py",
-         "-k", "state or key or seed or epoch or standardis or logged")  # fmt: skip
+STATE = (
+    "tests/test_state.py",
+    "tests/test_loop_properties.py",
+    "tests/test_train.py",
+    "-k",
+    "state or key or seed or epoch or standardis or logged",
+)
 SWEEP = ("tests/test_sweep.py",)
+LOOP_K = ("tests/test_loop.py", "-k", "selected or diagnostics")
 SHARDING = ("tests/test_sharding.py", "-k", "process_rows or batch_sharding or batch_check")
 LOOP = ("tests/test_loop_properties.py", "tests/test_train.py", "-k", "loop or seed or logged")
-CHECKPOINT = ("tests/test_loop_properties.py", "tests/test_checkpoint.py",
-              "-k", "resume or checkpoint or clean_stop or mismatch or extending")  # fmt: skip
+CHECKPOINT = (
+    "tests/test_loop_properties.py",
+    "tests/test_checkpoint.py",
+    "-k",
+    "resume or checkpoint or clean_stop or mismatch or extending",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,42 +294,41 @@ MUTANTS = [
         "steps_per_epoch(len(dataset.test_labels), config.batch_size))",
         STATE,
     ),
-    # sweep.py
+    # The K-model parts of state.py, loop.py and report.py (--seeds, --lr-sweep).
     Mutant(
-        "sweep.epoch_keys_constant",
-        "mlp_jax/sweep.py",
-        "jax.random.fold_in(data_key(seed), epoch)",
-        "data_key(seed)",
+        "state.epoch_keys_constant",
+        "mlp_jax/state.py",
+        "jax.vmap(lambda seed: jax.random.fold_in(data_key(seed), epoch))(seeds)",
+        "jax.vmap(lambda seed: data_key(seed))(seeds)",
         SWEEP,
     ),
     Mutant(
-        "sweep.loop_reuses_epoch_1_keys",
-        "mlp_jax/sweep.py",
-        "keys = put_replicated(epoch_keys(seeds_array, epoch), mesh)",
-        "keys = put_replicated(epoch_keys(seeds_array, 1), mesh)",
+        "state.lr_not_injected",
+        "mlp_jax/state.py",
+        "        return with_learning_rate(state, lr)\n",
+        "        return state\n",
         SWEEP,
     ),
     Mutant(
-        "sweep.lr_not_injected",
-        "mlp_jax/sweep.py",
-        "return with_learning_rate(create_train_state(init_key(seed), model, tx, sample_input), "
-        "lr)",
-        "return create_train_state(init_key(seed), model, tx, sample_input)",
+        "report.population_std",
+        "mlp_jax/report.py",
+        "float(values.std(ddof=1))",
+        "float(values.std(ddof=0))",
         SWEEP,
     ),
     Mutant(
-        "sweep.summary_population_std",
-        "mlp_jax/sweep.py",
-        "ddof = 1 if len(finite) > 1 else 0",
-        "ddof = 0",
-        SWEEP,
+        "loop.best_checkpoint_not_kept",
+        "mlp_jax/loop.py",
+        "selected_epochs=progress.selected_epochs()",
+        "selected_epochs=()",
+        LOOP_K,
     ),
     Mutant(
-        "sweep.logged_lr_one_epoch_late",
-        "mlp_jax/sweep.py",
-        "step = (epoch - 1) * batches",
-        "step = epoch * batches",
-        SWEEP,
+        "loop.diagnostics_ignored",
+        "mlp_jax/loop.py",
+        "diagnostics=config.diagnostics,",
+        "diagnostics=False,",
+        LOOP_K,
     ),
     # sharding.py
     Mutant(
@@ -340,30 +349,29 @@ MUTANTS = [
     Mutant(
         "loop.every_epoch_uses_epoch_1_key",
         "mlp_jax/loop.py",
-        "key = put_replicated(epoch_key(config, epoch), mesh)",
-        "key = put_replicated(epoch_key(config, 1), mesh)",
+        "key = put_replicated(epoch_keys(self.seeds, epoch), self.mesh)",
+        "key = put_replicated(epoch_keys(self.seeds, 1), self.mesh)",
         LOOP,
     ),
     Mutant(
-        "loop.logged_lr_after_the_epoch",
+        "loop.logged_lr_one_epoch_late",
         "mlp_jax/loop.py",
-        "lr = float(schedule(state.step))",
-        "lr = float(schedule(state.step + batches))",
+        "step = (epoch - 1) * self.batches",
+        "step = epoch * self.batches",
         LOOP,
     ),
     Mutant(
-        "loop.resume_repeats_the_last_epoch",
-        "mlp_jax/loop.py",
-        "range(done + 1, config.epochs + 1)",
-        "range(max(done, 1), config.epochs + 1)",
+        "resume.repeats_the_last_epoch",
+        "mlp_jax/resume.py",
+        "return Progress(done, states, _per_model(",
+        "return Progress(done - 1, states, _per_model(",
         CHECKPOINT,
     ),
-    # checkpoint.py
     Mutant(
-        "checkpoint.seed_may_change_on_resume",
-        "mlp_jax/checkpoint.py",
-        '    "seed",\n',
-        "",
+        "resume.seed_may_change",
+        "mlp_jax/resume.py",
+        '"batch_size", "seed",',
+        '"batch_size",',
         CHECKPOINT,
     ),
     Mutant(
@@ -391,8 +399,10 @@ def apply(mutant: Mutant, tree: Path) -> None:
     path = tree / mutant.path
     text = path.read_text()
     if text.count(mutant.old) != 1:
-        raise SystemExit(f"{mutant.name}: expected its text once in {mutant.path}, found "
-                         f"{text.count(mutant.old)} times; update the mutant")  # fmt: skip
+        raise SystemExit(
+            f"{mutant.name}: expected its text once in {mutant.path}, found "
+            f"{text.count(mutant.old)} times; update the mutant"
+        )
     path.write_text(text.replace(mutant.old, mutant.new))
 
 
@@ -409,8 +419,12 @@ def environment(tree: Path, cache: Path) -> dict[str, str]:
 def check_imports_the_copy(tree: Path, env: dict[str, str]) -> None:
     where = subprocess.run(
         [sys.executable, "-c", "import mlp_jax; print(mlp_jax.__file__)"],
-        cwd=tree, env=env, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if not Path(where).resolve().is_relative_to(tree.resolve()):
         raise SystemExit(f"the copy imports {where}, not its own mlp_jax: the run would lie")
 
@@ -474,11 +488,16 @@ def main(argv: list[str] | None = None) -> int:
         for mutant in mutants:
             result = run_mutant(mutant, base, scratch, cache, args.timeout)
             results.append(result)
-            print(f"{result['outcome']:8s} {result['seconds']:6.0f}s  {mutant.name:40s} "
-                  f"{result['detail']}", flush=True)  # fmt: skip
+            print(
+                f"{result['outcome']:8s} {result['seconds']:6.0f}s  {mutant.name:40s} "
+                f"{result['detail']}",
+                flush=True,
+            )
     killed = sum(result["outcome"] != "survived" for result in results)
-    print(f"\nmutation score: {killed}/{len(results)} killed "
-          f"({100 * killed / max(len(results), 1):.0f}%)")  # fmt: skip
+    print(
+        f"\nmutation score: {killed}/{len(results)} killed "
+        f"({100 * killed / max(len(results), 1):.0f}%)"
+    )
     for result in results:
         if result["outcome"] == "survived":
             print(f"survived: {result['name']} ({', '.join(result['tests']) or 'no tests'})")

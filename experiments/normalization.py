@@ -61,29 +61,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             last = history[-1]
             value = last["test_accuracy"] if np.isfinite(last["train_loss"]) else np.nan
             sweeps[scaling].setdefault(last["peak_lr"], []).append(value)
-            rows.append({"scaling": scaling, "split": "validation", "lr": last["peak_lr"],
-                         "seed": last["seed"], "accuracy": round(value, 5),
-                         "diverged": not np.isfinite(value)})  # fmt: skip
+            rows.append(
+                {
+                    "scaling": scaling,
+                    "split": "validation",
+                    "lr": last["peak_lr"],
+                    "seed": last["seed"],
+                    "accuracy": round(value, 5),
+                    "diverged": not np.isfinite(value),
+                }
+            )
         picked = max(sweeps[scaling], key=lambda lr: np.mean(np.nan_to_num(sweeps[scaling][lr])))
         net = model(dataset.train_images, scaling)
         history, states = train_model_many(config, dataset, net, range(final_seeds), [picked])
         correct[scaling] = stacked_correct(states, history, dataset)
         seconds = sum(r["epoch_seconds"] for r in history[0])
         for seed, seed_correct in enumerate(correct[scaling]):
-            rows.append({"scaling": scaling, "split": "test", "lr": picked, "seed": seed,
-                         "accuracy": round(float(seed_correct.mean()), 5),
-                         "diverged": not np.isfinite(history[seed][-1]["train_loss"])})  # fmt: skip
-        table.append({
-            "input scaling": scaling,
-            "picked lr (validation)": f"{picked:g}",
-            "validation at lr 0.05 (%)": stats.accuracy_cell(
-                sweeps[scaling].get(0.05, [np.nan]), validation.num_test),
-            "params": f"{count_params(jax.tree.map(lambda leaf: leaf[0], states.params)):,}",
-            "epochs": config.epochs,
-            f"train s ({final_seeds} seeds together)": f"{seconds:.0f}",
-            "test at picked lr (%)": stats.accuracy_cell(
-                [float(c.mean()) for c in correct[scaling]], dataset.num_test),
-        })  # fmt: skip
+            rows.append(
+                {
+                    "scaling": scaling,
+                    "split": "test",
+                    "lr": picked,
+                    "seed": seed,
+                    "accuracy": round(float(seed_correct.mean()), 5),
+                    "diverged": not np.isfinite(history[seed][-1]["train_loss"]),
+                }
+            )
+        table.append(
+            {
+                "input scaling": scaling,
+                "picked lr (validation)": f"{picked:g}",
+                "validation at lr 0.05 (%)": stats.accuracy_cell(
+                    sweeps[scaling].get(0.05, [np.nan]), validation.num_test
+                ),
+                "params": f"{count_params(jax.tree.map(lambda leaf: leaf[0], states.params)):,}",
+                "epochs": config.epochs,
+                f"train s ({final_seeds} seeds together)": f"{seconds:.0f}",
+                "test at picked lr (%)": stats.accuracy_cell(
+                    [float(c.mean()) for c in correct[scaling]], dataset.num_test
+                ),
+            }
+        )
     reference = "standardise"
     for row, scaling in zip(table, SCALINGS, strict=True):
         row["test: minus standardise"] = (
@@ -115,8 +133,9 @@ def _figure(study: Study, sweeps, n: int) -> Figure:
                 xs.append(lr)
                 means.append(100 * interval.mean)
                 errors.append(100 * interval.half_width)
-        axes.errorbar(xs, means, yerr=errors, fmt="o-", capsize=3, color=COLORS[scaling],
-                      label=scaling)  # fmt: skip
+        axes.errorbar(
+            xs, means, yerr=errors, fmt="o-", capsize=3, color=COLORS[scaling], label=scaling
+        )
     axes.set_xscale("log")
     axes.set(
         xlabel="peak learning rate (momentum 0.9, cosine)",

@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 
 from experiments.common import Study, curve_rows, make_parser, print_table, write_csv
 from mlp_jax import eval_step
-from mlp_jax.plot import (
-    class_names,
+from mlp_jax.data import class_names
+from mlp_jax.figures import (
     plot_curves,
     plot_predictions,
     plot_templates,
@@ -123,8 +123,9 @@ def confusion_figure(confusion: np.ndarray, names: Sequence[str], title: str) ->
         axes.set(xlabel="predicted class", ylabel="true class")
         for (row, column), value in np.ndenumerate(values):
             color = "white" if value > vmax / 2 else "black"
-            axes.text(column, row, fmt.format(value), ha="center", va="center", fontsize=9,
-                      color=color)  # fmt: skip
+            axes.text(
+                column, row, fmt.format(value), ha="center", va="center", fontsize=9, color=color
+            )
     panels[0].set_title("counts", fontsize=13)
     panels[1].set_title(
         "row-normalised: % of each true class (recall on the diagonal)", fontsize=13

@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from mlp_jax import restore_checkpoint
+from mlp_jax.data import class_names
 from mlp_jax.images import load_images, save_image
-from mlp_jax.plot import class_names
 from mlp_jax.steps import predict  # not `from mlp_jax`: importing the CLI module rebinds that
 
 RESULTS = Path(__file__).resolve().parent / "results" / "predict"

@@ -55,17 +55,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             values = accuracies(results)
             cells.append((config.replace(lr=lr), values))
             for seed, value in enumerate(values):
-                rows.append({
-                    "stage": stage,
-                    "optimizer": config.optimizer,
-                    "schedule": config.schedule,
-                    "batch_size": config.batch_size,
-                    "lr": lr,
-                    "seed": seed,
-                    "split": "validation",
-                    "accuracy": round(value, 5),
-                    "diverged": not np.isfinite(value),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "stage": stage,
+                        "optimizer": config.optimizer,
+                        "schedule": config.schedule,
+                        "batch_size": config.batch_size,
+                        "lr": lr,
+                        "seed": seed,
+                        "split": "validation",
+                        "accuracy": round(value, 5),
+                        "diverged": not np.isfinite(value),
+                    }
+                )
 
     for name in QUICK["optimizers"] if study.quick else OPTIMIZERS:
         for schedule in SCHEDULES:
@@ -109,16 +111,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         correct[name] = correct_on_test(results, study.dataset)
         values = accuracies(results)
         for seed, value in enumerate(values):
-            rows.append({
-                "stage": "final", "optimizer": config.optimizer, "schedule": config.schedule,
-                "batch_size": config.batch_size, "lr": config.lr, "seed": seed, "split": "test",
-                "accuracy": round(value, 5), "diverged": not np.isfinite(value),
-            })  # fmt: skip
-        test_table.append({
-            "recipe": f"{name}: {config.optimizer}, lr {config.lr:g}, {config.schedule}, "
-            f"batch {config.batch_size}",
-            "test (%)": stats.accuracy_cell(values, study.dataset.num_test),
-        })  # fmt: skip
+            rows.append(
+                {
+                    "stage": "final",
+                    "optimizer": config.optimizer,
+                    "schedule": config.schedule,
+                    "batch_size": config.batch_size,
+                    "lr": config.lr,
+                    "seed": seed,
+                    "split": "test",
+                    "accuracy": round(value, 5),
+                    "diverged": not np.isfinite(value),
+                }
+            )
+        test_table.append(
+            {
+                "recipe": f"{name}: {config.optimizer}, lr {config.lr:g}, {config.schedule}, "
+                f"batch {config.batch_size}",
+                "test (%)": stats.accuracy_cell(values, study.dataset.num_test),
+            }
+        )
     if len(correct) == 2:
         comparison = stats.paired_bootstrap(*correct.values())
         test_table.append({"recipe": "picked minus default", "test (%)": comparison.percent()})
@@ -143,12 +155,14 @@ def _figure(study: Study, cells, picked: Config, num_validation: int) -> Figure:
         ]
         if group:
             _draw(left, group, color, num_validation, f"{name}, {schedule}", "o")
-    winner = [(c, v) for c, v in cells if (c.optimizer, c.schedule) == (picked.optimizer,
-              picked.schedule)]  # fmt: skip
+    winner = [
+        (c, v) for c, v in cells if (c.optimizer, c.schedule) == (picked.optimizer, picked.schedule)
+    ]
     for size, marker in zip(sorted({c.batch_size for c, _ in winner}), "s^oD", strict=False):
         group = [(c, v) for c, v in winner if c.batch_size == size]
-        _draw(right, group, BATCH_COLORS.get(size, "black"), num_validation, f"batch {size}",
-              marker)  # fmt: skip
+        _draw(
+            right, group, BATCH_COLORS.get(size, "black"), num_validation, f"batch {size}", marker
+        )
     for axes in (left, right):
         axes.set_xscale("log")
         axes.set(xlabel="peak learning rate", ylim=(0, 100))
@@ -175,8 +189,14 @@ def _draw(axes, group, color, n, label, marker) -> None:
         for _ in range(len(v) - len(finite)):
             axes.plot(c.lr, 0, "x", color=color, ms=9, mew=2)
         if len(finite) < len(v):  # no mean over survivors: each one drawn alone, hollow
-            axes.plot([c.lr] * len(finite), [100 * x for x in finite], marker, mfc="none",
-                      color=color, ms=8)  # fmt: skip
+            axes.plot(
+                [c.lr] * len(finite),
+                [100 * x for x in finite],
+                marker,
+                mfc="none",
+                color=color,
+                ms=8,
+            )
         elif finite:
             interval = stats.accuracy_interval(finite, n)
             xs.append(c.lr)

@@ -130,11 +130,25 @@ def _figure(study: Study, points: dict, curves: dict) -> Figure:
         interval = stats.accuracy_interval(test, n)
         train_mean = 100 * float(np.mean(train))
         gap_axes.vlines(index, 100 * interval.mean, train_mean, color=f"C{index}", alpha=0.4, lw=6)
-        gap_axes.errorbar(index, 100 * interval.mean, yerr=100 * interval.half_width, fmt="o",
-                          color=f"C{index}", capsize=4, ms=8,
-                          label="test, 95% interval" if index == 0 else None)  # fmt: skip
-        gap_axes.plot(index, train_mean, "o", mfc="white", color=f"C{index}", ms=8,
-                      label="train (eval mode)" if index == 0 else None)  # fmt: skip
+        gap_axes.errorbar(
+            index,
+            100 * interval.mean,
+            yerr=100 * interval.half_width,
+            fmt="o",
+            color=f"C{index}",
+            capsize=4,
+            ms=8,
+            label="test, 95% interval" if index == 0 else None,
+        )
+        gap_axes.plot(
+            index,
+            train_mean,
+            "o",
+            mfc="white",
+            color=f"C{index}",
+            ms=8,
+            label="train (eval mode)" if index == 0 else None,
+        )
     gap_axes.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=10)
     gap_axes.set(ylabel="accuracy (%)", title="the train-test gap (bar) per configuration")
     gap_axes.legend()

@@ -64,15 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         correct[label] = stacked_correct(states, history, dataset)
         for run in history:
             rows += [{"sampling": label, **record} for record in run]
-        table.append({
-            "sampling": label,
-            "params": f"{count_params(jax.tree.map(lambda leaf: leaf[0], states.params)):,}",
-            "epochs": config.epochs,
-            f"train s ({study.seeds} seeds together)":
-                f"{sum(r['epoch_seconds'] for r in history[0]):.0f}",
-            "test (%)": stats.accuracy_cell(
-                [float(c.mean()) for c in correct[label]], dataset.num_test),
-        })  # fmt: skip
+        train_seconds = sum(record["epoch_seconds"] for record in history[0])
+        table.append(
+            {
+                "sampling": label,
+                "params": f"{count_params(jax.tree.map(lambda leaf: leaf[0], states.params)):,}",
+                "epochs": config.epochs,
+                f"train s ({study.seeds} seeds together)": f"{train_seconds:.0f}",
+                "test (%)": stats.accuracy_cell(
+                    [float(c.mean()) for c in correct[label]], dataset.num_test
+                ),
+            }
+        )
     comparison = stats.paired_bootstrap(
         correct["sampled with replacement"], correct["shuffled epochs"]
     )

@@ -49,25 +49,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                 [per_example_correct(r.state, images, dataset.test_labels) for r in results]
             )
             for seed, seed_correct in enumerate(correct[direction, distance]):
-                rows.append({
-                    "distance_pixels": distance, "direction": direction, "seed": seed,
-                    "test_accuracy": round(float(seed_correct.mean()), 5),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "distance_pixels": distance,
+                        "direction": direction,
+                        "seed": seed,
+                        "test_accuracy": round(float(seed_correct.mean()), 5),
+                    }
+                )
     n = dataset.num_test
     table, means = [], {}
     for distance in DISTANCES:
         axis_aligned = np.mean([correct[d, distance] for d in DIRECTIONS], axis=0)  # [k, n]
         means[distance] = axis_aligned.mean(axis=1)
         diagonal = correct["diagonal", distance].mean(axis=1)
-        table.append({
-            "shift (pixels)": distance,
-            "left/right/up/down (%)": stats.accuracy_interval(means[distance], n).percent(),
-            "diagonal (%)": stats.accuracy_interval(diagonal, n).percent(),
-            "vs unshifted, 1 seed's paired McNemar (left shift)": (
-                "" if distance == 0 else stats.format_p(
-                    stats.mcnemar(correct["left", 0][0], correct["left", distance][0]).p_value)
-            ),
-        })  # fmt: skip
+        table.append(
+            {
+                "shift (pixels)": distance,
+                "left/right/up/down (%)": stats.accuracy_interval(means[distance], n).percent(),
+                "diagonal (%)": stats.accuracy_interval(diagonal, n).percent(),
+                "vs unshifted, 1 seed's paired McNemar (left shift)": (
+                    ""
+                    if distance == 0
+                    else stats.format_p(
+                        stats.mcnemar(correct["left", 0][0], correct["left", distance][0]).p_value
+                    )
+                ),
+            }
+        )
     print_table(
         f"Shifted test images: {study.title}, default net, {study.seeds} seeds, "
         f"{study.base.epochs} epochs",
@@ -82,8 +91,13 @@ def _figure(study: Study, correct, n: int) -> Figure:
     figure = Figure(figsize=(12, 4.8))
     curve, examples = figure.subfigures(1, 2, width_ratios=[1.3, 1])
     axes = curve.subplots()
-    colors = {"right": "tab:blue", "left": "tab:orange", "down": "tab:green", "up": "tab:red",
-              "diagonal": "tab:purple"}  # fmt: skip
+    colors = {
+        "right": "tab:blue",
+        "left": "tab:orange",
+        "down": "tab:green",
+        "up": "tab:red",
+        "diagonal": "tab:purple",
+    }
     for direction, color in colors.items():
         intervals = [
             stats.accuracy_interval(correct[direction, d].mean(axis=1), n) for d in DISTANCES

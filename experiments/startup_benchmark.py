@@ -56,8 +56,12 @@ def help_imports_jax(env: dict) -> bool:
     """Whether --help imports jax, from `python -X importtime` (its report goes to stderr)."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", *TRAIN[1:], "--help"],
-        capture_output=True, text=True, env=env, check=True, cwd=CWD,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=CWD,
+    )
     return any(line.rsplit("|", 1)[-1].strip() == "jax" for line in result.stderr.splitlines())
 
 
@@ -98,11 +102,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         first_epoch(warm)  # fills the warm cache
         rows = [
             ("--help", median(lambda: seconds_to_exit([*TRAIN, "--help"], env))),
-            ("import mlp_jax", median(lambda: seconds_to_exit([sys.executable, "-c", "import mlp_jax"], env))),  # noqa: E501
-            ("first output line", median(lambda: seconds_until([*TRAIN, *run_flags, *cache_flags(scratch / f"cold{next(counter)}")], lambda line: True, env))),  # noqa: E501
-            ("first epoch line, cold cache", median(lambda: first_epoch(scratch / f"cold{next(counter)}"))),  # noqa: E501
+            (
+                "import mlp_jax",
+                median(lambda: seconds_to_exit([sys.executable, "-c", "import mlp_jax"], env)),
+            ),  # noqa: E501
+            (
+                "first output line",
+                median(
+                    lambda: seconds_until(
+                        [*TRAIN, *run_flags, *cache_flags(scratch / f"cold{next(counter)}")],
+                        lambda line: True,
+                        env,
+                    )
+                ),
+            ),  # noqa: E501
+            (
+                "first epoch line, cold cache",
+                median(lambda: first_epoch(scratch / f"cold{next(counter)}")),
+            ),  # noqa: E501
             ("first epoch line, warm cache", median(lambda: first_epoch(warm))),
-        ]  # fmt: skip
+        ]
 
     print(f"command: python -m mlp_jax.train {' '.join(run_flags)}; median of {runs} run(s)")
     print(f"--help imports jax: {'yes' if help_imports_jax(env) else 'no'}")

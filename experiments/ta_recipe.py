@@ -37,8 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser(__doc__.splitlines()[0], seeds=5).parse_args(argv)
     study = Study("ta_recipe", args)
     hidden = (32,) if study.quick else (512, 512)
-    model = MLP(hidden_sizes=hidden, num_classes=study.dataset.num_classes, dropout_rate=0.2,
-                mean=0.5, std=0.5)  # fmt: skip
+    model = MLP(
+        hidden_sizes=hidden,
+        num_classes=study.dataset.num_classes,
+        dropout_rate=0.2,
+        mean=0.5,
+        std=0.5,
+    )
     rows, histories, correct = [], [], []
     for seed in range(study.seeds):
         state, history = train_custom(
@@ -52,13 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  TA recipe seed {seed}: test accuracy {100 * history[-1]['test_accuracy']:.2f}%")
     n = study.dataset.num_test
     final = [h[-1]["test_accuracy"] for h in histories]
-    table = [{
-        "config": f"784-{'-'.join(map(str, hidden))}-10, dropout 0.2, RMSprop (torch defaults)",
-        "params": f"{count_params(state.params):,}",
-        "epochs": study.base.epochs,
-        "train s per seed": f"{np.mean([sum(r['epoch_seconds'] for r in h) for h in histories]):.0f}",  # noqa: E501
-        "test (%)": stats.accuracy_cell(final, n),
-    }]  # fmt: skip
+    table = [
+        {
+            "config": f"784-{'-'.join(map(str, hidden))}-10, dropout 0.2, RMSprop (torch defaults)",
+            "params": f"{count_params(state.params):,}",
+            "epochs": study.base.epochs,
+            "train s per seed": f"{np.mean([sum(r['epoch_seconds'] for r in h) for h in histories]):.0f}",  # noqa: E501
+            "test (%)": stats.accuracy_cell(final, n),
+        }
+    ]
     print_table(f"TA deck's recipe: {study.title}, {study.seeds} seeds", table)
     print(noise_floor_note(study.dataset, float(np.mean(final))))
     figure = Figure(figsize=(12, 4.5))

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from experiments.common import Study, make_parser, print_table
 from mlp_jax import evaluate, train_step
-from mlp_jax.plot import class_names
+from mlp_jax.data import class_names
 from mlp_jax.state import build_model, init_state
 
 SNAPSHOTS = (0, 10, 100)  # and the last update
@@ -25,9 +25,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser(__doc__.splitlines()[0], seeds=1, epochs=10).parse_args(argv)
     study = Study("templates", args)
     config = study.base.replace(
-        layers=1, hidden=None, normalize="scale", optimizer="sgd", lr=0.1, schedule="constant",
-        batch_size=128, seed=0,
-    )  # fmt: skip
+        layers=1,
+        hidden=None,
+        normalize="scale",
+        optimizer="sgd",
+        lr=0.1,
+        schedule="constant",
+        batch_size=128,
+        seed=0,
+    )
     dataset = study.dataset
     state = init_state(config, dataset, build_model(config, dataset))
     steps = config.epochs * -(-dataset.num_train // config.batch_size)

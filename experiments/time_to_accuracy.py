@@ -24,8 +24,18 @@ from pathlib import Path
 from experiments.common import markdown_table
 
 OUT_DIR = Path(__file__).resolve().parent / "results" / "benchmark"
-LECTURES = ["--optimizer", "sgd", "--lr", "0.01", "--schedule", "constant", "--batch-size", "12",
-            "--normalize", "scale"]  # fmt: skip
+LECTURES = [
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.01",
+    "--schedule",
+    "constant",
+    "--batch-size",
+    "12",
+    "--normalize",
+    "scale",
+]
 ACCURACY = re.compile(r"^epoch\s+(\d+)/\d+.*test (?:loss \S+ )?acc\s+([\d.]+)%")
 # Where the time goes: seconds from launch to the first stdout line (imports done), to the line
 # that says training can start (mlp_jax: compiled; PyTorch: data and model ready; torch.compile
@@ -36,8 +46,15 @@ READY = ("compiled the epoch", "ready to train")
 def commands(idx_dir: str, max_epochs: int, torch_threads: int) -> dict[str, list[str]]:
     """label -> argv. The cache labels get JAX's compilation cache through env vars (main)."""
     train = [sys.executable, "-m", "mlp_jax.train", "--idx-dir", idx_dir]
-    torch = [sys.executable, "-m", "experiments.torch_recipe", "--idx-dir", idx_dir,
-             "--threads", str(torch_threads)]  # fmt: skip
+    torch = [
+        sys.executable,
+        "-m",
+        "experiments.torch_recipe",
+        "--idx-dir",
+        idx_dir,
+        "--threads",
+        str(torch_threads),
+    ]
     return {
         "mlp_jax default recipe, cold cache": [*train],
         "mlp_jax default recipe, warm cache": [*train],
@@ -45,10 +62,22 @@ def commands(idx_dir: str, max_epochs: int, torch_threads: int) -> dict[str, lis
         "pytorch default recipe, torch.compile": [*torch, "--compile", "default"],
         "mlp_jax lectures' recipe, cold cache": [*train, *LECTURES, "--epochs", str(max_epochs)],
         "pytorch lectures' recipe, eager": [
-            *torch, "--recipe", "lectures", "--epochs", str(max_epochs)],
+            *torch,
+            "--recipe",
+            "lectures",
+            "--epochs",
+            str(max_epochs),
+        ],
         "pytorch lectures' recipe, torch.compile": [
-            *torch, "--recipe", "lectures", "--epochs", str(max_epochs), "--compile", "default"],
-    }  # fmt: skip
+            *torch,
+            "--recipe",
+            "lectures",
+            "--epochs",
+            str(max_epochs),
+            "--compile",
+            "default",
+        ],
+    }
 
 
 def run_once(argv: list[str], target: float, environment: dict[str, str]) -> dict:
@@ -57,8 +86,14 @@ def run_once(argv: list[str], target: float, environment: dict[str, str]) -> dic
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment
     )
-    result = {"seconds": None, "epoch": None, "accuracies": [], "first_line": None, "ready": None,
-              "epoch_lines": []}  # fmt: skip
+    result = {
+        "seconds": None,
+        "epoch": None,
+        "accuracies": [],
+        "first_line": None,
+        "ready": None,
+        "epoch_lines": [],
+    }
     for line in process.stdout:
         now = time.perf_counter() - start
         if result["first_line"] is None:
@@ -116,14 +151,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for label, results in runs.items():
         seconds = [r["seconds"] for r in results if r["seconds"] is not None]
-        rows.append({
-            "command": label,
-            "runs": len(results),
-            f"s to {args.target:.0%} (median)": f"{statistics.median(seconds):.1f}"
-            if len(seconds) == len(results) else "never",
-            "min-max": f"{min(seconds):.1f}-{max(seconds):.1f}" if seconds else "-",
-            "epoch": "/".join(str(r["epoch"]) for r in results),
-        })  # fmt: skip
+        rows.append(
+            {
+                "command": label,
+                "runs": len(results),
+                f"s to {args.target:.0%} (median)": f"{statistics.median(seconds):.1f}"
+                if len(seconds) == len(results)
+                else "never",
+                "min-max": f"{min(seconds):.1f}-{max(seconds):.1f}" if seconds else "-",
+                "epoch": "/".join(str(r["epoch"]) for r in results),
+            }
+        )
     phases = [_phases(label, results) for label, results in runs.items()]
     args.out.mkdir(parents=True, exist_ok=True)
     report = {

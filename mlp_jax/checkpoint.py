@@ -1,30 +1,26 @@
 """Orbax checkpoints of a run, `DIR/checkpoints/<epoch>/`: saving, restoring, which to keep.
-The rest of the run folder (config.json, metrics.jsonl, --fresh) is workdir.py's.
+Nothing else: what a checkpoint must match to resume, and rebuilding its model, are resume.py's;
+the rest of the run folder is workdir.py's.
 
-A checkpoint is the whole TrainState plus a JSON record (epoch, config, dataset, normalisation, a
-hash of the state); with `epoch_key(config, e)` ordering each epoch, that is all a resume needs.
+A checkpoint is the whole TrainState (of all K models) plus a JSON record (epoch, config, dataset,
+normalisation, selections, a hash of the state).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from mlp_jax.config import Config, ConfigError
-from mlp_jax.model import MLP, mlp_from_config
-from mlp_jax.optim import make_optimizer
-from mlp_jax.state import new_train_state
-from mlp_jax.steps import TrainState, steps_per_epoch
+from mlp_jax.config import Config
+from mlp_jax.steps import TrainState
 from mlp_jax.workdir import (  # the errors live there: the CLI catches them without orbax
     CHECKPOINTS,
     UNREADABLE,
@@ -34,41 +30,6 @@ from mlp_jax.workdir import (  # the errors live there: the CLI catches them wit
     timestamp,
     unused_path,
 )
-
-# Config fields that change the shapes or the meaning of the saved state, or the data order: a
-# resume with any of them different would not continue the same run. Everything else (epochs, lr
-# and the schedule, evaluation, where the data lives, checkpointing) may change on resume.
-MUST_MATCH = (
-    "dataset",
-    "idx_dir",
-    "normalize",
-    "layers",
-    "hidden_sizes",
-    "activation",
-    "dropout",
-    "bias",
-    "optimizer",
-    "momentum",
-    "weight_decay",
-    "clip_norm",
-    "batch_size",
-    "seed",
-    "seeds",  # --seeds and --lr-sweep stack K models into one state
-    "lr_sweep",
-    "validation_split",  # which images are trained on
-    "monitored",  # what the early-stopping state and the best checkpoint refer to
-    "plateau_schedule",  # adds its state to the optimizer state
-    # Augmentation, regularisers and the loss: each changes what the state means (--ema its
-    # shapes too: the average is part of it).
-    "augment",
-    "input_dropout",
-    "max_norm",
-    "label_smoothing",
-    "ema",
-    "loss",
-)
-# What identifies the data a run was trained on (the config alone does not: e.g. offline fallback).
-DATASET_FACTS = ("name", "num_train", "num_test", "image_shape", "num_classes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +42,7 @@ class Checkpoint:
     info: dict[str, Any]  # the JSON record saved with it (see `Checkpointer.save`)
     path: str  # DIR/checkpoints/<epoch>
     skipped: tuple[str, ...] = ()  # one message per newer checkpoint that could not be read
+    model: int | None = None  # which model of a sweep `state` is (None: all, or a single run)
 
 
 class Checkpointer:
@@ -101,12 +63,14 @@ class Checkpointer:
         workdir = Workdir.of(workdir)
         self.directory = workdir.file(CHECKPOINTS)  # absolute, as orbax needs
         self.shown = workdir.show(CHECKPOINTS)  # as the user typed it: messages show this
+        selected = _KeepEpochs(set())
+        newest = ocp.checkpoint_managers.LatestN(keep)
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=_preservation_policy(keep, keep_best),
-            # best_fn only makes orbax write each save's metrics and read them back after a
-            # restart (BestN needs them); which checkpoints stay is the policy's decision.
-            best_fn=_best_key if keep_best else None,
-            best_mode="min",
+            # The newest `keep`, and with keep_best each model's selected epoch. (BestN would
+            # need one value for all models, and alone it evicts the newest: google/orbax#526.)
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy([newest, selected])
+            if keep_best
+            else newest,
             # Temporary dirs are saves that a kill interrupted: never complete, so never used.
             cleanup_tmp_directories=not read_only,
             create=False,  # orbax cannot create it with `active_processes` set (below)
@@ -117,6 +81,7 @@ class Checkpointer:
             ),
         )
         self._last_saved: int | None = None
+        self._selected_epochs = selected
         if not read_only:
             os.makedirs(self.directory, exist_ok=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -138,16 +103,17 @@ class Checkpointer:
         state: TrainState,
         config: Config,
         run_info: dict[str, Any],
-        monitored: float | None = None,
+        selected_epochs: Sequence[int] = (),
     ) -> str:
         """Start writing the checkpoint of `epoch`; it becomes visible only once complete.
 
         Copies the state to host memory first, so the caller may donate `state` right away.
-        `run_info` holds `dataset` (with DATASET_FACTS), `mean` and `std` (see `abstract_state`),
-        and may hold `selection` (selection.Selection.to_json). `monitored` is this epoch's
-        monitored value (lower is better): with `keep_best`, the lowest one's checkpoint is kept.
+        `run_info` holds `dataset`, `mean` and `std` (see resume.abstract_state), and may hold
+        `selections` (selection.Selection.to_json per model). With `keep_best`, the
+        checkpoints of `selected_epochs` (each model's best so far) are kept besides the newest.
         Raises CheckpointError if this or the previous (asynchronous) save failed.
         """
+        self._selected_epochs.epochs = set(selected_epochs)
         host_state = jax.device_get(state)
         info = {
             **run_info,
@@ -161,8 +127,7 @@ class Checkpointer:
         )
         self._last_saved = epoch
         try:
-            metrics = None if monitored is None else {"monitored": monitored, "epoch": epoch}
-            self._manager.save(epoch, args=args, force=True, metrics=metrics)
+            self._manager.save(epoch, args=args, force=True)
         except Exception as error:
             raise self._save_error(epoch, error) from error
         return self.path(epoch)
@@ -191,7 +156,7 @@ class Checkpointer:
 
     def restore(
         self,
-        target: TrainState | None = None,
+        target: Callable[[dict[str, Any]], TrainState],
         epoch: int | None = None,
         check: Callable[[dict[str, Any]], None] | None = None,
     ) -> Checkpoint:
@@ -199,9 +164,14 @@ class Checkpointer:
 
         A checkpoint whose files cannot be read, or whose arrays do not hash to what was saved, is
         skipped with a message naming it (in `Checkpoint.skipped`) and the next older one is tried.
-        `check(info)` may raise (e.g. ConfigError) to refuse a checkpoint outright. Without
-        `target` (a state of the right structure), the state is rebuilt from the saved record.
+        `check(info)` may raise (e.g. ConfigError) to refuse a checkpoint outright. `target(info)`
+        gives a state of the saved structure (its arrays, or their shapes, are not used).
         """
+        if epoch is not None and epoch not in self.epochs():
+            kept = ", ".join(map(str, self.epochs())) or "none"
+            raise NoCheckpointError(
+                f"no checkpoint of epoch {epoch} in {self.shown} (epochs: {kept})"
+            )
         candidates = [epoch] if epoch is not None else sorted(self.epochs(), reverse=True)
         skipped = []
         for candidate in candidates:
@@ -213,7 +183,7 @@ class Checkpointer:
                 continue
             if check is not None:
                 check(info)
-            abstract = _abstract(target if target is not None else abstract_state(info))
+            abstract = _abstract(target(info))
             try:
                 restored = self._manager.restore(
                     candidate, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
@@ -229,7 +199,7 @@ class Checkpointer:
             return Checkpoint(
                 state=restored,
                 epoch=int(info["epoch"]),
-                config=config_from_dict(info["config"]),
+                config=Config.from_dict(info["config"]),
                 info=info,
                 path=path,
                 skipped=tuple(skipped),
@@ -260,137 +230,14 @@ class Checkpointer:
         )
 
 
-def restore_checkpoint(
-    workdir: str | Workdir, epoch: int | None = None, best: bool = False
-) -> Checkpoint:
-    """Restore the newest readable checkpoint of `workdir` (or that of `epoch`), for research code.
+@dataclasses.dataclass
+class _KeepEpochs:
+    """An orbax preservation policy: keep the checkpoints of `epochs` (set before each save)."""
 
-    With `best=True`, the checkpoint of the epoch that validation selected (the best monitored
-    value, as recorded by the newest readable checkpoint). Needs no dataset: the model (with its
-    normalisation) and the optimizer are rebuilt from the saved record, so `ckpt.state.apply_fn`
-    and `ckpt.state.params` are ready to use. Newer checkpoints that cannot be read are listed in
-    `ckpt.skipped`. Raises NoCheckpointError.
-    """
-    workdir = Workdir.of(workdir)  # relative paths are relative to the current directory
-    if not os.path.isdir(workdir.file(CHECKPOINTS)):
-        raise NoCheckpointError(
-            f"no checkpoints in {workdir.shown} (expected {CHECKPOINTS}/ there)"
-        )
-    checkpointer = Checkpointer(workdir, read_only=True)
-    if not best:
-        return checkpointer.restore(epoch=epoch)
-    newest = checkpointer.restore(epoch=epoch)
-    selected = (newest.info.get("selection") or {}).get("best_epoch")
-    if selected is None:
-        raise NoCheckpointError(
-            f"the run in {workdir.shown} selected no best epoch (it monitored nothing: train with "
-            "--validation-split F or --monitor)"
-        )
-    if selected == newest.epoch:
-        return newest
-    return checkpointer.restore(epoch=selected)
+    epochs: set[int]
 
-
-def _best_key(metrics: dict[str, Any]) -> tuple[float, int]:
-    return metrics["monitored"], metrics["epoch"]
-
-
-def _preservation_policy(keep: int, keep_best: bool) -> Any:
-    """The newest `keep` checkpoints, and with `keep_best` also the one of the lowest monitored
-    value (the earliest among equals, as flax's EarlyStopping counts only strict improvements).
-
-    Both policies together: with BestN alone orbax deletes the newest checkpoint, which resume
-    needs, whenever it is not among the best (google/orbax#526).
-    """
-    newest = ocp.checkpoint_managers.LatestN(keep)
-    if not keep_best:
-        return newest
-    best = ocp.checkpoint_managers.BestN(
-        # Sorted descending by (value, epoch); BestN keeps the last n: the lowest, earliest.
-        get_metric_fn=_best_key,
-        reverse=True,
-        n=1,
-        keep_checkpoints_without_metrics=False,
-    )
-    return ocp.checkpoint_managers.AnyPreservationPolicy([newest, best])
-
-
-def restore_params(workdir: str | Workdir, epoch: int | None = None) -> Any:
-    """Just the params of the newest readable checkpoint of `workdir` (see `restore_checkpoint`)."""
-    return restore_checkpoint(workdir, epoch).state.params
-
-
-def restore_for_inference(workdir: str | Workdir, best: bool) -> Checkpoint:
-    """The newest checkpoint of `workdir`, or the one validation selected with `best`."""
-    if not best:
-        return restore_checkpoint(workdir)
-    if "best" not in inspect.signature(restore_checkpoint).parameters:
-        raise ConfigError("--best", "this version keeps no best checkpoint; leave out --best")
-    return restore_checkpoint(workdir, best=True)
-
-
-def abstract_state(info: dict[str, Any]) -> TrainState:
-    """Shapes and dtypes of the TrainState a checkpoint record describes, computing nothing."""
-    config = config_from_dict(info["config"])
-    dataset = info["dataset"]
-    model = model_from_info(info)
-    tx = make_optimizer(config, steps_per_epoch(dataset["num_train"], config.batch_size))
-    sample = jnp.zeros((1, *dataset["image_shape"]), jnp.uint8)
-
-    def create(key: jax.Array) -> TrainState:
-        return new_train_state(config, key, model, tx, sample)
-
-    keys = jnp.zeros((config.num_models, 2), jnp.uint32)  # --seeds/--lr-sweep: a stack of states
-    if config.num_models == 1:
-        return jax.eval_shape(create, keys[0])
-    return jax.eval_shape(jax.vmap(create), keys)
-
-
-def model_from_info(info: dict[str, Any]) -> MLP:
-    """The MLP of a checkpoint record, with the normalisation constants it was trained with."""
-    config = config_from_dict(info["config"])
-    if "hidden_sizes" in info:  # as trained: the default widths' rule may change
-        config = config.replace(
-            hidden=tuple(info["hidden_sizes"]), layers=len(info["hidden_sizes"]) + 1
-        )
-    return mlp_from_config(config, info["dataset"]["num_classes"], info["mean"], info["std"])
-
-
-def config_from_dict(saved: dict[str, Any]) -> Config:
-    """A Config from its saved dict; fields this version does not know are ignored."""
-    known = {field.name for field in dataclasses.fields(Config)}
-    return Config(**{name: value for name, value in saved.items() if name in known})
-
-
-def check_resumable(config: Config, info: dict[str, Any], dataset_facts: dict[str, Any]) -> None:
-    """Raise ConfigError listing every MUST_MATCH field (and dataset fact) that differs."""
-    saved = config_from_dict(info["config"])
-    if saved.idx_dir is not None:  # older runs saved it as typed
-        saved = saved.replace(idx_dir=os.path.abspath(saved.idx_dir))
-    differences = [
-        f"{name} {_show(getattr(saved, name, None))} -> {_show(getattr(config, name, None))}"
-        for name in MUST_MATCH
-        if getattr(saved, name, None) != getattr(config, name, None)
-    ]
-    saved_facts = info.get("dataset", {})
-    differences += [
-        f"dataset {name} {_show(saved_facts.get(name))} -> {_show(dataset_facts.get(name))}"
-        for name in DATASET_FACTS
-        if name in saved_facts and saved_facts[name] != dataset_facts.get(name)
-    ]
-    if differences:
-        raise ConfigError(
-            "--workdir",
-            f"{config.workdir} holds a run with a different config ({'; '.join(differences)}); "
-            "to resume, use its settings; or start over with --fresh (moves the old run aside) "
-            "or use another --workdir",
-        )
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, tuple | list):
-        return ",".join(map(str, value)) or "()"
-    return str(value)
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> list[bool]:
+        return [checkpoint.step in self.epochs for checkpoint in checkpoints]
 
 
 def _abstract(state: TrainState) -> TrainState:

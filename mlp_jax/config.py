@@ -16,7 +16,9 @@ SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine", "plat
 MONITORS = ("val_loss", "val_accuracy", "train_loss")
 LOSSES = ("cross_entropy", "mse")
 TEST_AUGMENTATIONS = ("none", "flip")  # --tta (model.py)
-AUGMENTATIONS = ("shift", "flip", "erase")  # the --augment vocabulary (augment.py)
+# The --augment vocabulary (augment.py): name -> the largest size K of name:K (0: takes none).
+# Parsed here, not in augment.py, so that config stays free of JAX (the first line prints first).
+AUGMENTATIONS = {"shift": 8, "flip": 0, "erase": 16}
 Augmentation = tuple[str, int]  # (name, size): ("shift", 2) or ("flip", 0)
 
 # Default hidden widths halve from 512 but never drop below this (nor below the class count).
@@ -67,8 +69,27 @@ class ConfigError(ValueError):
         super().__init__(f"{flag}: {message}")
 
 
-def _field(default: Any, help: str, **metadata: Any) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+def _field(default: Any, help: str, **checks: Any) -> Any:
+    """A Config field: its --help text and its checks, `choices` (a tuple) or `bounds` (an
+    interval such as "[0, 1)" or "[1, inf)"), which `Config.validate` loops over."""
+    return dataclasses.field(default=default, metadata={"help": help, **checks})
+
+
+def _check_bounds(flag: str, value: float, bounds: str) -> None:
+    """ConfigError unless `value` is a finite number inside `bounds`, e.g. "(0, 1]"."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    _check(number, flag, f"must be a number, got {value!r}")  # e.g. a hand-edited config.json
+    low, high = (float(end) for end in bounds[1:-1].split(","))
+    above = value > low if bounds[0] == "(" else value >= low
+    below = value < high if bounds[-1] == ")" else value <= high
+    if high == math.inf:
+        allowed = f"{'>' if bounds[0] == '(' else '>='} {low:g}"
+    else:
+        allowed = f"in {bounds}"
+    finite = "" if math.isfinite(value) else "a finite number "
+    _check(
+        math.isfinite(value) and above and below, flag, f"must be {finite}{allowed}, got {value}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,24 +115,34 @@ class Config:
         f"{MIN_DEFAULT_WIDTH} nor the number of classes; at most {MAX_LAYERS} layers)",
     )
     activation: str = _field("relu", "hidden-layer non-linearity", choices=ACTIVATIONS)
-    dropout: float = _field(0.0, "dropout rate after each hidden activation, in [0, 1)")
+    dropout: float = _field(
+        0.0, "dropout rate after each hidden activation, in [0, 1)", bounds="[0, 1)"
+    )
     bias: bool = _field(
         True, "use bias in the Dense layers (--no-bias: the lectures' bias-free net)"
     )
     # Optimiser and schedule.
     optimizer: str = _field("momentum", "optax optimizer", choices=OPTIMIZERS)
     lr: float = _field(0.05, "peak learning rate")
-    momentum: float = _field(0.9, "momentum for momentum/nesterov")
-    weight_decay: float = _field(0.0, "L2 weight decay (decoupled for adamw)")
-    clip_norm: float | None = _field(None, "clip gradients to this global norm")
+    momentum: float = _field(0.9, "momentum for momentum/nesterov", bounds="[0, 1)")
+    weight_decay: float = _field(0.0, "L2 weight decay (decoupled for adamw)", bounds="[0, inf)")
+    clip_norm: float | None = _field(None, "clip gradients to this global norm", bounds="(0, inf)")
     schedule: str = _field("cosine", "learning-rate schedule", choices=SCHEDULES)
-    step_every: int = _field(3, "step schedule: decay every K epochs (as PyTorch's StepLR)")
-    gamma: float = _field(0.5, "step/exponential schedule: decay factor per K epochs / per epoch")
-    warmup_epochs: float = _field(1.0, "warmup_cosine schedule: epochs of linear warm-up")
+    step_every: int = _field(
+        3, "step schedule: decay every K epochs (as PyTorch's StepLR)", bounds="[1, inf)"
+    )
+    gamma: float = _field(
+        0.5, "step/exponential schedule: decay factor per K epochs / per epoch", bounds="(0, 1]"
+    )
+    warmup_epochs: float = _field(
+        1.0, "warmup_cosine schedule: epochs of linear warm-up", bounds="[0, inf)"
+    )
     # Model selection: a validation split, what to monitor on it, early stopping, and the plateau
     # schedule driven by the monitored value (data.validation_split, selection.py, optim.py).
     validation_split: float = _field(
-        0.0, "hold out this stratified fraction of train for validation, in [0, 1) (seed-free)"
+        0.0,
+        "hold out this stratified fraction of train for validation, in [0, 1) (seed-free)",
+        bounds="[0, 1)",
     )
     monitor: str | None = _field(
         None,
@@ -120,34 +151,52 @@ class Config:
         choices=MONITORS,
     )
     early_stopping: int | None = _field(
-        None, "stop after P evaluations in a row without improvement of --monitor"
+        None,
+        "stop after P evaluations in a row without improvement of --monitor",
+        bounds="[1, inf)",
     )
-    plateau_factor: float = _field(0.5, "plateau schedule: multiply the lr by this on a plateau")
+    plateau_factor: float = _field(
+        0.5, "plateau schedule: multiply the lr by this on a plateau", bounds="(0, 1)"
+    )
     plateau_patience: int = _field(
-        2, "plateau schedule: evaluations without improvement before the lr drops"
+        2,
+        "plateau schedule: evaluations without improvement before the lr drops",
+        bounds="[1, inf)",
     )
     plateau_cooldown: int = _field(
-        0, "plateau schedule: evaluations to wait after a drop before counting again"
+        0,
+        "plateau schedule: evaluations to wait after a drop before counting again",
+        bounds="[0, inf)",
     )
     # Loop.
-    epochs: int = _field(10, "number of passes over the training set")
-    batch_size: int = _field(128, "training minibatch size (1 .. training-set size)")
-    eval_batch_size: int = _field(1000, "evaluation batch size (any size: padded and masked)")
-    eval_every: int = _field(1, "evaluate on the test split every N epochs (and after the last)")
+    epochs: int = _field(10, "number of passes over the training set", bounds="[1, inf)")
+    batch_size: int = _field(
+        128, "training minibatch size (1 .. training-set size)", bounds="[1, inf)"
+    )
+    eval_batch_size: int = _field(
+        1000, "evaluation batch size (any size: padded and masked)", bounds="[1, inf)"
+    )
+    eval_every: int = _field(
+        1, "evaluate on the test split every N epochs (and after the last)", bounds="[1, inf)"
+    )
     diagnostics: bool = _field(
         False, "also compute each step's gradient norm and log its epoch mean (slower at batch 12)"
     )
-    seed: int = _field(0, "seed for init, dropout and data order")
+    seed: int = _field(0, "seed for init, dropout and data order", bounds="[0, 2147483647]")
     workdir: str | None = _field(
         None, "write config.json, metrics.jsonl and checkpoints here; resume the run it holds"
     )
-    checkpoint_every: int = _field(1, "with --workdir: save a checkpoint every N epochs (and last)")
-    keep: int = _field(3, "with --workdir: keep the newest K checkpoints")
+    checkpoint_every: int = _field(
+        1, "with --workdir: save a checkpoint every N epochs (and last)", bounds="[1, inf)"
+    )
+    keep: int = _field(3, "with --workdir: keep the newest K checkpoints", bounds="[1, inf)")
     fresh: bool = _field(
         False, "with --workdir: move a run already there aside (DIR.previous-<time>), start over"
     )
     log_every: int = _field(
-        10, "with --workdir: TensorBoard gets the train loss of every Nth step (0: epochs only)"
+        10,
+        "with --workdir: TensorBoard gets the train loss of every Nth step (0: epochs only)",
+        bounds="[0, inf)",
     )
     # Scale: devices, hosts, many models (sharding.py, sweep.py).
     devices: str = _field("auto", "data-parallel devices: auto (all) or N (the first N)")
@@ -161,9 +210,13 @@ class Config:
         None, "multi-process: host:port of process 0 (default: detected from SLURM/TPU/MPI)"
     )
     coordinator_timeout: int = _field(
-        60, "multi-process: seconds to wait for all processes to reach the coordinator"
+        60,
+        "multi-process: seconds to wait for all processes to reach the coordinator",
+        bounds="[1, inf)",
     )
-    num_processes: int | None = _field(None, "multi-process: number of processes")
+    num_processes: int | None = _field(
+        None, "multi-process: number of processes", bounds="[1, inf)"
+    )
     process_id: int | None = _field(None, "multi-process: this process's index, 0 .. N-1")
     # Augmentation, regularisers and the loss (augment.py, model.py, steps.py, optim.py).
     augment: str | None = _field(
@@ -175,17 +228,22 @@ class Config:
         "(with probability 1/2, zero a K x K square at a random place inside the image). E.g. "
         "shift:2,flip",
     )
-    input_dropout: float = _field(0.0, "dropout rate on the input pixels, in [0, 1)")
+    input_dropout: float = _field(
+        0.0, "dropout rate on the input pixels, in [0, 1)", bounds="[0, 1)"
+    )
     max_norm: float | None = _field(
-        None, "after every update, scale each unit's incoming weight vector to norm <= C"
+        None,
+        "after every update, scale each unit's incoming weight vector to norm <= C",
+        bounds="(0, inf)",
     )
     label_smoothing: float = _field(
-        0.0, "train on targets (1 - A) * one_hot + A / classes, A in [0, 1)"
+        0.0, "train on targets (1 - A) * one_hot + A / classes, A in [0, 1)", bounds="[0, 1)"
     )
     ema: float | None = _field(
         None,
         "keep an exponential moving average of the params with this decay, e.g. 0.999, and "
         "evaluate it instead of the raw params",
+        bounds="(0, 1)",
     )
     loss: str = _field(
         "cross_entropy",
@@ -228,7 +286,16 @@ class Config:
         return tuple(max(512 // 2**i, floor) for i in range(self.layers - 1))
 
     def validate(self) -> None:
-        """Raise ConfigError naming the first bad field; data-dependent checks live in data.py."""
+        """Raise ConfigError naming the first bad field: first the checks declared with the
+        fields (`choices`, `bounds`), then the rules that relate fields. Checks that need the
+        data (label values, memory) live in data.py and state.py."""
+        for field in dataclasses.fields(self):
+            value, flag = getattr(self, field.name), "--" + field.name.replace("_", "-")
+            if value is not None and "choices" in field.metadata:
+                allowed = field.metadata["choices"]
+                _check(value in allowed, flag, f"unknown {value!r}; allowed: {', '.join(allowed)}")
+            if value is not None and "bounds" in field.metadata:
+                _check_bounds(flag, value, field.metadata["bounds"])
         _check(
             1 <= self.layers <= MAX_LAYERS,
             "--layers",
@@ -243,152 +310,56 @@ class Config:
                 f"{self.layers - 1} (one per hidden layer)",
             )
             _check(all(h >= 1 for h in self.hidden), "--hidden", "widths must be >= 1")
-        for name, allowed in [
-            ("activation", ACTIVATIONS),
-            ("normalize", NORMALIZATIONS),
-            ("optimizer", OPTIMIZERS),
-            ("schedule", SCHEDULES),
-            ("loss", LOSSES),
-            ("tta", TEST_AUGMENTATIONS),
-        ]:
-            value = getattr(self, name)
-            _check(
-                value in allowed, f"--{name}", f"unknown {value!r}; allowed: {', '.join(allowed)}"
-            )
-        _check(0.0 <= self.dropout < 1.0, "--dropout", f"must be in [0, 1), got {self.dropout}")
         _check_lr("--lr", self.lr)
-        _check(0.0 <= self.momentum < 1.0, "--momentum", f"must be in [0, 1), got {self.momentum}")
-        _check(
-            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-            "--weight-decay",
-            f"must be a finite number >= 0, got {self.weight_decay}",
-        )
-        if self.clip_norm is not None:
-            _check(_positive(self.clip_norm), "--clip-norm", f"must be > 0, got {self.clip_norm}")
-        _check(self.step_every >= 1, "--step-every", f"must be >= 1, got {self.step_every}")
-        _check(0.0 < self.gamma <= 1.0, "--gamma", f"must be in (0, 1], got {self.gamma}")
-        _check(
-            math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
-            "--warmup-epochs",
-            f"must be a finite number >= 0, got {self.warmup_epochs}",
-        )
         _check(
             self.schedule != "warmup_cosine" or self.warmup_epochs < self.epochs,
             "--warmup-epochs",
             f"{self.warmup_epochs:g} is not shorter than --epochs {self.epochs}: the learning "
             "rate would never reach its peak; use fewer warm-up epochs or more --epochs",
         )
-        self._validate_selection()
-        _check(self.epochs >= 1, "--epochs", f"must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, "--batch-size", f"must be >= 1, got {self.batch_size}")
-        _check(
-            self.eval_batch_size >= 1,
-            "--eval-batch-size",
-            f"must be >= 1, got {self.eval_batch_size}",
-        )
-        _check(self.eval_every >= 1, "--eval-every", f"must be >= 1, got {self.eval_every}")
-        _check(
-            self.checkpoint_every >= 1,
-            "--checkpoint-every",
-            f"must be >= 1, got {self.checkpoint_every}",
-        )
-        _check(self.keep >= 1, "--keep", f"must be >= 1, got {self.keep}")
         _check(not self.fresh or self.workdir is not None, "--fresh", "needs --workdir")
-        _check(self.log_every >= 0, "--log-every", f"must be >= 0, got {self.log_every}")
-        self._validate_scale()
-        self._validate_regularisers()
-
-    def _validate_regularisers(self) -> None:
         _ = self.augmentations  # parses --augment, raising ConfigError if it is bad
-        _check(
-            0.0 <= self.input_dropout < 1.0,
-            "--input-dropout",
-            f"must be in [0, 1), got {self.input_dropout}",
-        )
-        if self.max_norm is not None:
-            _check(_positive(self.max_norm), "--max-norm", f"must be > 0, got {self.max_norm}")
-        _check(
-            0.0 <= self.label_smoothing < 1.0,
-            "--label-smoothing",
-            f"must be in [0, 1), got {self.label_smoothing}",
-        )
-        if self.ema is not None:
-            _check(0.0 < self.ema < 1.0, "--ema", f"must be in (0, 1), got {self.ema}")
+        self._validate_selection()
+        self._validate_scale()
 
     @property
     def augmentations(self) -> tuple[Augmentation, ...]:
         """--augment parsed: e.g. "shift:2,flip" -> (("shift", 2), ("flip", 0))."""
         if self.augment is None or self.augment in ("", "none"):
             return ()
+        allowed = ", ".join(
+            f"{name}:K (K = 1..{size})" if size else name for name, size in AUGMENTATIONS.items()
+        )
         parsed = []
         for part in self.augment.split(","):
             name, _, size = part.strip().partition(":")
             _check(
                 name in AUGMENTATIONS,
                 "--augment",
-                f"unknown {name!r} in {self.augment!r}; allowed: shift:K (K = 1..8 pixels), flip, "
-                "erase:K (K = 1..16 pixels)",
+                f"unknown {name!r} in {self.augment!r}; allowed: {allowed}",
             )
-            if name == "shift":
-                _check(
-                    size.isdigit() and 1 <= int(size) <= 8,
-                    "--augment",
-                    f"shift needs a size in pixels, shift:K with K = 1..8, got {part!r}",
-                )
-            elif name == "erase":
-                _check(
-                    size.isdigit() and 1 <= int(size) <= 16,
-                    "--augment",
-                    f"erase needs a square's side, erase:K with K = 1..16 pixels, got {part!r}",
-                )
-            else:
-                _check(not size, "--augment", f"flip takes no size, got {part!r}")
+            largest = AUGMENTATIONS[name]
+            valid = size.isascii() and size.isdigit() and 1 <= int(size) <= largest
+            _check(
+                valid if largest else not size,
+                "--augment",
+                f"{part!r}: allowed: {allowed}",
+            )
             parsed.append((name, int(size or 0)))
         return tuple(parsed)
 
     def _validate_selection(self) -> None:
-        split = self.validation_split
-        _check(
-            math.isfinite(split) and 0.0 <= split < 1.0,
-            "--validation-split",
-            f"must be in [0, 1), got {split}",
-        )
         if self.monitor is not None:
             _check(
-                self.monitor in MONITORS,
-                "--monitor",
-                f"unknown {self.monitor!r}; allowed: {', '.join(MONITORS)}",
-            )
-            _check(
-                not self.monitor.startswith("val_") or split > 0,
+                not self.monitor.startswith("val_") or self.validation_split > 0,
                 "--monitor",
                 f"{self.monitor} needs a validation split (--validation-split F with 0 < F < 1)",
             )
         nothing = "nothing to monitor: add --validation-split F, or --monitor train_loss"
         if self.early_stopping is not None:
-            _check(
-                self.early_stopping >= 1,
-                "--early-stopping",
-                f"must be >= 1 (evaluations), got {self.early_stopping}",
-            )
             _check(self.monitored is not None, "--early-stopping", nothing)
         if self.schedule == "plateau":
             _check(self.monitored is not None, "--schedule", f"plateau has {nothing}")
-        _check(
-            0.0 < self.plateau_factor < 1.0,
-            "--plateau-factor",
-            f"must be in (0, 1), got {self.plateau_factor}",
-        )
-        _check(
-            self.plateau_patience >= 1,
-            "--plateau-patience",
-            f"must be >= 1, got {self.plateau_patience}",
-        )
-        _check(
-            self.plateau_cooldown >= 0,
-            "--plateau-cooldown",
-            f"must be >= 0, got {self.plateau_cooldown}",
-        )
 
     @property
     def monitored(self) -> str | None:
@@ -408,7 +379,6 @@ class Config:
             "--devices",
             f"must be auto or a number >= 1, got {self.devices!r}",
         )
-        _check(0 <= self.seed <= MAX_SEED, "--seed", f"must be in 0 .. {MAX_SEED}, got {self.seed}")
         _check(
             1 <= self.seeds <= MAX_SEED - self.seed + 1,
             "--seeds",
@@ -433,17 +403,6 @@ class Config:
                 "--coordinator",
                 f"expected host:port, e.g. 10.0.0.1:1234, got {self.coordinator!r}",
             )
-        _check(
-            self.coordinator_timeout >= 1,
-            "--coordinator-timeout",
-            f"must be >= 1 second, got {self.coordinator_timeout}",
-        )
-        if self.num_processes is not None:
-            _check(
-                self.num_processes >= 1,
-                "--num-processes",
-                f"must be >= 1, got {self.num_processes}",
-            )
         if self.process_id is not None:
             _check(
                 self.num_processes is not None and 0 <= self.process_id < self.num_processes,
@@ -463,13 +422,16 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-
-def _positive(value: float) -> bool:
-    return math.isfinite(value) and value > 0
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> Config:
+        """A Config from its saved dict (config.json); fields this version does not know are
+        ignored."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{name: value for name, value in saved.items() if name in known})
 
 
 def _check_lr(flag: str, lr: float) -> None:
-    _check(_positive(lr), flag, f"must be a finite number > 0, got {lr}")
+    _check(math.isfinite(lr) and lr > 0, flag, f"must be a finite number > 0, got {lr}")
     _check(
         FLOAT32_TINY <= lr <= FLOAT32_MAX,
         flag,

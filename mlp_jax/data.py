@@ -57,6 +57,27 @@ class Dataset(NamedTuple):
         return 0 if self.val_labels is None else len(self.val_labels)
 
 
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+def class_names(dataset_name: str, num_classes: int) -> tuple[str, ...]:
+    """Fashion-MNIST's article names when the dataset is Fashion-MNIST, else "0", "1", ..."""
+    if "fashion" in dataset_name.lower() and num_classes == len(FASHION_MNIST_CLASSES):
+        return FASHION_MNIST_CLASSES
+    return tuple(str(i) for i in range(num_classes))
+
+
 def load_dataset(config: Config) -> Dataset:
     """The dataset `config` asks for (--idx-dir if set, else --dataset), with its validation split.
 
@@ -233,6 +254,28 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
     `check_labels`). Bad input raises ConfigError("--idx-dir", ...) naming file, value, index.
     """
     directory = Path(directory)
+    paths = _find_idx_files(directory)
+    arrays = {what: _read_idx_for_dir(path) for what, path in paths.items()}
+    _check_idx_arrays(arrays, paths)
+    train_images, test_images = arrays["train images"], arrays["test images"]
+    train_labels, test_labels = arrays["train labels"], arrays["test labels"]
+    num_classes = check_labels(
+        train_labels, test_labels, paths["train labels"].name, paths["test labels"].name
+    )
+    return Dataset(
+        name=f"idx:{directory.resolve().name}",
+        train_images=train_images[..., np.newaxis],
+        train_labels=train_labels.astype(np.int32),
+        test_images=test_images[..., np.newaxis],
+        test_labels=test_labels.astype(np.int32),
+        num_classes=num_classes,
+        source=f"IDX files in {directory.resolve()}",
+        note=None,
+    )
+
+
+def _find_idx_files(directory: Path) -> dict[str, Path]:
+    """{"train images": path, ...}: the 4 files of `directory`, each under one of its names."""
     expected = ", ".join(name + "[.gz]" for _, name in _IDX_FILES)
     if not directory.exists():
         _idx_error(f"{directory} does not exist; expected a folder with {expected}")
@@ -242,7 +285,6 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
         present = set(os.listdir(directory))
     except OSError as error:
         _idx_error(f"cannot read {directory}: {error.strerror or error}")
-
     paths = {}
     for what, name in _IDX_FILES:
         dotted = name.replace("-idx", ".idx")
@@ -253,8 +295,11 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
     missing = [name + "[.gz]" for what, name in _IDX_FILES if what not in paths]
     if missing:
         _idx_error(f"{directory} lacks {', '.join(missing)}; expected all 4 of {expected}")
+    return paths
 
-    arrays = {what: _read_idx_for_dir(path) for what, path in paths.items()}
+
+def _check_idx_arrays(arrays: dict[str, np.ndarray], paths: dict[str, Path]) -> None:
+    """ConfigError unless both splits hold uint8 images [N, H, W] of one size and N labels."""
     for split in ("train", "test"):
         images, labels = arrays[f"{split} images"], arrays[f"{split} labels"]
         images_path, labels_path = paths[f"{split} images"].name, paths[f"{split} labels"].name
@@ -280,21 +325,6 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
             f"train images are {train_images.shape[1:]} but test images are "
             f"{test_images.shape[1:]}; both splits need the same image size"
         )
-
-    train_labels, test_labels = arrays["train labels"], arrays["test labels"]
-    num_classes = check_labels(
-        train_labels, test_labels, paths["train labels"].name, paths["test labels"].name
-    )
-    return Dataset(
-        name=f"idx:{directory.resolve().name}",
-        train_images=train_images[..., np.newaxis],
-        train_labels=train_labels.astype(np.int32),
-        test_images=test_images[..., np.newaxis],
-        test_labels=test_labels.astype(np.int32),
-        num_classes=num_classes,
-        source=f"IDX files in {directory.resolve()}",
-        note=None,
-    )
 
 
 # A class needs at least this share of the median class's train examples (and more than one
@@ -467,30 +497,13 @@ def load_tfds(
 
     splits = _read_prepared(builder, image_shape)
     if splits is None:
-        if manual_dir is not None:
-            _prepare_from_manual_dir(tfds, builder, Path(manual_dir))
-        else:
-            host, port = _download_host(builder)
-            if not _host_reachable(host, port, _PROBE_TIMEOUT_S):
-                if builder.name == "mnist":
-                    return load_mnist_subset()._replace(note=_OFFLINE_MNIST_NOTE)
-                raise ConfigError(
-                    "--dataset",
-                    f"{builder.name} is not prepared in {builder.data_dir} and TFDS cannot "
-                    f"download it: {host}:{port} is unreachable (offline?); use --idx-dir with "
-                    "its IDX files, or --data-dir with a prepared copy",
-                )
-            _tensorflow_without_gpu("--dataset", builder.name)
-            try:
-                builder.download_and_prepare(file_format="array_record")
-            except Exception as error:  # any failure: the CLI reports it in one line
-                raise ConfigError(
-                    "--dataset", f"could not download {builder.name}: {_first_line(error)}"
-                ) from error
+        reachable = manual_dir is not None or _download_reachable(builder)
+        if not reachable and builder.name == "mnist":
+            return load_mnist_subset()._replace(note=_OFFLINE_MNIST_NOTE)
+        _prepare(tfds, builder, manual_dir, reachable)
         splits = _read_prepared(builder, image_shape)
         if splits is None:
             raise RuntimeError(f"TFDS prepared {builder.name} but it still reads as unprepared")
-
     (train_images, train_labels), (test_images, test_labels) = splits
     num_classes = builder.info.features["label"].num_classes
     for split, labels in (("train", train_labels), ("test", test_labels)):
@@ -506,6 +519,33 @@ def load_tfds(
         source=f"TFDS {builder.info.full_name} in {builder.data_dir}",
         note=None,
     )
+
+
+def _download_reachable(builder: Any) -> bool:
+    host, port = _download_host(builder)
+    return _host_reachable(host, port, _PROBE_TIMEOUT_S)
+
+
+def _prepare(tfds: Any, builder: Any, manual_dir: Any, reachable: bool) -> None:
+    """Prepares the dataset: from the original files in `manual_dir` if given, else by
+    downloading (when its host is `reachable`); ConfigError in one line when that fails."""
+    if manual_dir is not None:
+        return _prepare_from_manual_dir(tfds, builder, Path(manual_dir))
+    if not reachable:
+        host, port = _download_host(builder)
+        raise ConfigError(
+            "--dataset",
+            f"{builder.name} is not prepared in {builder.data_dir} and TFDS cannot "
+            f"download it: {host}:{port} is unreachable (offline?); use --idx-dir with "
+            "its IDX files, or --data-dir with a prepared copy",
+        )
+    _tensorflow_without_gpu("--dataset", builder.name)
+    try:
+        builder.download_and_prepare(file_format="array_record")
+    except Exception as error:  # any failure: the CLI reports it in one line
+        raise ConfigError(
+            "--dataset", f"could not download {builder.name}: {_first_line(error)}"
+        ) from error
 
 
 def _import_tfds() -> Any:

@@ -137,6 +137,18 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     Image.fromarray(np.asarray(image, np.uint8).reshape(image.shape[0], image.shape[1])).save(path)
 
 
+def output_names(files: Sequence[Path], folder: Path) -> list[Path]:
+    """FOLDER/<stem>.png per input, numbered where two inputs share a stem."""
+    targets, used = [], set()
+    for path in files:
+        name, i = f"{path.stem}.png", 1
+        while name in used:
+            name, i = f"{path.stem}-{i}.png", i + 1
+        used.add(name)
+        targets.append(folder / name)
+    return targets
+
+
 def _ink(gray: np.ndarray) -> np.ndarray:
     """uint8[H, W]: 0 where the background is, up to 255 for the strongest ink.
 

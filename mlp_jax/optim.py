@@ -143,6 +143,7 @@ def step_plateau(config: Config, opt_state, value: jax.Array):
 
 def plateau_scale(opt_state) -> jax.Array | float:
     """The factor by which the plateau schedule has cut the lr so far (1.0 without one)."""
-    found = [node.scale for node in jax.tree.leaves(opt_state, is_leaf=_is_plateau)
-             if _is_plateau(node)]  # fmt: skip
+    found = [
+        node.scale for node in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(node)
+    ]
     return found[0] if found else 1.0

@@ -6,39 +6,21 @@ the run's newest (or --best) checkpoint prints the top classes with their probab
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-import jax
-import numpy as np
-
-from mlp_jax.checkpoint import NoCheckpointError, restore_for_inference
-from mlp_jax.config import ConfigError
-from mlp_jax.images import STYLES, ImageError, prepare_images, read_images, save_image
-from mlp_jax.plot import class_names
-from mlp_jax.steps import predict
-from mlp_jax.train import OneLineParser
+from mlp_jax import cli
 
 PROG = "mlp_jax.predict"
+STYLES = ("digit", "object", "none")  # images.STYLES, without importing Pillow for --help
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=PROG,
-        description="Predict the classes of image files with a trained run's checkpoint.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def build_parser() -> cli.OneLineParser:
+    parser = cli.OneLineParser(PROG, "Predict the classes of image files with a trained run.")
     parser.add_argument(
         "files", nargs="+", metavar="FILE_OR_FOLDER", help="PNG/JPEG files, or folders of them"
     )
-    parser.add_argument("--workdir", required=True, help="the --workdir of a training run")
-    parser.add_argument(
-        "--best",
-        action="store_true",
-        help="use the checkpoint that validation selected, not the newest",
-    )
+    cli.add_checkpoint_flags(parser)
     parser.add_argument(
         "--preprocess",
         choices=("auto", *STYLES),
@@ -47,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Fashion-MNIST (fill the field, box centred); none: files already in the training "
         "format; auto: object for Fashion-MNIST runs, else digit",
     )
-    parser.add_argument("--top", type=int, default=3, help="how many classes to print per file")
+    parser.add_argument(
+        "--top", type=cli.positive_int, default=3, help="how many classes to print per file"
+    )
     parser.add_argument(
         "--save-preprocessed",
         metavar="DIR",
@@ -57,67 +41,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _predict(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.top < 1:
-            raise ConfigError("--top", f"must be >= 1, got {args.top}")
-        files, grays = read_images(args.files)  # bad files fail fast, before the restore
-        if args.save_preprocessed is not None:
-            _make_folder(args.save_preprocessed)
-        checkpoint = restore_for_inference(args.workdir, args.best)
-        dataset = checkpoint.info["dataset"]
-        style = args.preprocess
-        if style == "auto":
-            style = "object" if "fashion" in dataset["name"].lower() else "digit"
-        images = prepare_images(files, grays, dataset["image_shape"], style)
-    except (NoCheckpointError, ConfigError, ImageError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    for message in checkpoint.skipped:
-        print(f"{PROG}: {message}: skipped it", file=sys.stderr)
+    from mlp_jax.images import output_names, prepare_images, read_images, save_image
 
+    files, grays = read_images(args.files)  # bad files fail fast, before the restore
+    folder = args.save_preprocessed
+    if folder is not None:
+        folder = cli.writable_folder(folder, "--save-preprocessed")
+    checkpoint = cli.restore(args, PROG)
+    import jax
+    import numpy as np
+
+    from mlp_jax.data import class_names
+    from mlp_jax.steps import predict
+    from mlp_jax.writers import print_line
+
+    dataset = checkpoint.info["dataset"]
+    style = args.preprocess
+    if style == "auto":
+        style = "object" if "fashion" in dataset["name"].lower() else "digit"
+    images = prepare_images(files, grays, dataset["image_shape"], style)
     names = class_names(dataset["name"], dataset["num_classes"])
     probabilities = np.asarray(jax.device_get(predict(checkpoint.state, images)))
-    top = min(args.top, len(names))
-    print(
+    print_line(
         f"checkpoint: {checkpoint.path} (epoch {checkpoint.epoch}), dataset {dataset['name']}, "
         f"preprocessing: {style}"
     )
     width = max(len(str(path)) for path in files)
     for path, row in zip(files, probabilities, strict=True):
-        best = np.argsort(-row, kind="stable")[:top]
+        best = np.argsort(-row, kind="stable")[: min(args.top, len(names))]
         answers = "  ".join(f"{names[c]} ({100 * row[c]:.1f}%)" for c in best)
-        print(f"{str(path):<{width}}  {answers}")
-    if args.save_preprocessed is not None:
-        folder = Path(args.save_preprocessed)
-        for image, target in zip(images, _output_names(files, folder), strict=True):
+        print_line(f"{str(path):<{width}}  {answers}")
+    if folder is not None:
+        for image, target in zip(images, output_names(files, folder), strict=True):
             save_image(target, image)
-        print(f"saved the {len(files)} preprocessed image(s) to {folder}/")
+        print_line(f"saved the {len(files)} preprocessed image(s) to {folder}/")
     return 0
 
 
-def _make_folder(folder: str) -> None:
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(
-            "--save-preprocessed", f"cannot create {folder}: {error.strerror}"
-        ) from None
-    if not Path(folder).is_dir():
-        raise ConfigError("--save-preprocessed", f"{folder} is not a folder")
-
-
-def _output_names(files: Sequence[Path], folder: Path) -> list[Path]:
-    """FOLDER/<stem>.png per input, numbered where two inputs share a stem."""
-    targets, used = [], set()
-    for path in files:
-        name, i = f"{path.stem}.png", 1
-        while name in used:
-            name, i = f"{path.stem}-{i}.png", i + 1
-        used.add(name)
-        targets.append(folder / name)
-    return targets
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.main(PROG, _predict, argv)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
-"""What a Config implies before the loop starts: the model, its initial train state, the data keys.
+"""What a Config implies before the loop starts: the model, the initial train states of its K
+models (one per seed and peak lr), and the keys that order each epoch.
 
-Shared by the single-run loop (train.py) and the many-model loop (sweep.py), so that model k of a
-sweep draws exactly the numbers a separate run with its seed would.
+Model k of a sweep draws exactly the numbers a separate run with its seed and lr would.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mlp_jax.config import Config, ConfigError
@@ -61,6 +63,67 @@ def epoch_key(config: Config, epoch: int) -> jax.Array:
     return jax.random.fold_in(data_key(config.seed), epoch)
 
 
+def sweep_models(
+    config: Config, seeds: Sequence[int] | None = None, lrs: Sequence[float] | None = None
+) -> tuple[list[int], list[float]]:
+    """(seed, peak lr) of every model: each seed for each learning rate, lr-major.
+
+    Defaults: seeds config.seed .. config.seed + config.seeds - 1; lrs config.lr_sweep, else
+    (config.lr,).
+    """
+    if seeds is None:
+        seeds = range(config.seed, config.seed + config.seeds)
+    if lrs is None:
+        lrs = config.lr_sweep if config.lr_sweep is not None else (config.lr,)
+    pairs = [(int(seed), float(lr)) for lr in lrs for seed in seeds]
+    return [seed for seed, _ in pairs], [lr for _, lr in pairs]
+
+
+def with_learning_rate(state: TrainState, lr: float | jax.Array) -> TrainState:
+    """`state` with its peak learning rate (optax.inject_hyperparams' hyperparameter) set to lr."""
+    opt_state = state.opt_state
+    old = opt_state.hyperparams["learning_rate"]
+    hyperparams = dict(opt_state.hyperparams, learning_rate=jnp.asarray(lr, jnp.result_type(old)))
+    return state.replace(opt_state=opt_state._replace(hyperparams=hyperparams))
+
+
+def init_states(
+    config: Config,
+    dataset: Dataset,
+    model: MLP,
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    stacked: bool = False,
+) -> TrainState:
+    """The K models' initial states: one state for K = 1 (unless `stacked`), else a stack
+    (leading axis K); model k is initialised as a separate run with seeds[k] and peak lr
+    lrs[k]."""
+    tx = make_optimizer(config, steps_per_epoch(len(dataset.train_labels), config.batch_size))
+    sample_input = dataset.train_images[:1]
+
+    def one(seed, lr):
+        state = new_train_state(config, init_key(seed), model, tx, sample_input)
+        return with_learning_rate(state, lr)
+
+    if len(seeds) == 1 and not stacked:
+        state = new_train_state(config, init_key(seeds[0]), model, tx, sample_input)
+        return state if lrs[0] == config.lr else with_learning_rate(state, lrs[0])
+    return jax.jit(jax.vmap(one))(jnp.asarray(seeds), jnp.asarray(lrs, jnp.float32))
+
+
+@jax.jit
+def _stacked_epoch_keys(seeds: jax.Array, epoch: int | jax.Array) -> jax.Array:
+    return jax.vmap(lambda seed: jax.random.fold_in(data_key(seed), epoch))(seeds)
+
+
+def epoch_keys(seeds: Sequence[int] | jax.Array, epoch: int, stacked: bool = False) -> jax.Array:
+    """The keys that order `epoch` for each seed, as `epoch_key` does: uint32[2] for one seed
+    (unless `stacked`), uint32[K, 2] for K."""
+    if len(seeds) == 1 and not stacked:
+        return jax.random.fold_in(data_key(int(seeds[0])), epoch)
+    return _stacked_epoch_keys(jnp.asarray(seeds), epoch)
+
+
 def check_fits(config: Config, dataset: Dataset) -> None:
     num_train = len(dataset.train_labels)
     if config.batch_size > num_train:
@@ -91,10 +154,11 @@ def estimate_memory(config: Config, dataset: Dataset) -> dict[str, int]:
     widths = sum(sizes)
     return {
         "params and optimizer state": 4 * params * copies * config.num_models,
-        "activations": 4 * config.num_models
+        "activations": 4
+        * config.num_models
         * (3 * config.batch_size * widths + config.eval_batch_size * max(sizes)),
         "data": int(dataset.train_images.nbytes + dataset.test_images.nbytes),
-    }  # fmt: skip
+    }
 
 
 def available_memory(device: jax.Device) -> tuple[int, str]:

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams as hparams_summaries
 
-from mlp_jax.plot import plot_confusion
+from mlp_jax.figures import plot_confusion
 
 # A diverged model's NaN loss is a real value to log (the epoch line already says it diverged);
 # tensorboardX would warn about it once per scalar, burying the run's own output.
@@ -60,6 +60,7 @@ class TensorBoardWriter:
         class_names: Sequence[str],
         log_every: int = 10,
         done_epochs: int = 0,
+        models: Sequence[Record] = ({},),
     ):
         self.logdir = logdir
         self.config = dict(config)
@@ -67,12 +68,20 @@ class TensorBoardWriter:
         self.class_names = tuple(class_names)
         self.log_every = log_every
         self.done_epochs = done_epochs
+        self.models = [dict(model) for model in models]  # a sweep's: {"seed", "peak_lr"} each
         self._runs: dict[int, SummaryWriter] = {}
 
-    def write_epoch(self, records: Sequence[Record]) -> None:
-        """Each numeric value of each record, at the step reached after its epoch."""
+    def write_epoch(
+        self, records: Sequence[Record], arrays: Mapping[str, Any] | None = None
+    ) -> None:
+        """Each model's arrays (see writers.MetricWriter), then each numeric value of its record
+        at the step reached after its epoch (so steps stay in order)."""
         for k, record in enumerate(records):
-            run = self._run(k, record, several=len(records) > 1)
+            if arrays is not None:
+                self.write_arrays(
+                    record["epoch"], {n: a[k] for n, a in arrays.items() if a is not None}, k
+                )
+            run = self._run(k)
             step = record["epoch"] * self.steps_per_epoch
             for key, value in record.items():
                 if key in NOT_SCALARS or isinstance(value, bool) or value is None:
@@ -80,10 +89,10 @@ class TensorBoardWriter:
                 if isinstance(value, int | float):
                     run.add_scalar(scalar_tag(key), value, step)
 
-    def write_arrays(self, epoch: int, arrays: Mapping[str, np.ndarray | None]) -> None:
-        """One model's arrays of an epoch: `per_step_loss` float[steps] and `confusion` int[C, C]
-        (rows: true class), the test split's confusion matrix when the epoch evaluated."""
-        run = self._run(0, {}, several=False)
+    def write_arrays(self, epoch: int, arrays: Mapping[str, np.ndarray], k: int = 0) -> None:
+        """Model k's arrays of an epoch: `per_step_loss` float[steps] and `confusion` int[C, C]
+        (rows: true class), the test split's confusion matrix when the loop sends it."""
+        run = self._run(k)
         per_step_loss = arrays.get("per_step_loss")
         if per_step_loss is not None and self.log_every > 0:
             first = (epoch - 1) * self.steps_per_epoch
@@ -110,9 +119,10 @@ class TensorBoardWriter:
             run.close()
         self._runs.clear()
 
-    def _run(self, k: int, record: Record, several: bool) -> SummaryWriter:
+    def _run(self, k: int) -> SummaryWriter:
         if k not in self._runs:
-            name = run_name(record) if several else ""
+            record = self.models[k] if k < len(self.models) else {}
+            name = run_name(record) if len(self.models) > 1 else ""
             purge = self.done_epochs * self.steps_per_epoch + 1 if self.done_epochs else None
             # The default file name has whole seconds: a restart within one would overwrite it.
             run = SummaryWriter(

@@ -1,34 +1,21 @@
-"""`python -m mlp_jax.train`: parse the flags (one per Config field), call the loop, and turn
-its errors into one-line messages and exit codes.
+"""`python -m mlp_jax.train`: one flag per Config field, then the loop (loop.py).
 
 Imports no JAX until the flags are parsed, so `--help` and flag errors answer at once.
-Until the first epoch starts, SIGINT/SIGTERM exit at once (130/143) with one line: nothing is
-being trained yet, and leaving from a Python handler never interrupts JAX mid-initialisation.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import logging
-import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mlp_jax.config import PRESETS, Config, ConfigError, preset_flags
+from mlp_jax.cli import OneLineParser
+from mlp_jax.cli import main as run_command
+from mlp_jax.config import PRESETS, Config, preset_flags
 
 PROG = "mlp_jax.train"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line and exit 2, without the usage dump (every CLI uses it)."""
-
-    def error(self, message: str):  # one line, no usage dump
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _list_of(kind: type) -> Callable[[str], tuple]:
@@ -47,11 +34,7 @@ def _list_of(kind: type) -> Callable[[str], tuple]:
 
 def build_parser() -> argparse.ArgumentParser:
     """One flag per Config field, with the field's default and help."""
-    parser = OneLineParser(
-        prog=PROG,
-        description="Train and evaluate an MLP on MNIST-like data.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = OneLineParser(PROG, "Train and evaluate an MLP on MNIST-like data.")
     for field in dataclasses.fields(Config):
         flag = "--" + field.name.replace("_", "-")
         kwargs: dict[str, Any] = {"default": field.default, "help": field.metadata["help"]}
@@ -84,63 +67,6 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
     return Config(**args)
 
 
-def _quiet_failed_save_noise() -> None:
-    """A failed save is reported in one line (CheckpointError); silence orbax's echoes of it.
-
-    orbax logs a traceback through absl; the other writes of the same save fail too, and asyncio
-    logs each as "Task exception was never retrieved" when its task is collected (or, once
-    orbax has closed its event loop, TensorStore reports it as an unraisable error).
-    """
-    logging.getLogger("absl").setLevel(logging.CRITICAL)
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    previous = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        if not (
-            isinstance(unraisable.exc_value, RuntimeError)
-            and str(unraisable.exc_value) == "Event loop is closed"
-        ):
-            previous(unraisable)
-
-    sys.unraisablehook = hook
-
-
-def _exit_during_start_up(signum: int, frame: Any) -> None:
-    """SIGINT/SIGTERM outside the epochs (start-up, the final evaluation): one line, then leave
-    without unwinding through JAX (which can crash natively when interrupted mid-import)."""
-    from mlp_jax.workdir import clear_held_locks  # already imported once a lock is held
-
-    name = signal.Signals(signum).name
-    with contextlib.suppress(Exception):  # keep the start-up lines already printed
-        sys.stdout.flush()
-    line = f"{PROG}: {name}: exiting now (no epoch was running; saved checkpoints are intact)"
-    os.write(2, (line + "\n").encode())
-    clear_held_locks()
-    os._exit(128 + signum)
-
-
-def _handle_start_up_signals() -> dict[int, Any]:
-    """Install `_exit_during_start_up`; return the handlers to restore. The loop replaces it
-    with its own (stop after the epoch) once training starts. A signal the caller ignores
-    (SIG_IGN, e.g. a background job's SIGINT) stays ignored."""
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is not threading.main_thread():
-        return previous
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            previous[signum] = signal.signal(signum, _exit_during_start_up)
-    return previous
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    previous = _handle_start_up_signals()
-    try:
-        return _main(argv)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-
-
 def _what(config: Config) -> str:
     """What the run will do, in a few words: the first line the user sees."""
     data = f"--idx-dir {config.idx_dir}" if config.idx_dir else config.dataset
@@ -151,54 +77,20 @@ def _what(config: Config) -> str:
     )
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    try:
-        config = config_from_args(argv)
-    except ConfigError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+def _train(argv: Sequence[str] | None) -> int:
+    config = config_from_args(argv)
     if config.process_id in (None, 0):  # an answer within a second, before JAX takes its time
         from mlp_jax.writers import print_line  # numpy and tqdm only
 
         print_line(f"{PROG}: {_what(config)}; starting JAX")
-    try:  # JAX and flax load here, after the flags are known to be good (orbax with --workdir)
-        from mlp_jax.loop import (
-            DivergedError,
-            StoppedByOutput,
-            StoppedBySignal,
-            train_and_evaluate,
-            train_and_evaluate_many,
-        )
-        from mlp_jax.workdir import CheckpointError, WorkdirError
-        from mlp_jax.writers import stdout_error
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    _quiet_failed_save_noise()
-    try:
-        if config.num_models > 1:
-            train_and_evaluate_many(config)
-        else:
-            train_and_evaluate(config)
-    except ConfigError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    except (DivergedError, CheckpointError, WorkdirError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 1
-    except StoppedBySignal as stopped:
-        print(f"{PROG}: {stopped}", file=sys.stderr)
-        return 128 + stopped.signum
-    except StoppedByOutput as stopped:
-        print(f"{PROG}: {stopped}", file=sys.stderr)
-        return 128 + signal.SIGPIPE if isinstance(stopped.error, BrokenPipeError) else 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    if stdout_error() is not None:
-        reason = stdout_error().strerror or stdout_error()
-        print(f"{PROG}: stdout cannot be written ({reason}); the run finished", file=sys.stderr)
+    from mlp_jax.loop import train_and_evaluate  # JAX and flax load here (orbax: --workdir)
+
+    train_and_evaluate(config)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(PROG, _train, argv)
 
 
 if __name__ == "__main__":

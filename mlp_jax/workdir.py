@@ -311,14 +311,14 @@ def keep_metrics_until(workdir: str | Workdir, epoch: int) -> tuple[list[Record]
     return Workdir.of(workdir).keep_metrics_until(epoch)
 
 
-def write_atomically(path: str, text: str, shown: str | None = None) -> None:
+def write_atomically(path: str, text: str | bytes, shown: str | None = None) -> None:
     """Write `text` to a temp file beside `path`, fsync, then rename: readers see old or new.
 
     On failure (full or read-only disk) the temp file is removed and WorkdirError names `shown`.
     """
     temp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(temp, "w") as file:
+        with open(temp, "wb" if isinstance(text, bytes) else "w") as file:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())

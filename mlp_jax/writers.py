@@ -12,31 +12,77 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
-import numpy as np
 from tqdm import tqdm
 
+from mlp_jax import report
+from mlp_jax.config import Config
 from mlp_jax.workdir import Workdir
 
 Record = dict[str, Any]
 
 
 class MetricWriter(Protocol):
-    """Receives each epoch's records: one per model (a single run has one)."""
+    """Receives each epoch's records, one per model (a single run has one), and its arrays,
+    each with a leading model axis: `per_step_loss` float[K, steps] and `confusion`
+    int[K, C, C] of the test split (None except at the run's last epoch). A new logger is a
+    new writer: the loop does not change."""
 
-    def write_epoch(self, records: Sequence[Record]) -> None: ...
+    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None: ...
 
     def close(self) -> None: ...
 
 
-@runtime_checkable
-class ArrayWriter(Protocol):
-    """A writer that also shows arrays (TensorBoard): the loop hands it a single model's
-    `per_step_loss` float[steps] and the test split's `confusion` int[C, C] (None in epochs
-    without evaluation) before each `write_epoch`."""
+def default_writers(
+    config: Config,
+    workdir: Workdir | None,
+    done: int,
+    log: Callable[[str], None],
+    dataset: Any,
+    batches: int,
+    models: Sequence[Record],
+) -> list[MetricWriter]:
+    """Where process 0's epoch records go: the console line, the progress bar, and with a
+    workdir metrics.jsonl and TensorBoard (DIR/tensorboard/; `batches` steps per epoch, one
+    sub-run per model of a sweep, named by `models`' seed and peak lr)."""
+    writers: list[MetricWriter] = [
+        ConsoleWriter(config.epochs, log),
+        ProgressBar(config.epochs, done),
+    ]
+    if workdir is not None:
+        # Imported only here: tensorboardX imports torch whenever it is installed (1.7 s of a
+        # 3.2 s start-up) and the confusion image needs matplotlib; runs without a workdir
+        # need neither.
+        from mlp_jax.data import class_names
+        from mlp_jax.tensorboard import TensorBoardWriter
 
-    def write_arrays(self, epoch: int, arrays: Mapping[str, Any]) -> None: ...
+        writers.append(MetricsFileWriter(workdir))
+        writers.append(
+            TensorBoardWriter(
+                workdir.file("tensorboard"),
+                config.to_dict(),
+                steps_per_epoch=batches,
+                class_names=class_names(dataset.name, dataset.num_classes),
+                log_every=config.log_every,
+                done_epochs=done,
+                models=models,
+            )
+        )
+    return writers
+
+
+class CallbackWriter:
+    """`on_epoch(epoch, records)` as a writer (train_many's hook)."""
+
+    def __init__(self, on_epoch: Callable[[int, list[Record]], None]):
+        self.on_epoch = on_epoch
+
+    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
+        self.on_epoch(records[0]["epoch"], list(records))
+
+    def close(self) -> None:
+        pass
 
 
 _stdout_error: list[OSError] = []  # the first failed write to stdout, if any
@@ -72,11 +118,11 @@ class ConsoleWriter:
     def __init__(self, epochs: int, log: Callable[[str], None] = print_line):
         self.epochs, self.log = epochs, log
 
-    def write_epoch(self, records: Sequence[Record]) -> None:
+    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
         if len(records) == 1:
-            self.log(format_epoch(records[0], self.epochs))
+            self.log(report.format_epoch(records[0], self.epochs))
         else:
-            self.log(format_models_epoch(records, self.epochs))
+            self.log(report.format_models_epoch(records, self.epochs))
 
     def close(self) -> None:
         pass
@@ -88,7 +134,7 @@ class ProgressBar:
     def __init__(self, epochs: int, done: int = 0):
         self._bar = tqdm(desc="epochs", initial=done, total=epochs, disable=not sys.stdout.isatty())
 
-    def write_epoch(self, records: Sequence[Record]) -> None:
+    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
         self._bar.update(1)
 
     def close(self) -> None:
@@ -101,68 +147,8 @@ class MetricsFileWriter:
     def __init__(self, workdir: Workdir):
         self.workdir = workdir
 
-    def write_epoch(self, records: Sequence[Record]) -> None:
+    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
         self.workdir.append_metrics(records)
 
     def close(self) -> None:
         pass
-
-
-# ----------------------------------------------------------------------------- formatting
-
-# (prefix, label) of the loss/accuracy pairs a record may hold, in the order they are shown.
-_SPLITS = (("train", "train"), ("val", "val"), ("test", "test"))
-
-
-def format_epoch(record: Record, epochs: int) -> str:
-    """`epoch 3/10  train loss 0.2 err 5.00%  [val ...]  test loss 0.1 acc 97.00%  lr ...  1.2s`"""
-    parts = [f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}"]
-    for prefix, label in _SPLITS:
-        loss, accuracy = record.get(f"{prefix}_loss"), record.get(f"{prefix}_accuracy")
-        if loss is None and accuracy is None:
-            continue
-        text = label
-        if loss is not None:
-            text += f" loss {loss:.4f}"
-        if accuracy is not None:  # training shows the error rate, as the lectures do
-            text += (
-                f" err {100 * (1 - accuracy):5.2f}%"
-                if prefix == "train"
-                else f" acc {100 * accuracy:5.2f}%"
-            )
-        parts.append(text)
-    if record.get("grad_norm") is not None:  # only with --diagnostics
-        parts.append(f"grad norm {record['grad_norm']:.3g}")
-    if record.get("lr") is not None:
-        parts.append(f"lr {record['lr']:.4g}")
-    if record.get("epoch_seconds") is not None:
-        speed = record.get("examples_per_second")
-        parts.append(
-            f"{record['epoch_seconds']:.2f}s" + (f" {speed:,.0f} ex/s" if speed is not None else "")
-        )
-    return "  ".join(parts)
-
-
-def format_models_epoch(records: Sequence[Record], epochs: int) -> str:
-    """One line per epoch for many models: per peak learning rate, mean ± std over its seeds
-    (sample std, as SweepResult.summary; models of different learning rates are never pooled).
-    """
-    from mlp_jax.sweep import sample_std  # the one std convention; JAX only when sweeping
-
-    first = records[0]
-    groups: dict[Any, list[Record]] = {}
-    for record in records:
-        groups.setdefault(record.get("peak_lr"), []).append(record)
-    parts = [f"epoch {first['epoch']:>{len(str(epochs))}}/{epochs}"]
-    for lr, members in groups.items():
-        loss = np.array([r["train_loss"] for r in members])
-        text = f"lr {lr:g}: " if lr is not None and len(groups) > 1 else ""
-        text += f"train loss {np.mean(loss):.4f} ± {sample_std(loss):.4f}"
-        for split in ("val", "test"):
-            if members[0].get(f"{split}_accuracy") is not None:
-                accuracy = 100 * np.array([r[f"{split}_accuracy"] for r in members])
-                text += f" {split} acc {np.mean(accuracy):.2f} ± {sample_std(accuracy):.2f}%"
-        parts.append(text)
-    total = len(records) * first["examples_per_second"]
-    parts.append(f"{first['epoch_seconds']:.2f}s {total:,.0f} ex/s ({len(records)} models)")
-    return "  ".join(parts)

@@ -17,8 +17,12 @@ def trained_run(tmp_path_factory, subset):
     """A small MLP trained 2 epochs on the MNIST subset with --workdir: (workdir, RunResult)."""
     workdir = tmp_path_factory.mktemp("trained") / "run"
     config = Config(
-        dataset="mnist_subset", layers=2, hidden=(64,), epochs=2, batch_size=100,
+        dataset="mnist_subset",
+        layers=2,
+        hidden=(64,),
+        epochs=2,
+        batch_size=100,
         workdir=str(workdir),
-    )  # fmt: skip
+    )
     result = train_and_evaluate(config, subset, log=lambda line: None)
     return workdir, result

@@ -20,19 +20,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlp_jax import Config, ConfigError  # noqa: E402
 from mlp_jax.data import load_mnist_subset  # noqa: E402
-from mlp_jax.loop import train_and_evaluate  # noqa: E402
+from mlp_jax.loop import (
+    train_and_evaluate,  # noqa: E402
+    train_many,  # noqa: E402
+)
 from mlp_jax.sharding import is_main_process, make_mesh, put_replicated, shard_batch  # noqa: E402
 from mlp_jax.state import build_model, init_state  # noqa: E402
 from mlp_jax.steps import train_step  # noqa: E402
-from mlp_jax.sweep import train_many  # noqa: E402
 from mlp_jax.train import config_from_args  # noqa: E402
 
 # Batch 64 leaves a remainder batch of 32 (4000 = 62 x 64 + 32); dropout draws keys per step;
 # eval batch 300 is a multiple of neither 8 devices nor the 1000 test images.
 CONFIG = Config(
-    dataset="mnist_subset", layers=2, hidden=(32,), epochs=1, batch_size=64, dropout=0.1,
+    dataset="mnist_subset",
+    layers=2,
+    hidden=(32,),
+    epochs=1,
+    batch_size=64,
+    dropout=0.1,
     eval_batch_size=300,
-)  # fmt: skip
+)
 
 
 def save(out: Path, name: str, params, test: dict) -> None:

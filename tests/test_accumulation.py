@@ -24,8 +24,10 @@ def test_four_accumulated_batches_of_8_make_the_update_of_one_batch_of_32():
     labels = rng.integers(0, 3, 3 * 32).astype(np.int32)
     big, small = _states(optax.sgd(0.1), accumulated_sgd(0.1, 4))
     for update in range(3):
-        batch = {"image": images[32 * update : 32 * (update + 1)],
-                 "label": labels[32 * update : 32 * (update + 1)]}  # fmt: skip
+        batch = {
+            "image": images[32 * update : 32 * (update + 1)],
+            "label": labels[32 * update : 32 * (update + 1)],
+        }
         big, _ = train_step(big, batch)
         for k in range(4):
             small, _ = train_step(small, {key: v[8 * k : 8 * (k + 1)] for key, v in batch.items()})
@@ -34,8 +36,10 @@ def test_four_accumulated_batches_of_8_make_the_update_of_one_batch_of_32():
 
 def test_between_accumulation_boundaries_the_params_do_not_move():
     rng = np.random.default_rng(1)
-    batch = {"image": rng.integers(0, 256, (8, 4, 4, 1), dtype=np.uint8),
-             "label": rng.integers(0, 3, 8).astype(np.int32)}  # fmt: skip
+    batch = {
+        "image": rng.integers(0, 256, (8, 4, 4, 1), dtype=np.uint8),
+        "label": rng.integers(0, 3, 8).astype(np.int32),
+    }
     _, small = _states(optax.sgd(0.1), accumulated_sgd(0.1, 4))
     before = jax.tree.map(np.array, small.params)  # train_step donates its input state
     for _ in range(3):

@@ -104,7 +104,8 @@ def test_augment_flag_parses_in_order_and_rejects_bad_specs():
         ("rotate", "unknown 'rotate'"),
         ("shift", "shift:K"),
         ("shift:0", "shift:K"),
-        ("flip:2", "flip takes no size"),
+        ("flip:2", "'flip:2': allowed: .*flip,"),
+        ("shift:\u00b2", "shift:K"),  # a superscript 2: isdigit() but not int()-able
         ("erase", "erase:K"),
         ("erase:0", "erase:K"),
         ("erase:17", "erase:K"),

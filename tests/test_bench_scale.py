@@ -12,8 +12,11 @@ def test_bench_scale_quick_reports_devices_and_seeds(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, "-m", "experiments.bench_scale", "--quick", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "8 cpu devices" in result.stdout and "| devices |" in result.stdout
     figures = json.loads(out.read_text())

@@ -14,8 +14,11 @@ HAS_KERAS = importlib.util.find_spec("keras") is not None
 def _run_quick(out: Path, *flags: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "experiments.benchmark", "--quick", "--out", str(out), *flags],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

@@ -20,11 +20,11 @@ import jax
 import pytest
 
 from mlp_jax import Config, restore_checkpoint, restore_params
-from mlp_jax.checkpoint import model_from_info
 from mlp_jax.data import load_mnist_subset
 from mlp_jax.loop import StoppedBySignal, train_and_evaluate
 from mlp_jax.model import summary
 from mlp_jax.optim import make_schedule
+from mlp_jax.resume import model_from_info
 from mlp_jax.train import main
 from mlp_jax.workdir import keep_metrics_until, prepare_workdir, read_metrics
 
@@ -82,14 +82,24 @@ NO_CACHE = {"JAX_ENABLE_COMPILATION_CACHE": "false"}  # its writes would hit the
 
 
 def start_run(workdir, *extra, pause_at="none:0", pause_s=600, env=None):
-    env = {**os.environ, **COMPILATION_CACHE, "PAUSE_AT": pause_at, "PAUSE_S": str(pause_s),
-           "PYTHONUNBUFFERED": "1", **(env or {})}  # fmt: skip
+    env = {
+        **os.environ,
+        **COMPILATION_CACHE,
+        "PAUSE_AT": pause_at,
+        "PAUSE_S": str(pause_s),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     argv = [*FLAGS, "--epochs", str(EPOCHS), "--workdir", str(workdir), *extra]
     return subprocess.Popen(
         [sys.executable, "-c", WRAPPER, *argv],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def run(workdir, *extra, **kwargs):
@@ -119,18 +129,21 @@ def kill(process):
 
 
 def without_timings(records):
-    return [{k: v for k, v in r.items() if k not in ("epoch_seconds", "examples_per_second")}
-            for r in records]  # fmt: skip
+    return [
+        {k: v for k, v in r.items() if k not in ("epoch_seconds", "examples_per_second")}
+        for r in records
+    ]
 
 
 def snapshot(directory):
     """Every path under `directory` with its bytes (None for directories) and mode."""
     return {
         str(path.relative_to(directory)): (
-            path.stat().st_mode, path.read_bytes() if path.is_file() else None
+            path.stat().st_mode,
+            path.read_bytes() if path.is_file() else None,
         )
         for path in sorted(Path(directory).rglob("*"))
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -252,8 +265,14 @@ def test_partial_checkpoint_is_ignored(copy_of_reference):
     (partial / "commit_success.txt").unlink()
     shutil.rmtree(partial / "state")
     lines = []
-    config = Config(dataset="mnist_subset", layers=2, hidden=(32,), dropout=0.1, epochs=5,
-                    workdir=str(copy_of_reference))  # fmt: skip
+    config = Config(
+        dataset="mnist_subset",
+        layers=2,
+        hidden=(32,),
+        dropout=0.1,
+        epochs=5,
+        workdir=str(copy_of_reference),
+    )
     train_and_evaluate(config, load_mnist_subset(), log=lines.append)
     assert any(line.startswith(f"resuming from checkpoint {checkpoints / '4'}") for line in lines)
     assert sorted(int(p.name) for p in checkpoints.iterdir()) == [3, 4, 5]  # partial one cleaned
@@ -268,8 +287,14 @@ def test_corrupted_checkpoint_is_named_moved_aside_and_the_previous_one_used(
         if path.is_file() and path.stat().st_size > 0:
             path.write_bytes(bytes(path.stat().st_size))  # same size, all zeros
     lines = []
-    config = Config(dataset="mnist_subset", layers=2, hidden=(32,), dropout=0.1, epochs=EPOCHS,
-                    workdir=str(copy_of_reference))  # fmt: skip
+    config = Config(
+        dataset="mnist_subset",
+        layers=2,
+        hidden=(32,),
+        dropout=0.1,
+        epochs=EPOCHS,
+        workdir=str(copy_of_reference),
+    )
     train_and_evaluate(config, load_mnist_subset(), log=lines.append)
     named = [line for line in lines if line.startswith(f"checkpoint {checkpoints / '4'}")]
     assert len(named) == 1 and "moved it to" in named[0], lines
@@ -280,8 +305,20 @@ def test_corrupted_checkpoint_is_named_moved_aside_and_the_previous_one_used(
 
 def test_config_mismatch_is_refused_and_leaves_the_workdir_unchanged(copy_of_reference, capsys):
     before = snapshot(copy_of_reference)
-    argv = ["--dataset", "mnist_subset", "--layers", "2", "--hidden", "64", "--optimizer", "adam",
-            "--epochs", "6", "--workdir", str(copy_of_reference)]  # fmt: skip
+    argv = [
+        "--dataset",
+        "mnist_subset",
+        "--layers",
+        "2",
+        "--hidden",
+        "64",
+        "--optimizer",
+        "adam",
+        "--epochs",
+        "6",
+        "--workdir",
+        str(copy_of_reference),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("mlp_jax.train: error: --workdir"), err
@@ -325,8 +362,14 @@ def test_evaluate_cli_matches_what_training_printed(reference, capsys):
 
 
 def test_extending_epochs_continues_with_the_schedule_of_the_new_config(copy_of_reference):
-    config = Config(dataset="mnist_subset", layers=2, hidden=(32,), dropout=0.1, epochs=6,
-                    workdir=str(copy_of_reference))  # fmt: skip
+    config = Config(
+        dataset="mnist_subset",
+        layers=2,
+        hidden=(32,),
+        dropout=0.1,
+        epochs=6,
+        workdir=str(copy_of_reference),
+    )
     result = train_and_evaluate(config, load_mnist_subset(), log=lambda line: None)
     records = read_metrics(str(copy_of_reference))[0]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]
@@ -355,9 +398,10 @@ def test_fresh_moves_the_old_run_aside(copy_of_reference):
     assert list(copy_of_reference.iterdir()) == []
 
 
-def test_checkpointer_keeps_the_best_and_the_newest_across_restarts(tmp_path):
-    """BestN alone would delete the newest checkpoint (google/orbax#526); both must stay, and
-    the metrics of earlier saves must still count after the Checkpointer is made anew."""
+def test_checkpointer_keeps_each_models_selected_epoch_and_the_newest_across_restarts(tmp_path):
+    """BestN alone would delete the newest checkpoint (google/orbax#526) and knows one value for
+    all models; each model's selected epoch and the newest `keep` must all stay, also after the
+    Checkpointer is made anew (a resume)."""
     from mlp_jax.checkpoint import Checkpointer
     from mlp_jax.state import build_model, init_state
 
@@ -365,26 +409,46 @@ def test_checkpointer_keeps_the_best_and_the_newest_across_restarts(tmp_path):
     dataset = load_mnist_subset()
     state = init_state(config, dataset, build_model(config, dataset))
     run_info = {"dataset": {}, "mean": 0.0, "std": 1.0}
-    monitored = {1: 0.9, 2: 0.5, 3: 0.7, 4: 0.5, 5: None, 6: 0.8, 7: 0.6, 8: 0.9}
+    # Two models' best epochs so far, after each epoch.
+    selected = {
+        1: [1, 1],
+        2: [2, 1],
+        3: [2, 3],
+        4: [2, 3],
+        5: [2, 3],
+        6: [6, 3],
+        7: [6, 3],
+        8: [6, 3],
+    }
     checkpointer = Checkpointer(str(tmp_path), keep=2, keep_best=True)
     for epoch in range(1, 5):
-        checkpointer.save(epoch, state, config, run_info, monitored=monitored[epoch])
+        checkpointer.save(epoch, state, config, run_info, selected_epochs=selected[epoch])
     checkpointer.close()
-    assert checkpointer.epochs() == [2, 3, 4]  # best (2: earliest of the equal 0.5s), newest 2
+    assert checkpointer.epochs() == [2, 3, 4]
     checkpointer = Checkpointer(str(tmp_path), keep=2, keep_best=True)
     for epoch in range(5, 9):
-        checkpointer.save(epoch, state, config, run_info, monitored=monitored[epoch])
+        checkpointer.save(epoch, state, config, run_info, selected_epochs=selected[epoch])
     checkpointer.close()
-    assert checkpointer.epochs() == [2, 7, 8]
+    assert checkpointer.epochs() == [3, 6, 7, 8]
     newest_only = Checkpointer(str(tmp_path / "plain"), keep=2)
     for epoch in range(1, 5):
-        newest_only.save(epoch, state, config, run_info, monitored=monitored[epoch])
+        newest_only.save(epoch, state, config, run_info, selected_epochs=selected[epoch])
     newest_only.close()
     assert newest_only.epochs() == [3, 4]
 
 
-SWEEP = ["--seeds", "2", "--lr-sweep", "0.01,0.05", "--validation-split", "0.1",
-         "--schedule", "plateau", "--plateau-patience", "1"]  # fmt: skip
+SWEEP = [
+    "--seeds",
+    "2",
+    "--lr-sweep",
+    "0.01,0.05",
+    "--validation-split",
+    "0.1",
+    "--schedule",
+    "plateau",
+    "--plateau-patience",
+    "1",
+]
 
 
 def test_sweep_killed_mid_save_resumes_bit_identically(tmp_path):

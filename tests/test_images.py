@@ -29,9 +29,12 @@ def bounding_box(image):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"size": (400, 300), "at": (30, 150), "scale": 2.0}, {"size": (90, 130), "at": (5, 5),
-     "scale": 0.5}],
-)  # fmt: skip
+    [
+        {},
+        {"size": (400, 300), "at": (30, 150), "scale": 2.0},
+        {"size": (90, 130), "at": (5, 5), "scale": 0.5},
+    ],
+)
 def test_drawn_digit_is_made_like_mnist(kwargs):
     """Dark ink on white, anywhere, any size -> white ink on black, longer side 20, mass centred."""
     page = drawn_seven(**kwargs)

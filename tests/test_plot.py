@@ -5,23 +5,27 @@ import json
 import numpy as np
 
 from mlp_jax import Config
-from mlp_jax.loop import train_and_evaluate
-from mlp_jax.plot import (
-    class_names,
-    confusion_from_checkpoint,
-    main,
+from mlp_jax.data import class_names
+from mlp_jax.figures import (
     plot_confusion,
     plot_curves,
     plot_predictions,
     plot_templates,
 )
+from mlp_jax.loop import train_and_evaluate
+from mlp_jax.plot import main
 
 HISTORY = [
     {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.6, "test_loss": 0.8, "test_accuracy": 0.7},
-    {"epoch": 2, "train_loss": 0.5, "train_accuracy": 0.8, "test_loss": None,
-     "test_accuracy": None},
+    {
+        "epoch": 2,
+        "train_loss": 0.5,
+        "train_accuracy": 0.8,
+        "test_loss": None,
+        "test_accuracy": None,
+    },
     {"epoch": 3, "train_loss": 0.3, "train_accuracy": 0.9, "test_loss": 0.4, "test_accuracy": 0.85},
-]  # fmt: skip
+]
 
 
 def _write_run(workdir, history=HISTORY):
@@ -65,14 +69,17 @@ def test_cli_draws_curves_of_a_workdir_without_checkpoints(tmp_path, capsys):
     assert "no confusion matrix" in capsys.readouterr().out
 
 
-def test_cli_draws_the_confusion_matrix_of_the_newest_checkpoint(tmp_path):
+def test_cli_draws_the_confusion_matrix_of_the_newest_checkpoint(tmp_path, capsys):
     workdir = tmp_path / "run"
     config = Config(dataset="mnist_subset", layers=2, hidden=(16,), epochs=2, workdir=str(workdir))
     result = train_and_evaluate(config, log=lambda line: None)
     assert main(["--workdir", str(workdir)]) == 0
     assert (workdir / "curves.png").exists() and (workdir / "confusion.png").exists()
-    confusion, _ = confusion_from_checkpoint(workdir)
-    np.testing.assert_array_equal(confusion, result.test["confusion"])
+    correct = int(np.trace(result.test["confusion"]))
+    assert (
+        f"confusion matrix of epoch 2: {correct} of 1000 test images right"
+        in capsys.readouterr().out
+    )
 
 
 def test_cli_rejects_a_folder_that_holds_no_run(tmp_path, capsys):
@@ -80,20 +87,38 @@ def test_cli_rejects_a_folder_that_holds_no_run(tmp_path, capsys):
     assert "config.json not found" in capsys.readouterr().err
 
 
-def test_validation_curves_are_drawn_per_model_and_never_joined():
+def test_sweep_curves_are_one_mean_line_and_one_band_per_lr():
     history = [
-        {"epoch": epoch, "seed": seed, "peak_lr": lr, "train_loss": 1.0 / epoch,
-         "train_accuracy": 0.5, "val_loss": 0.5, "val_accuracy": 0.8 + 0.01 * seed,
-         "test_loss": 0.6, "test_accuracy": 0.7 + 0.1 * seed}
-        for epoch in (1, 2, 3) for lr in (0.1, 0.01) for seed in (0, 1)
-    ]  # fmt: skip
+        {
+            "epoch": epoch,
+            "seed": seed,
+            "peak_lr": lr,
+            "train_loss": 1.0 / epoch,
+            "train_accuracy": 0.5,
+            "val_loss": 0.5,
+            "val_accuracy": 0.8 + 0.01 * seed,
+            "test_loss": 0.6,
+            "test_accuracy": 0.7 + 0.1 * seed,
+        }
+        for epoch in (1, 2, 3)
+        for lr in (0.1, 0.01)
+        for seed in (0, 1)
+    ]
     _, error_axes = plot_curves(history, "sweep").axes
     lines = error_axes.get_lines()
-    assert len(lines) == 4 * 3  # per model: train, test, validation
+    assert len(lines) == 2 * 3  # per lr: train, validation, test
     for line in lines:
         np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])
     validation = [line for line in lines if line.get_label().endswith("validation")]
-    assert sorted(round(float(line.get_ydata()[0]), 6) for line in validation) == [19, 19, 20, 20]
+    assert [line.get_label() for line in validation] == [
+        "lr 0.1: validation",
+        "lr 0.01: validation",
+    ]
+    assert [round(float(line.get_ydata()[0]), 6) for line in validation] == [19.5, 19.5]  # means
+    bands = error_axes.collections  # the range over seeds, one per lr and split
+    assert len(bands) == 6
+    val_band = bands[1].get_paths()[0].vertices[:, 1]
+    assert round(val_band.min(), 6) == 19 and round(val_band.max(), 6) == 20
     single = plot_curves([r for r in history if r["seed"] == 0 and r["peak_lr"] == 0.1], "one")
     labels = [line.get_label() for line in single.axes[1].get_lines()]
-    assert labels == ["train (running)", "test", "validation"]
+    assert labels == ["train (running)", "validation", "test"]

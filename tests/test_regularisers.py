@@ -162,7 +162,7 @@ def test_cli_refuses_a_bad_augmentation_in_one_line(tmp_path):
     assert process.returncode == 2
     assert process.stderr.strip().splitlines() == [
         "mlp_jax.train: error: --augment: unknown 'rotate' in 'shift:2,rotate'; allowed: "
-        "shift:K (K = 1..8 pixels), flip, erase:K (K = 1..16 pixels)"
+        "shift:K (K = 1..8), flip, erase:K (K = 1..16)"
     ]
     assert not (tmp_path / "run").exists()
 
@@ -178,7 +178,7 @@ def test_preset_sets_its_fields_and_flags_given_win(tmp_path):
 
 
 def test_predict_and_export_use_the_average_that_evaluation_scores():
-    from mlp_jax.export import logits_fn
+    from mlp_jax.artifact import logits_fn
     from mlp_jax.steps import predict
 
     model = MLP(hidden_sizes=(8,), num_classes=10)
@@ -195,7 +195,7 @@ def test_predict_and_export_use_the_average_that_evaluation_scores():
 
 
 def test_predict_and_export_score_the_mirror_average_with_tta_flip():
-    from mlp_jax.export import logits_fn
+    from mlp_jax.artifact import logits_fn
     from mlp_jax.steps import predict
 
     plain = MLP(hidden_sizes=(8,), num_classes=10)

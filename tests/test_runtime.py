@@ -18,8 +18,12 @@ def run_train(args, cwd, xdg_cache_home, **extra_env):
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     return subprocess.run(
         [sys.executable, "-m", "mlp_jax.train", *TINY, *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_default_run_writes_compiled_programs_to_the_user_cache_folder(tmp_path):

@@ -12,10 +12,10 @@ import chex
 import numpy as np
 import pytest
 
-from mlp_jax.checkpoint import restore_checkpoint
 from mlp_jax.config import Config, ConfigError
 from mlp_jax.data import load_mnist_subset
 from mlp_jax.loop import train_and_evaluate
+from mlp_jax.resume import restore_checkpoint
 from mlp_jax.selection import monitored_value, new_selection, selection_from_json
 
 # val_loss per evaluation: best at evaluation 3 (0.5), then 4 evaluations without improvement.
@@ -98,26 +98,46 @@ def test_selection_without_anything_to_monitor_is_refused(fields, flag):
 ROOT = Path(__file__).resolve().parents[1]
 # A small net on half of the subset's train split with a large constant lr: the validation loss
 # turns up after a few epochs, so early stopping ends the run well before --epochs.
-STOPPING = ["--dataset", "mnist_subset", "--layers", "2", "--hidden", "64", "--lr", "0.3",
-            "--schedule", "constant", "--validation-split", "0.5",
-            "--early-stopping", "2"]  # fmt: skip
+STOPPING = [
+    "--dataset",
+    "mnist_subset",
+    "--layers",
+    "2",
+    "--hidden",
+    "64",
+    "--lr",
+    "0.3",
+    "--schedule",
+    "constant",
+    "--validation-split",
+    "0.5",
+    "--early-stopping",
+    "2",
+]
 
 
 def cli(cwd, module, *argv):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", module, *argv],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def records_without_timings(workdir):
     lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
     return [
-        {k: v for k, v in json.loads(line).items() if k not in ("epoch_seconds",
-                                                                  "examples_per_second")}
+        {
+            k: v
+            for k, v in json.loads(line).items()
+            if k not in ("epoch_seconds", "examples_per_second")
+        }
         for line in lines
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +202,10 @@ def test_early_stopping_resumed_after_a_stop_stops_at_the_same_epoch(stopped_run
     assert records_without_timings(tmp_path / "r") == records_without_timings(cwd / "run")
     assert selected_line(resumed.stdout) == selected_line(out)
     # the split is the same on resume
-    split = [json.loads((d / "config.json").read_text())["dataset"]["validation"]
-             for d in (tmp_path / "r", cwd / "run")]  # fmt: skip
+    split = [
+        json.loads((d / "config.json").read_text())["dataset"]["validation"]
+        for d in (tmp_path / "r", cwd / "run")
+    ]
     assert split[0] == split[1]
 
 
@@ -192,9 +214,18 @@ def test_plateau_cuts_the_lr_and_resumes_bit_exactly(tmp_path):
     dataset = full._replace(
         train_images=full.train_images[:600], train_labels=full.train_labels[:600]
     )
-    config = Config(dataset="mnist_subset", layers=2, hidden=(16,), epochs=6, lr=0.5,
-                    validation_split=0.5, schedule="plateau", plateau_patience=1,
-                    plateau_factor=0.5, dropout=0.1)  # fmt: skip
+    config = Config(
+        dataset="mnist_subset",
+        layers=2,
+        hidden=(16,),
+        epochs=6,
+        lr=0.5,
+        validation_split=0.5,
+        schedule="plateau",
+        plateau_patience=1,
+        plateau_factor=0.5,
+        dropout=0.1,
+    )
     quiet = {"log": lambda line: None}
     whole = train_and_evaluate(config.replace(workdir=str(tmp_path / "whole")), dataset, **quiet)
     lrs = [r["lr"] for r in whole.history]

@@ -46,8 +46,11 @@ def runs(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("devices")
     result = subprocess.run(
         [sys.executable, str(WORKER), str(out), "single"],
-        env=_env(8), capture_output=True, text=True, timeout=TIMEOUT,
-    )  # fmt: skip
+        env=_env(8),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -125,18 +128,38 @@ def test_two_processes_match_four_devices_and_only_process_0_reports(runs, tmp_p
     # The same CLI flags as a single-process run, plus the three multi-process ones; the
     # workdir is shared by both processes, as on a shared filesystem.
     workdir = tmp_path / "workdir"
-    args = ["--dataset", "mnist_subset", "--layers", "2", "--hidden", "32",
-            "--batch-size", "64", "--dropout", "0.1", "--eval-batch-size", "300",
-            "--workdir", str(workdir), "--num-processes", "2"]  # fmt: skip
+    args = [
+        "--dataset",
+        "mnist_subset",
+        "--layers",
+        "2",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "64",
+        "--dropout",
+        "0.1",
+        "--eval-batch-size",
+        "300",
+        "--workdir",
+        str(workdir),
+        "--num-processes",
+        "2",
+    ]
 
     def launch(epochs: int) -> list[tuple[str, str]]:
         coordinator = ["--coordinator", f"localhost:{_free_port()}", "--epochs", str(epochs)]
         command = [sys.executable, str(WORKER), str(tmp_path), "cli", *args, *coordinator]
         workers = [
-            subprocess.Popen([*command, "--process-id", str(rank)], env=_env(2),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [*command, "--process-id", str(rank)],
+                env=_env(2),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for rank in (0, 1)
-        ]  # fmt: skip
+        ]
         try:
             outputs = [worker.communicate(timeout=TIMEOUT) for worker in workers]
         finally:

@@ -10,8 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quick_startup_benchmark_prints_a_row_per_moment():
     result = subprocess.run(
         [sys.executable, "experiments/startup_benchmark.py", "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()

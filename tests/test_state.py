@@ -16,18 +16,29 @@ from mlp_jax.data import train_mean_std
 from mlp_jax.state import build_model, data_key, epoch_key, init_key, init_state
 from mlp_jax.steps import create_train_state, steps_per_epoch
 
-CONFIG = Config(layers=2, hidden=(8,), batch_size=10, epochs=2, optimizer="sgd", lr=0.5,
-                schedule="cosine", dropout=0.2)  # fmt: skip
+CONFIG = Config(
+    layers=2,
+    hidden=(8,),
+    batch_size=10,
+    epochs=2,
+    optimizer="sgd",
+    lr=0.5,
+    schedule="cosine",
+    dropout=0.2,
+)
 
 
 def _key(key) -> np.ndarray:
-    return np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-                      else key)  # fmt: skip
+    return np.asarray(
+        jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    )
 
 
 def test_init_and_data_keys_differ_within_and_across_seeds():
-    keys = {name: [_key(fn(seed)).tobytes() for seed in range(3)]
-            for name, fn in (("init", init_key), ("data", data_key))}  # fmt: skip
+    keys = {
+        name: [_key(fn(seed)).tobytes() for seed in range(3)]
+        for name, fn in (("init", init_key), ("data", data_key))
+    }
     everything = keys["init"] + keys["data"]
     assert len(set(everything)) == 6  # init_key(s) != data_key(s), and seeds differ
     # What the docstrings promise, so runs stay comparable across versions.

@@ -9,17 +9,23 @@ from tiny_data import tiny_dataset
 
 from mlp_jax import Config, ConfigError
 from mlp_jax.data import load_mnist_subset
-from mlp_jax.loop import train_and_evaluate, train_and_evaluate_many
+from mlp_jax.loop import train_and_evaluate, train_many
 from mlp_jax.model import MLP
 from mlp_jax.optim import make_optimizer
-from mlp_jax.state import epoch_key
+from mlp_jax.state import epoch_key, epoch_keys, sweep_models, with_learning_rate
 from mlp_jax.steps import create_train_state
-from mlp_jax.sweep import epoch_keys, sweep_models, train_many, with_learning_rate
 from mlp_jax.train import config_from_args
 
 # Dropout makes the per-model keys matter; 1,000 examples keep the epoch short.
-CONFIG = Config(dataset="mnist_subset", layers=2, hidden=(16,), epochs=1, batch_size=128,
-                dropout=0.1, eval_batch_size=500)  # fmt: skip
+CONFIG = Config(
+    dataset="mnist_subset",
+    layers=2,
+    hidden=(16,),
+    epochs=1,
+    batch_size=128,
+    dropout=0.1,
+    eval_batch_size=500,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +52,7 @@ def separate_run(data):
 
 def test_seeds_4_equals_4_separate_runs(data, separate_run):
     lines = []
-    many = train_and_evaluate_many(CONFIG.replace(seeds=4), data, log=lines.append)
+    many = train_and_evaluate(CONFIG.replace(seeds=4), data, log=lines.append)
     assert many.seeds == [0, 1, 2, 3] and many.lrs == [CONFIG.lr] * 4
     for k, seed in enumerate(many.seeds):
         alone = separate_run(seed, CONFIG.lr)
@@ -64,7 +70,7 @@ def test_seeds_4_equals_4_separate_runs(data, separate_run):
 
 def test_lr_sweep_equals_separate_runs(data, separate_run):
     lrs = (0.01, CONFIG.lr, 0.2)
-    many = train_and_evaluate_many(CONFIG.replace(lr_sweep=lrs), data, log=lambda line: None)
+    many = train_and_evaluate(CONFIG.replace(lr_sweep=lrs), data, log=lambda line: None)
     assert many.lrs == list(lrs) and many.seeds == [0, 0, 0]
     for k, lr in enumerate(lrs):
         alone = separate_run(0, lr)
@@ -101,9 +107,11 @@ def test_bad_sweep_flags_name_the_flag():
         Config(lr_sweep=(0.1, -1.0))
 
 
-def test_single_run_entry_point_refuses_several_models(data):
-    with pytest.raises(ValueError, match="train_many"):
-        train_and_evaluate(CONFIG.replace(seeds=2), data)
+def test_one_lr_sweep_value_trains_at_that_lr(data, separate_run):
+    many = train_and_evaluate(CONFIG.replace(lr_sweep=(0.2,)), data, log=lambda line: None)
+    alone = separate_run(0, 0.2)
+    chex.assert_trees_all_equal(many.state.params, alone.state.params)
+    assert float(many.state.opt_state.hyperparams["learning_rate"]) == pytest.approx(0.2)
 
 
 def test_epoch_keys_are_each_seeds_single_run_key_and_change_every_epoch():
@@ -119,8 +127,17 @@ def test_epoch_keys_are_each_seeds_single_run_key_and_change_every_epoch():
 def test_two_epochs_of_a_sweep_equal_the_separate_two_epoch_runs():
     # The second epoch must use the second epoch's keys; one epoch cannot tell.
     tiny = tiny_dataset()
-    config = Config(layers=2, hidden=(8,), batch_size=10, eval_batch_size=16, epochs=2,
-                    dropout=0.2, lr=0.3, schedule="exponential", seeds=2)  # fmt: skip
+    config = Config(
+        layers=2,
+        hidden=(8,),
+        batch_size=10,
+        eval_batch_size=16,
+        epochs=2,
+        dropout=0.2,
+        lr=0.3,
+        schedule="exponential",
+        seeds=2,
+    )
     many = train_many(config, tiny)
     for k, seed in enumerate(many.seeds):
         alone = train_and_evaluate(config.replace(seed=seed, seeds=1), tiny, log=lambda line: None)
@@ -136,7 +153,7 @@ def test_sweep_with_a_validation_split_picks_the_lr_on_validation_never_on_test(
     accuracy; the pick is the best mean val accuracy, whatever test says."""
     config = CONFIG.replace(seeds=2, lr_sweep=(0.003, 0.1), epochs=3, validation_split=0.2)
     lines = []
-    many = train_and_evaluate_many(config, data, log=lines.append)
+    many = train_and_evaluate(config, data, log=lines.append)
     assert many.dataset.num_val == 200 and "val_accuracy" in many.history[0][0]
     rows = many.summary()
     for row in rows:
@@ -156,5 +173,5 @@ def test_sweep_with_a_validation_split_picks_the_lr_on_validation_never_on_test(
 
 def test_a_sweep_without_a_validation_split_picks_nothing(data):
     lines = []
-    many = train_and_evaluate_many(CONFIG.replace(lr_sweep=(0.01, 0.1)), data, log=lines.append)
+    many = train_and_evaluate(CONFIG.replace(lr_sweep=(0.01, 0.1)), data, log=lines.append)
     assert many.pick() is None and not any("picks" in line for line in lines)

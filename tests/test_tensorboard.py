@@ -110,22 +110,31 @@ def test_resume_purges_what_the_interrupted_run_logged_after_its_checkpoint(tmp_
     assert scalars(read_events(tmp_path), "train/loss") == [(5, 0.5), (10, 0.25), (15, 0.1875)]
 
 
-def test_sweep_models_get_one_sub_run_each(tmp_path):
-    writer = TensorBoardWriter(str(tmp_path), {}, 5, NAMES)
-    writer.write_epoch([
-        {**record(1, 0.5), "seed": 0, "peak_lr": 0.1},
-        {**record(1, 0.75), "seed": 0, "peak_lr": 0.01},
-    ])  # fmt: skip
+def test_sweep_models_get_one_sub_run_each_with_step_losses_and_confusion(tmp_path):
+    models = [{"seed": 0, "peak_lr": 0.1}, {"seed": 0, "peak_lr": 0.01}]
+    writer = TensorBoardWriter(str(tmp_path), {}, 5, NAMES, log_every=5, models=models)
+    confusion = np.stack([np.eye(3, dtype=int) * 4, np.ones((3, 3), int)])
+    arrays = {"per_step_loss": np.array([[1.0] * 5, [2.0] * 5]), "confusion": confusion}
+    writer.write_epoch([{**record(1, 0.5), **models[0]}, {**record(1, 0.75), **models[1]}], arrays)
     writer.close()
-    assert scalars(read_events(tmp_path / "seed0-lr0.1"), "train/loss") == [(5, 0.5)]
-    assert scalars(read_events(tmp_path / "seed0-lr0.01"), "train/loss") == [(5, 0.75)]
+    for name, loss, step_loss in (("seed0-lr0.1", 0.5, 1.0), ("seed0-lr0.01", 0.75, 2.0)):
+        reader = read_events(tmp_path / name)
+        assert scalars(reader, "train/loss") == [(5, loss)]
+        assert scalars(reader, "train/loss_per_step") == [(5, step_loss)]
+        (image,) = reader.Images("test/confusion_matrix")
+        assert image.step == 5
 
 
 @pytest.mark.parametrize(
     "key, tag",
-    [("train_loss", "train/loss"), ("val_accuracy", "val/accuracy"), ("lr", "lr"),
-     ("examples_per_second", "examples_per_second"), ("test_error_rate", "test/error_rate")],
-)  # fmt: skip
+    [
+        ("train_loss", "train/loss"),
+        ("val_accuracy", "val/accuracy"),
+        ("lr", "lr"),
+        ("examples_per_second", "examples_per_second"),
+        ("test_error_rate", "test/error_rate"),
+    ],
+)
 def test_record_keys_map_to_tags_grouped_by_split(key, tag):
     assert scalar_tag(key) == tag
 
@@ -135,8 +144,15 @@ def test_training_run_logs_what_metrics_jsonl_says(trained_run):
     workdir, _ = trained_run
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     reader = read_events(workdir / "tensorboard")
-    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr",
-                "examples_per_second", "epoch_seconds"):  # fmt: skip
+    for key in (
+        "train_loss",
+        "train_accuracy",
+        "test_loss",
+        "test_accuracy",
+        "lr",
+        "examples_per_second",
+        "epoch_seconds",
+    ):
         logged = scalars(reader, scalar_tag(key))
         expected = [(40 * r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in records]
         assert logged == expected, key
@@ -149,10 +165,28 @@ def test_cli_step_losses_average_to_the_epoch_loss(tmp_path):
     """--log-every 1, batches that divide the train set: each epoch's step losses average to the
     epoch's train_loss in metrics.jsonl (as users run it: a subprocess, a relative --workdir)."""
     result = subprocess.run(
-        [sys.executable, "-m", "mlp_jax.train", "--dataset", "mnist_subset", "--layers", "1",
-         "--epochs", "2", "--batch-size", "500", "--workdir", "run", "--log-every", "1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlp_jax.train",
+            "--dataset",
+            "mnist_subset",
+            "--layers",
+            "1",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "500",
+            "--workdir",
+            "run",
+            "--log-every",
+            "1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "Total Parameters: 7,850" in result.stdout  # the model summary at start-up
     records = [

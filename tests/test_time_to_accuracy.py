@@ -6,12 +6,19 @@ import sys
 import pytest
 
 from experiments.time_to_accuracy import ACCURACY, run_once
-from mlp_jax.writers import format_epoch
+from mlp_jax.report import format_epoch
 
 
 def test_reads_the_test_accuracy_of_mlp_jax_and_torch_recipe_lines():
-    record = {"epoch": 3, "train_loss": 0.3, "train_accuracy": 0.9, "test_loss": 0.35,
-              "test_accuracy": 0.8812, "lr": 0.01, "epoch_seconds": 1.0}  # fmt: skip
+    record = {
+        "epoch": 3,
+        "train_loss": 0.3,
+        "train_accuracy": 0.9,
+        "test_loss": 0.35,
+        "test_accuracy": 0.8812,
+        "lr": 0.01,
+        "epoch_seconds": 1.0,
+    }
     torch_line = "epoch 3/10  train loss 0.3000  test acc 88.12%  lr 0.01  1.00s"
     for line in (format_epoch(record, 10), torch_line):
         match = ACCURACY.match(line)
@@ -30,8 +37,12 @@ def test_stops_at_the_first_epoch_that_reaches_the_target():
 def test_marks_the_phases_and_reports_their_medians():
     from experiments.time_to_accuracy import _phases
 
-    lines = ["devices: cpu", "compiled the epoch and the evaluation in 0.5s",
-             "epoch 1/3  test acc 80.00%", "epoch 2/3  test acc 88.50%"]  # fmt: skip
+    lines = [
+        "devices: cpu",
+        "compiled the epoch and the evaluation in 0.5s",
+        "epoch 1/3  test acc 80.00%",
+        "epoch 2/3  test acc 88.50%",
+    ]
     script = "import time\n" + "".join(
         f"print({line!r}, flush=True); time.sleep(0.2)\n" for line in lines
     )

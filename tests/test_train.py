@@ -24,10 +24,23 @@ def subset():
 def test_cli_trains_on_mnist_subset_and_writes_workdir(tmp_path):
     workdir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "mlp_jax.train", "--dataset", "mnist_subset", "--layers", "3",
-         "--epochs", "2", "--workdir", str(workdir)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlp_jax.train",
+            "--dataset",
+            "mnist_subset",
+            "--layers",
+            "3",
+            "--epochs",
+            "2",
+            "--workdir",
+            str(workdir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "devices:" in out and "parameters" in out and "compiled" in out
@@ -38,8 +51,15 @@ def test_cli_trains_on_mnist_subset_and_writes_workdir(tmp_path):
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     for record in records:
-        assert {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr",
-                "epoch_seconds"} <= set(record)  # fmt: skip
+        assert {
+            "epoch",
+            "train_loss",
+            "train_accuracy",
+            "test_loss",
+            "test_accuracy",
+            "lr",
+            "epoch_seconds",
+        } <= set(record)
         assert "grad_norm" not in record  # a diagnostic, computed only with --diagnostics
     assert "grad norm" not in out
     assert records[-1]["test_accuracy"] == pytest.approx(accuracy / 100, abs=1e-4)
@@ -50,8 +70,11 @@ def test_cli_trains_on_mnist_subset_and_writes_workdir(tmp_path):
 def test_cli_diagnostics_log_the_mean_grad_norm(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mlp_jax.train", *FAST, "--diagnostics", "--workdir", "run"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     epoch_line = next(line for line in result.stdout.splitlines() if line.startswith("epoch 1/1"))
     shown = float(epoch_line.split("grad norm ")[1].split()[0])
@@ -69,8 +92,16 @@ def test_same_seed_gives_identical_runs(subset):
 
 
 def test_eval_every_and_lr_are_logged(subset):
-    config = Config(dataset="mnist_subset", layers=1, epochs=3, eval_every=2, schedule="step",
-                    step_every=1, gamma=0.5, lr=0.1)  # fmt: skip
+    config = Config(
+        dataset="mnist_subset",
+        layers=1,
+        epochs=3,
+        eval_every=2,
+        schedule="step",
+        step_every=1,
+        gamma=0.5,
+        lr=0.1,
+    )
     history = train_and_evaluate(config, subset, log=lambda line: None).history
     assert [r["test_accuracy"] is not None for r in history] == [False, True, True]
     assert [r["lr"] for r in history] == pytest.approx([0.1, 0.05, 0.025])
@@ -88,8 +119,9 @@ def test_batch_of_whole_training_set_and_of_one(subset):
 
 
 def test_nan_loss_stops_with_epoch_and_advice(subset, capsys):
-    config = Config(dataset="mnist_subset", layers=3, epochs=2, optimizer="sgd", lr=1e4,
-                    schedule="constant")  # fmt: skip
+    config = Config(
+        dataset="mnist_subset", layers=3, epochs=2, optimizer="sgd", lr=1e4, schedule="constant"
+    )
     with pytest.raises(DivergedError, match="epoch 1.*smaller --lr"):
         train_and_evaluate(config, subset, log=lambda line: None)
 
@@ -157,11 +189,29 @@ def test_workdir_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
 
 def test_cli_nan_exit_is_nonzero_without_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mlp_jax.train", "--dataset", "mnist_subset", "--layers", "3",
-         "--optimizer", "sgd", "--lr", "10000", "--schedule", "constant", "--epochs", "3",
-         "--workdir", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlp_jax.train",
+            "--dataset",
+            "mnist_subset",
+            "--layers",
+            "3",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "10000",
+            "--schedule",
+            "constant",
+            "--epochs",
+            "3",
+            "--workdir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "epoch 1" in result.stderr and "smaller --lr" in result.stderr

@@ -72,18 +72,26 @@ def _write(path, type_code, shape, payload):
 def cli(cwd, *argv, module="mlp_jax.train", env=None, timeout=300):
     """Run `python -m module argv` in `cwd`, as a user would; (returncode, stdout, stderr)."""
     result = subprocess.run(
-        [sys.executable, "-m", module, *argv], cwd=cwd, env=_env(env), capture_output=True,
-        text=True, timeout=timeout,
-    )  # fmt: skip
+        [sys.executable, "-m", module, *argv],
+        cwd=cwd,
+        env=_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return result.returncode, result.stdout, result.stderr
 
 
 def start(cwd, *argv, pause_epoch=0, env=None):
     env = _env({"PAUSE_EPOCH": str(pause_epoch), "PAUSE_UNTIL": str(cwd / "go"), **(env or {})})
     return subprocess.Popen(
-        [sys.executable, "-c", WRAPPER, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-c", WRAPPER, *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _env(extra):
@@ -343,9 +351,13 @@ def test_a_full_disk_before_the_first_checkpoint_is_one_line_and_leaves_no_temp(
     )
     argv = [*TINY, "--idx-dir", "data", "--epochs", "1", "--workdir", "w"]
     result = subprocess.run(
-        [sys.executable, "-c", limit, *argv], cwd=tmp_path, capture_output=True, text=True,
-        env=_env({"JAX_ENABLE_COMPILATION_CACHE": "false"}), timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-c", limit, *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env({"JAX_ENABLE_COMPILATION_CACHE": "false"}),
+        timeout=300,
+    )
     assert result.returncode == 1
     one_line_error(result.stderr, "cannot write w/config.json", "File too large")
     assert not [p for p in (tmp_path / "w").iterdir() if "tmp" in p.name]

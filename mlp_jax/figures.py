@@ -1,0 +1,180 @@
+"""Figures of a run, drawn with matplotlib's object API (no pyplot, no display): learning
+curves, the confusion matrix, weight templates, test predictions. `python -m mlp_jax.plot` is
+the command that draws a workdir's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure  # the object API needs no pyplot and no display backend
+
+from mlp_jax.config import ConfigError
+
+
+def dataset_title(dataset_name: str) -> str:
+    """A readable dataset name for figure titles: "idx:fashion-mnist" -> "Fashion-MNIST"."""
+    name = dataset_name.removeprefix("idx:").lower().replace("_", "-")
+    return {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "mnist-subset": "mnist_subset"}.get(
+        name, dataset_name
+    )
+
+
+def save_figure(figure: Figure, path: Path, flag: str) -> None:
+    """figure.savefig(path); a folder that cannot be written is a ConfigError naming `flag`."""
+    try:
+        figure.savefig(path, dpi=110)
+    except OSError as error:
+        reason = f"cannot write {path} ({error.strerror}); give a writable folder"
+        raise ConfigError(flag, reason) from None
+
+
+def plot_curves(history: Sequence[dict[str, Any]], title: str) -> Figure:
+    """Train, validation and test loss (left) and error rate (right) against the epoch.
+
+    Train values are the running means over each epoch (training mode); validation (with
+    --validation-split) and test values are measured after the epoch, at the epochs where the run
+    evaluated. A --seeds/--lr-sweep run's records (one per model and epoch) give, per peak lr,
+    the mean over seeds as a line and the range over seeds as a band.
+    """
+    groups = split_models(history)
+    figure = Figure(figsize=(10, 4))
+    loss_axes, error_axes = figure.subplots(1, 2)
+    curves = (
+        ("train", "o-", "train (running)"),
+        ("val", "^--", "validation"),
+        ("test", "s-", "test"),
+    )
+    for name, models in groups.items():
+        prefix = f"{name}: " if len(groups) > 1 else ""
+        for split, style, label in curves:
+            for axes, of in ((loss_axes, _loss), (error_axes, _error)):
+                epochs, values = _curve(models, split, of)
+                if not epochs:
+                    continue
+                (line,) = axes.plot(epochs, values.mean(0), style, label=prefix + label)
+                if len(models) > 1:  # the spread over seeds
+                    axes.fill_between(
+                        epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2
+                    )
+    loss_axes.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    error_axes.set(xlabel="epoch", ylabel="error rate (%)", title="error")
+    for axes in (loss_axes, error_axes):
+        axes.legend(fontsize=8 if len(groups) > 1 else None)
+        axes.grid(alpha=0.3)
+    several = any(len(models) > 1 for models in groups.values())
+    figure.suptitle(title + ("\n(lines: mean over seeds; bands: their range)" if several else ""))
+    figure.tight_layout()
+    return figure
+
+
+def _loss(record: dict[str, Any], split: str) -> float:
+    return record[f"{split}_loss"]
+
+
+def _error(record: dict[str, Any], split: str) -> float:
+    return 100 * (1 - record[f"{split}_accuracy"])
+
+
+def _curve(models: list[list[dict[str, Any]]], split: str, of) -> tuple[list[int], np.ndarray]:
+    """(epochs where every model has `split`'s value, values float[models, epochs])."""
+    have = [
+        {r["epoch"]: of(r, split) for r in records if r.get(f"{split}_accuracy") is not None}
+        for records in models
+    ]
+    epochs = sorted(set.intersection(*(set(h) for h in have)))
+    return epochs, np.array([[h[e] for e in epochs] for h in have])
+
+
+def split_models(history: Sequence[dict[str, Any]]) -> dict[str, list[list[dict[str, Any]]]]:
+    """Records per peak lr, then per seed: {"": [all]} for one run, {"lr 0.1": [[seed 0's],
+    [seed 1's]], ...} for a sweep."""
+    groups: dict[str, dict[Any, list[dict[str, Any]]]] = {}
+    for record in history:
+        name = f"lr {record['peak_lr']:g}" if "peak_lr" in record else ""
+        groups.setdefault(name, {}).setdefault(record.get("seed"), []).append(record)
+    return {name: list(seeds.values()) for name, seeds in groups.items()}
+
+
+def plot_confusion(confusion: np.ndarray, names: Sequence[str], title: str) -> Figure:
+    """Counts of int[C, C] confusion (rows: true class, columns: predicted), diagonal included."""
+    confusion = np.asarray(confusion)
+    figure = Figure(figsize=(7.5, 6.5))
+    axes = figure.subplots()
+    image = axes.imshow(confusion, cmap="Blues")
+    figure.colorbar(image, ax=axes, label="test images")
+    ticks = np.arange(len(names))
+    axes.set_xticks(ticks, names, rotation=45, ha="right")
+    axes.set_yticks(ticks, names)
+    axes.set(xlabel="predicted class", ylabel="true class", title=title)
+    threshold = confusion.max() / 2
+    for (row, column), count in np.ndenumerate(confusion):
+        color = "white" if count > threshold else "black"
+        axes.text(column, row, str(count), ha="center", va="center", fontsize=7, color=color)
+    figure.tight_layout()
+    return figure
+
+
+def plot_templates(
+    kernel: np.ndarray, image_shape: Sequence[int], names: Sequence[str], title: str
+) -> Figure:
+    """Columns of a one-layer kernel float[H*W, C] as H x W images: one template per class.
+
+    Red pixels raise the class score, blue ones lower it (a shared, symmetric colour scale).
+    """
+    kernel = np.asarray(kernel)
+    height, width = image_shape[:2]
+    limit = np.abs(kernel).max()
+    columns = min(5, kernel.shape[1])
+    rows = -(-kernel.shape[1] // columns)
+    figure = Figure(figsize=(2.2 * columns + 1.2, 2.4 * rows + 0.6))
+    grid = np.atleast_1d(figure.subplots(rows, columns)).reshape(-1)
+    for column, axes in enumerate(grid):
+        axes.set_xticks([])
+        axes.set_yticks([])
+        if column >= kernel.shape[1]:
+            axes.set_axis_off()
+            continue
+        image = axes.imshow(
+            kernel[:, column].reshape(height, width), cmap="bwr", vmin=-limit, vmax=limit
+        )
+        axes.set_title(names[column], fontsize=10)
+    figure.colorbar(image, ax=list(grid), shrink=0.8, label="weight (red: evidence for the class)")
+    figure.suptitle(title)
+    return figure
+
+
+def plot_predictions(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    names: Sequence[str],
+    title: str,
+    columns: int = 8,
+) -> Figure:
+    """A grid of images uint8[N, H, W, 1] titled "true -> predicted"; misclassified ones in red."""
+    rows = -(-len(images) // columns)
+    figure = Figure(figsize=(1.6 * columns, 1.9 * rows))
+    grid = np.atleast_2d(figure.subplots(rows, columns))
+    for index, axes in enumerate(grid.flat):
+        axes.set_xticks([])
+        axes.set_yticks([])
+        if index >= len(images):
+            axes.set_axis_off()
+            continue
+        wrong = predictions[index] != labels[index]
+        axes.imshow(images[index, ..., 0], cmap="gray_r")
+        axes.set_title(
+            f"{names[labels[index]]}\n-> {names[predictions[index]]}",
+            fontsize=8,
+            color="red" if wrong else "black",
+        )
+        if wrong:  # a red frame, so misclassified images stand out at a glance
+            for spine in axes.spines.values():
+                spine.set(color="red", linewidth=2.5)
+    figure.suptitle(title + "  (true -> predicted; red: misclassified)")
+    figure.tight_layout()
+    return figure

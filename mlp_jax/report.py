@@ -1,0 +1,237 @@
+"""Every line of text a run prints about its results: the epoch line (one model, or mean ± std
+over many), the selection and sweep reports at the end, and the confusion matrix as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # report.py imports numpy only: train's first line prints before JAX loads
+    from mlp_jax.results import SweepResult
+    from mlp_jax.selection import Selection
+
+Record = dict[str, Any]
+Log = Callable[[str], None]
+
+
+def describe_dataset(dataset: Any, fraction: float, seconds: float | None) -> list[str]:
+    """The lines a run logs about its data (`seconds`: loading time, None when given)."""
+    took = f" (loaded in {seconds:.2f}s)" if seconds is not None else ""
+    lines = [dataset.note] if dataset.note else []
+    lines.append(
+        f"dataset: {dataset.name} ({dataset.source}): {dataset.num_train} train / "
+        f"{dataset.num_test} test, images {dataset.image_shape} uint8, "
+        f"{dataset.num_classes} classes{took}"
+    )
+    if dataset.validation is not None:
+        lines.append(
+            f"validation: {dataset.num_val} train images held out ({fraction:g}, "
+            "stratified, the same for every seed); the test split is only reported"
+        )
+    return lines
+
+
+def describe_models(config: Any, sizes: Sequence[int], lrs: Sequence[float]) -> str:
+    """The line a run of several models logs about them."""
+    peaks = ", ".join(f"{lr:g}" for lr in dict.fromkeys(lrs))
+    return (
+        f"models: {len(lrs)} {'-'.join(map(str, sizes))} MLPs in one program (seeds "
+        f"{config.seed}..{config.seed + config.seeds - 1} x peak lr {peaks}), "
+        f"{config.epochs} epochs of batch {config.batch_size}"
+    )
+
+
+def describe_training(config: Any, batches: int, lr: float) -> str:
+    return (
+        f"training: {config.epochs} epochs x {batches} steps of batch {config.batch_size} "
+        f"({config.optimizer}, lr {lr:g}, {config.schedule} schedule)"
+    )
+
+
+def describe_compiled(seconds: float, cache: str | None, num_models: int) -> str:
+    of_all = " of all models" if num_models > 1 else ""
+    cached = f"compilation cache {cache}" if cache else "compilation cache off"
+    return f"compiled the epoch and the evaluation{of_all} in {seconds:.2f}s ({cached})"
+
+
+def describe_early_stop(config: Any, epoch: int, num_models: int) -> str:
+    what = (
+        f"{config.monitored} has not" if num_models == 1 else f"no model's {config.monitored} has"
+    )
+    return (
+        f"early stopping after epoch {epoch}: {what} improved for {config.early_stopping} "
+        "evaluations"
+    )
+
+
+def sample_std(values: Sequence[float] | np.ndarray) -> float:
+    """The std of every "mean ± std" this package prints: over seeds, ddof=1 (0 for one)."""
+    values = np.asarray(values, np.float64)
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+# (prefix, label) of the loss/accuracy pairs a record may hold, in the order they are shown.
+_SPLITS = (("train", "train"), ("val", "val"), ("test", "test"))
+
+
+def format_epoch(record: Record, epochs: int) -> str:
+    """`epoch 3/10  train loss 0.2 err 5.00%  [val ...]  test loss 0.1 acc 97.00%  lr ...  1.2s`"""
+    parts = [f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}"]
+    for prefix, label in _SPLITS:
+        loss, accuracy = record.get(f"{prefix}_loss"), record.get(f"{prefix}_accuracy")
+        if loss is None and accuracy is None:
+            continue
+        text = label
+        if loss is not None:
+            text += f" loss {loss:.4f}"
+        if accuracy is not None:  # training shows the error rate, as the lectures do
+            text += (
+                f" err {100 * (1 - accuracy):5.2f}%"
+                if prefix == "train"
+                else f" acc {100 * accuracy:5.2f}%"
+            )
+        parts.append(text)
+    if record.get("grad_norm") is not None:  # only with --diagnostics
+        parts.append(f"grad norm {record['grad_norm']:.3g}")
+    if record.get("lr") is not None:
+        parts.append(f"lr {record['lr']:.4g}")
+    if record.get("epoch_seconds") is not None:
+        speed = record.get("examples_per_second")
+        parts.append(
+            f"{record['epoch_seconds']:.2f}s" + (f" {speed:,.0f} ex/s" if speed is not None else "")
+        )
+    return "  ".join(parts)
+
+
+def format_models_epoch(records: Sequence[Record], epochs: int) -> str:
+    """One line per epoch for many models: per peak learning rate, mean ± std over its seeds
+    (sample std, as SweepResult.summary; models of different learning rates are never pooled).
+    """
+    first = records[0]
+    groups: dict[Any, list[Record]] = {}
+    for record in records:
+        groups.setdefault(record.get("peak_lr"), []).append(record)
+    parts = [f"epoch {first['epoch']:>{len(str(epochs))}}/{epochs}"]
+    for lr, members in groups.items():
+        loss = np.array([r["train_loss"] for r in members])
+        text = f"lr {lr:g}: " if lr is not None and len(groups) > 1 else ""
+        text += f"train loss {np.mean(loss):.4f} ± {sample_std(loss):.4f}"
+        for split in ("val", "test"):
+            if members[0].get(f"{split}_accuracy") is not None:
+                accuracy = 100 * np.array([r[f"{split}_accuracy"] for r in members])
+                text += f" {split} acc {np.mean(accuracy):.2f} ± {sample_std(accuracy):.2f}%"
+        parts.append(text)
+    total = len(records) * first["examples_per_second"]
+    parts.append(f"{first['epoch_seconds']:.2f}s {total:,.0f} ex/s ({len(records)} models)")
+    return "  ".join(parts)
+
+
+def scores(record: Record) -> str:
+    """`val loss 0.3012 acc 89.20%, test accuracy 88.42%` of an evaluated epoch's record."""
+    parts = []
+    if record.get("val_loss") is not None:
+        parts.append(f"val loss {record['val_loss']:.4f} acc {100 * record['val_accuracy']:.2f}%")
+    if record.get("test_accuracy") is not None:
+        parts.append(f"test accuracy {100 * record['test_accuracy']:.2f}%")
+    else:
+        parts.append(f"train loss {record['train_loss']:.4f} (no test score this epoch)")
+    return ", ".join(parts)
+
+
+def report_run(
+    result: SweepResult, checkpoint_of: Callable[[int], str] | None, log: Log
+) -> dict[str, Any] | None:
+    """The final report of a run of one model or many; returns what DIR/selection.json records."""
+    if len(result.seeds) > 1:
+        return report_sweep(result, log)
+    selection = result.selections[0] if result.selections else None
+    return report_model(result, selection, checkpoint_of, log)
+
+
+def report_model(
+    result: SweepResult,
+    selection: Selection | None,
+    checkpoint_of: Callable[[int], str] | None,
+    log: Log,
+) -> dict[str, Any] | None:
+    """One model's final test accuracy, then its last and selected epochs; returns what
+    DIR/selection.json records (None when nothing was monitored)."""
+    test, history = result.test[0], result.history[0]
+    log(
+        f"test accuracy {100 * test['accuracy']:.2f}% (loss {float(test['loss']):.4f}) "
+        f"on {int(test['count'])} test images"
+    )
+    if selection is None or not history:
+        return None
+    last = history[-1]
+    selected = next((r for r in history if r["epoch"] == selection.best_epoch), None)
+    log(f"last epoch {last['epoch']}: {scores(last)}")
+    if selected is None:
+        log(f"selected epoch {selection.best_epoch}: its record is not in metrics.jsonl")
+    else:
+        where = f" (checkpoint {checkpoint_of(selected['epoch'])})" if checkpoint_of else ""
+        log(
+            f"selected epoch {selected['epoch']} (best {selection.monitor}): "
+            f"{scores(selected)}{where}"
+        )
+    return {
+        "selection": selection.to_json(),
+        "stopped_early": selection.should_stop,
+        "last": last,
+        "selected": selected,
+    }
+
+
+def report_sweep(result: SweepResult, log: Log) -> dict[str, Any] | None:
+    """Each model's final test accuracy, then per lr mean ± std over seeds; with a validation
+    split, per lr the validation and test accuracy at the selected epochs and the lr that
+    validation picks. Returns what DIR/selection.json records. Nothing is picked on test."""
+    for k, (seed, lr) in enumerate(zip(result.seeds, result.lrs, strict=True)):
+        log(
+            f"seed {seed} lr {lr:g}: test accuracy {100 * result.test[k]['accuracy']:.2f}% "
+            f"(loss {float(result.test[k]['loss']):.4f})"
+        )
+    summary = result.summary()
+    for row in summary:
+        diverged = f", {row['diverged']} diverged" if row["diverged"] else ""
+        log(
+            f"lr {row['lr']:g}: test accuracy {100 * row['test_accuracy_mean']:.2f} "
+            f"± {100 * row['test_accuracy_std']:.2f}% (mean ± std over {len(row['seeds'])} "
+            f"seeds{diverged})"
+        )
+    if result.dataset.val_labels is None:
+        return None
+    at = "the selected epochs" if result.selections else "the last epoch"
+    log(f"on validation, at {at} (std: sample std over seeds, ddof=1):")
+    for row in summary:
+        log(
+            f"lr {row['lr']:g}: val accuracy {_pm(row, 'selected_val_accuracy')}, "
+            f"test accuracy {_pm(row, 'selected_test_accuracy')} "
+            f"(epochs {', '.join(map(str, row['selected_epochs']))})"
+        )
+    pick = result.pick("val_accuracy")
+    if pick is not None:
+        log(
+            f"validation picks lr {pick['lr']:g} (highest mean val accuracy "
+            f"{100 * pick['selected_val_accuracy_mean']:.2f}%): its test accuracy "
+            f"{_pm(pick, 'selected_test_accuracy')}"
+        )
+    model = result.picked_model()
+    return {"picked_by": "val_accuracy", "pick": pick, "per_lr": summary, "model": model}
+
+
+def _pm(row: Record, name: str) -> str:
+    return f"{100 * row[f'{name}_mean']:.2f} ± {100 * row[f'{name}_std']:.2f}%"
+
+
+def format_confusion(confusion: np.ndarray) -> str:
+    """int[C, C] (rows: true class) as a text table with class indices."""
+    width = max(len(str(int(confusion.max()))), len(str(len(confusion) - 1))) + 1
+    header = " " * (width + 2) + "".join(f"{c:>{width}}" for c in range(len(confusion)))
+    rows = [
+        f"{t:>{width}} |" + "".join(f"{n:>{width}}" for n in row) for t, row in enumerate(confusion)
+    ]
+    return "\n".join([header, *rows])

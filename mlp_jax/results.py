@@ -1,0 +1,142 @@
+"""What a training run returns: `RunResult` for one model, `SweepResult` for K models (--seeds,
+--lr-sweep), with the statistics over seeds that the reports print.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from mlp_jax.data import Dataset
+from mlp_jax.report import sample_std
+from mlp_jax.selection import Selection
+from mlp_jax.steps import TrainState
+
+Record = dict[str, Any]
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One model's run: its final state, one metrics.jsonl record per epoch, the final test."""
+
+    state: TrainState
+    history: list[Record]
+    test: dict[str, Any]  # evaluate() of the final state, as numpy
+    dataset: Dataset
+    selection: Selection | None = None  # with something monitored: the best epoch, stopping
+    selected: Record | None = None  # the record of the epoch that validation selected
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """K models; model k was trained with seeds[k] and peak learning rate lrs[k]."""
+
+    seeds: list[int]
+    lrs: list[float]
+    states: TrainState  # stacked: every leaf has a leading axis of length K
+    history: list[list[Record]]  # history[k][e]: model k's metrics.jsonl record for epoch e+1
+    test: list[dict[str, Any]]  # evaluate() of each final model, as numpy
+    dataset: Dataset
+    compile_seconds: float  # compiling the epoch and the evaluation, before epoch 1
+    selections: list[Selection] | None = None  # per model: its best epoch by the monitor
+
+    def state(self, k: int) -> TrainState:
+        """Model k's train state, unstacked."""
+        return jax.tree.map(lambda leaf: leaf[k], self.states)
+
+    def single(self) -> RunResult:
+        """Model 0 as a RunResult (what a run of one model returns)."""
+        selection = self.selections[0] if self.selections else None
+        selected = self.selected(0) if selection and selection.best_epoch else None
+        return RunResult(
+            self.state(0), self.history[0], self.test[0], self.dataset, selection, selected
+        )
+
+    def picked_model(self) -> int | None:
+        """The model validation picks: the best monitored value at its selected epoch (None
+        without a selection)."""
+        return picked_model([s.to_json() for s in self.selections or []])
+
+    def selected(self, k: int) -> Record:
+        """Model k's record of the epoch validation selected (its last epoch if none was)."""
+        best = self.selections[k].best_epoch if self.selections else None
+        return self.history[k][-1] if best is None else self.history[k][best - 1]
+
+    def summary(self) -> list[Record]:
+        """Per peak learning rate: mean and std over seeds of the final test accuracy and loss,
+        and, with a validation split, of each model's selected epoch's val and test accuracy.
+
+        std is `sample_std` (ddof=1; 0 for a single seed). Diverged models
+        (non-finite train loss) are counted in `diverged` and left out of the statistics.
+        """
+        rows = []
+        for lr in dict.fromkeys(self.lrs):  # first-seen order
+            members = [k for k, model_lr in enumerate(self.lrs) if model_lr == lr]
+            finite = [k for k in members if np.isfinite(self.history[k][-1]["train_loss"])]
+            row = {
+                "lr": lr,
+                "seeds": [self.seeds[k] for k in members],
+                "diverged": len(members) - len(finite),
+                **_mean_std("test_accuracy", [self.test[k]["accuracy"] for k in finite]),
+                **_mean_std("test_loss", [self.test[k]["loss"] for k in finite]),
+            }
+            if self.dataset.val_labels is not None:
+                selected = [self.selected(k) for k in finite]
+                row["selected_epochs"] = [record["epoch"] for record in selected]
+                for key in ("val_loss", "val_accuracy", "test_accuracy"):
+                    values = [record[key] for record in selected]
+                    row.update(_mean_std(f"selected_{key}", values))
+            rows.append(row)
+        return rows
+
+    def pick(self, by: str = "val_accuracy") -> Record | None:
+        """The summary row of the learning rate that validation picks: the best mean `by`
+        (val_accuracy or val_loss) at the selected epochs. None without a validation split:
+        a sweep never picks on test."""
+        if self.dataset.val_labels is None:
+            return None
+        rows = [row for row in self.summary() if np.isfinite(row[f"selected_{by}_mean"])]
+        if not rows:
+            return None
+        sign = -1.0 if by.endswith("accuracy") else 1.0
+        return min(rows, key=lambda row: sign * row[f"selected_{by}_mean"])
+
+
+def _mean_std(name: str, values: Sequence[float | None]) -> Record:
+    """{name_mean, name_std}: sample std (ddof=1; 0 for one value); NaN for no value."""
+    array = np.array([v for v in values if v is not None], np.float64)
+    if len(array) == 0:
+        return {f"{name}_mean": float("nan"), f"{name}_std": float("nan")}
+    return {f"{name}_mean": float(array.mean()), f"{name}_std": sample_std(array)}
+
+
+def picked_model(selections: Sequence[dict[str, Any] | None]) -> int | None:
+    """Index of the model whose selection (Selection.to_json) has the lowest best value."""
+    values = [
+        (s["best_value"], k)
+        for k, s in enumerate(selections)
+        if s and s.get("best_value") is not None
+    ]
+    return min(values)[1] if values else None
+
+
+def per_model(metrics: dict[str, Any], num_models: int) -> dict[str, np.ndarray]:
+    """Host metrics with a leading model axis (K = 1 gets one)."""
+    return {
+        k: np.asarray(v)[None] if num_models == 1 else np.asarray(v) for k, v in metrics.items()
+    }
+
+
+def split_models(metrics: dict[str, Any], num_models: int) -> list[dict[str, Any]]:
+    """Host metrics of K models (see per_model) as K dicts."""
+    stacked = per_model(metrics, num_models)
+    return [{name: value[k] for name, value in stacked.items()} for k in range(num_models)]
+
+
+def stack(state: TrainState) -> TrainState:
+    """One model's state as a stack of one (leading axis 1)."""
+    return jax.tree.map(lambda leaf: leaf[None], state)

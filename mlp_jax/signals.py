@@ -1,0 +1,77 @@
+"""SIGINT/SIGTERM, the same in every command: outside the epochs (start-up, evaluation, the
+final report) they exit at once with one line; during the epochs the first one stops the loop
+after the current epoch (saving with --workdir) and the second exits at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+
+@contextlib.contextmanager
+def exit_at_once(prog: str):
+    """Within the block, SIGINT/SIGTERM print one line and leave without unwinding through JAX
+    (which can crash natively when interrupted mid-import). A signal the caller ignores
+    (SIG_IGN, e.g. a background job's SIGINT) stays ignored."""
+    previous: dict[int, Any] = {}
+
+    def leave(signum: int, frame: Any) -> None:
+        from mlp_jax.workdir import clear_held_locks  # already imported once a lock is held
+
+        name = signal.Signals(signum).name
+        with contextlib.suppress(Exception):  # keep the lines already printed
+            sys.stdout.flush()
+        line = f"{prog}: {name}: exiting now (no epoch was running; saved checkpoints are intact)"
+        os.write(2, (line + "\n").encode())
+        clear_held_locks()
+        os._exit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, leave)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+class StopRequest:
+    """The first SIGINT/SIGTERM asks the loop to stop after the current epoch; the second exits.
+
+    Handlers go in only in the main thread (Python allows no other), and the previous ones are
+    restored on exit. They only write to fd 2 and set a flag: safe whatever the loop is doing.
+    """
+
+    def __init__(self, prog: str):
+        self.prog = prog
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is not None:
+            os.write(2, f"{self.prog}: {name} again: exiting now, without saving\n".encode())
+            os._exit(128 + signum)
+        self.signum = signum
+        os.write(
+            2,
+            f"{self.prog}: {name}: finishing this epoch, then saving and stopping "
+            f"({name} again exits at once)\n".encode(),
+        )

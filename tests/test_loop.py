@@ -1,0 +1,142 @@
+"""The one loop behaves the same for one model and for a sweep (K = 1 and K = 2), run as users
+run it: the CLI as a subprocess, in a temporary current directory, with relative paths. The
+workdir of either is then a first-class run for evaluate, predict, export and plot."""
+
+import json
+import signal
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_workdir import TINY, cli, one_line_error, start, wait_for_pause
+
+from mlp_jax import restore_checkpoint
+from mlp_jax.resume import saved_selections
+
+FLAGS = [
+    *TINY,
+    "--dataset",
+    "mnist_subset",
+    "--epochs",
+    "3",
+    "--validation-split",
+    "0.1",
+    "--diagnostics",
+    "--log-every",
+    "5",
+]
+MODELS = {1: [], 2: ["--seeds", "2"]}
+
+event_accumulator = pytest.importorskip(
+    "tensorboard.backend.event_processing.event_accumulator",
+    reason="reading event files back needs the tensorboard package (the test extra)",
+)
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["K=1", "K=2"])
+def run(request, tmp_path_factory):
+    """(cwd, K, train's stdout) of a finished run in cwd/run."""
+    cwd = tmp_path_factory.mktemp(f"k{request.param}")
+    code, out, err = cli(cwd, *FLAGS, *MODELS[request.param], "--workdir", "run")
+    assert code == 0, err
+    return cwd, request.param, out
+
+
+def records(cwd):
+    return [json.loads(line) for line in (cwd / "run" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_diagnostics_are_logged_for_every_model(run):
+    cwd, k, _ = run
+    lines = records(cwd)
+    assert len(lines) == 3 * k
+    assert all(np.isfinite(record["grad_norm"]) for record in lines)
+
+
+def test_each_models_selected_epoch_keeps_its_checkpoint(run):
+    cwd, k, _ = run
+    newest = restore_checkpoint(cwd / "run")
+    selections = saved_selections(newest.info)
+    assert len(selections) == k
+    for model, selection in enumerate(selections):
+        best = restore_checkpoint(cwd / "run", best=True, model=model)
+        assert best.epoch == selection["best_epoch"]
+        assert best.model == (model if k > 1 else None)
+        val = [r["val_loss"] for r in records(cwd) if r.get("seed", 0) == model]
+        assert best.epoch == 1 + int(np.argmin(val))
+
+
+def test_tensorboard_has_step_losses_and_a_confusion_image_per_model(run):
+    cwd, k, _ = run
+    logdir = cwd / "run" / "tensorboard"
+    runs = [logdir] if k == 1 else sorted(p for p in logdir.iterdir() if p.is_dir())
+    assert len(runs) == k
+    for folder in runs:
+        reader = event_accumulator.EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        reader.Reload()
+        assert len(reader.Scalars("train/loss_per_step")) >= 3
+        (image,) = reader.Images("test/confusion_matrix")
+        assert image.step == 3 * 72  # 3 epochs of 3,600 images in batches of 50
+
+
+def test_the_final_report_and_selection_json(run):
+    cwd, k, out = run
+    saved = json.loads((cwd / "run" / "selection.json").read_text())
+    if k == 1:
+        assert "selected epoch" in out and saved["selected"]["epoch"] >= 1
+    else:
+        assert "validation picks lr" in out and saved["model"] in (0, 1)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "plot", "export", "predict"])
+@pytest.mark.parametrize("which", [[], ["--best"], ["--model", "0", "--best"]])
+def test_every_command_takes_the_run(run, command, which):
+    cwd, k, _ = run
+    extra = {
+        "export": ["--out", "model.bin"],
+        "predict": ["digit.png"],
+        "plot": [],
+        "evaluate": [],
+    }[command]
+    digit = Image.new("L", (28, 28), 0)
+    digit.paste(255, (12, 6, 16, 22))  # a "1": predict refuses a blank image
+    digit.save(cwd / "digit.png")
+    code, out, err = cli(cwd, "--workdir", "run", *which, *extra, module=f"mlp_jax.{command}")
+    assert code == 0, err
+    if k > 1:  # says which model, and why
+        first = out.splitlines()[0]
+        assert first.startswith("model ") and "of 2 (seed" in first, out
+        assert ("--model" in first) == ("--model" in which), first
+
+
+def test_evaluate_best_names_the_models_selected_epoch(run):
+    cwd, k, _ = run
+    code, out, err = cli(
+        cwd, "--workdir", "run", "--best", "--model", "0", module="mlp_jax.evaluate"
+    )
+    assert code == 0, err
+    epoch = saved_selections(restore_checkpoint(cwd / "run").info)[0]["best_epoch"]
+    assert f"(epoch {epoch}," in out and "selected by val_loss" in out
+
+
+def test_a_model_that_is_not_there_is_one_line(run):
+    cwd, k, _ = run
+    code, _, err = cli(cwd, "--workdir", "run", "--model", "5", module="mlp_jax.evaluate")
+    assert code == 2
+    one_line_error(err, "model 5")
+
+
+@pytest.mark.parametrize("k", [1, 2], ids=["K=1", "K=2"])
+def test_sigterm_after_an_epoch_saves_and_resume_finishes(tmp_path, k):
+    argv = [*FLAGS, *MODELS[k], "--workdir", "run"]
+    process = start(tmp_path, *argv, pause_epoch=2)
+    wait_for_pause(process)
+    process.send_signal(signal.SIGTERM)
+    (tmp_path / "go").touch()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "checkpoint run/checkpoints/2 is saved" in err
+    code, out, err = cli(tmp_path, *argv)
+    assert code == 0, err
+    assert "resuming from checkpoint run/checkpoints/2" in out
+    assert [r["epoch"] for r in records(tmp_path)] == sorted([1, 2, 3] * k)
