@@ -178,7 +178,9 @@ class Checkpointer:
             path = self.path(candidate)
             try:
                 info = self.read_info(candidate)
-            except Exception as error:
+                config = Config.from_dict(info["config"], f"{path}/info")
+                epoch_of = int(info["epoch"])
+            except Exception as error:  # a record edited by hand or corrupted: set aside too
                 skipped.append(f"checkpoint {path} cannot be read ({_first_line(error)})")
                 continue
             if check is not None:
@@ -198,8 +200,8 @@ class Checkpointer:
                 continue
             return Checkpoint(
                 state=restored,
-                epoch=int(info["epoch"]),
-                config=Config.from_dict(info["config"]),
+                epoch=epoch_of,
+                config=config,
                 info=info,
                 path=path,
                 skipped=tuple(skipped),

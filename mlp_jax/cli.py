@@ -11,12 +11,25 @@ import argparse
 import logging
 import os
 import sys
+import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlp_jax.config import ConfigError
 from mlp_jax.signals import exit_at_once
-from mlp_jax.writers import print_line, stdout_error
+from mlp_jax.writers import adopt_closed_stdout, print_line, stdout_error
+
+# JAX settings the package refuses in one line rather than computing something else.
+UNSUPPORTED_JAX_FLAGS = {
+    "JAX_ENABLE_X64": "training, checkpoints and exports are float32 and int32; unset it",
+    "JAX_DISABLE_JIT": "the epoch is one compiled program, which would take hours; unset it",
+}
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in ("1", "true", "yes", "on", "t", "y")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -39,7 +52,11 @@ def main(prog: str, run: Callable[[Sequence[str] | None], int], argv: Sequence[s
 
     with exit_at_once(prog):
         _quiet_failed_save_noise()
+        adopt_closed_stdout()
         try:
+            for name, why in UNSUPPORTED_JAX_FLAGS.items():
+                if _truthy(os.environ.get(name)):
+                    raise ConfigError(name, f"is set, and mlp_jax does not support it ({why})")
             code = run(argv)
         except SystemExit as stop:  # argparse: --help, or a usage error it printed in one line
             return stop.code if isinstance(stop.code, int) else 1
@@ -61,9 +78,19 @@ def main(prog: str, run: Callable[[Sequence[str] | None], int], argv: Sequence[s
     return code
 
 
-def add_checkpoint_flags(parser: argparse.ArgumentParser, *, epoch: bool = False) -> None:
-    """--workdir, --model, --best (and --epoch): which checkpoint of which model to use."""
-    parser.add_argument("--workdir", required=True, help="the --workdir of a training run")
+def add_checkpoint_flags(
+    parser: argparse.ArgumentParser, *, epoch: bool = False, data: bool = False
+) -> None:
+    """--workdir, --model, --best (and --epoch): which checkpoint of which model to use; with
+    `data`, --data-dir and --idx-dir: where the run's dataset lives now, if it moved."""
+    if data:
+        for flag in ("--data-dir", "--idx-dir"):
+            parser.add_argument(
+                flag, type=path_text, help=f"the run's {flag}, if it moved (default: as trained)"
+            )
+    parser.add_argument(
+        "--workdir", required=True, type=path_text, help="the --workdir of a training run"
+    )
     parser.add_argument(
         "--model",
         type=int,
@@ -86,8 +113,6 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser, *, epoch: bool = False
 def writable_folder(path: str | os.PathLike, flag: str) -> Path:
     """`path` as a folder that exists (made now if need be) and can be written; else ConfigError
     naming `flag`."""
-    from mlp_jax.config import ConfigError
-
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -97,6 +122,17 @@ def writable_folder(path: str | os.PathLike, flag: str) -> Path:
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise ConfigError(flag, f"{folder} is not a writable folder")
     return folder
+
+
+def path_text(text: str) -> str:
+    """argparse type: a path that is not empty (an unset variable) and is valid UTF-8."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?); give a path")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("is not valid UTF-8; rename it") from None
+    return text
 
 
 def positive_int(text: str) -> int:
@@ -145,6 +181,16 @@ def _quiet_failed_save_noise() -> None:
     """
     logging.getLogger("absl").setLevel(logging.CRITICAL)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    # The compilation cache is optional: a full or read-only cache folder costs recompiling.
+    warnings.filterwarnings("ignore", "Error (writing|reading) persistent compilation cache entry")
+    # A full disk also fails writer threads (TensorBoard's): the run says it in its one line.
+    previous_thread_hook = threading.excepthook
+
+    def thread_hook(failure: Any) -> None:
+        if not isinstance(failure.exc_value, OSError):
+            previous_thread_hook(failure)
+
+    threading.excepthook = thread_hook
     previous = sys.unraisablehook
 
     def hook(unraisable: Any) -> None:

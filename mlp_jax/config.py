@@ -77,8 +77,6 @@ def _field(default: Any, help: str, **checks: Any) -> Any:
 
 def _check_bounds(flag: str, value: float, bounds: str) -> None:
     """ConfigError unless `value` is a finite number inside `bounds`, e.g. "(0, 1]"."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    _check(number, flag, f"must be a number, got {value!r}")  # e.g. a hand-edited config.json
     low, high = (float(end) for end in bounds[1:-1].split(","))
     above = value > low if bounds[0] == "(" else value >= low
     below = value < high if bounds[-1] == ")" else value <= high
@@ -212,7 +210,7 @@ class Config:
     coordinator_timeout: int = _field(
         60,
         "multi-process: seconds to wait for all processes to reach the coordinator",
-        bounds="[1, inf)",
+        bounds="[1, 86400]",
     )
     num_processes: int | None = _field(
         None, "multi-process: number of processes", bounds="[1, inf)"
@@ -291,6 +289,9 @@ class Config:
         data (label values, memory) live in data.py and state.py."""
         for field in dataclasses.fields(self):
             value, flag = getattr(self, field.name), "--" + field.name.replace("_", "-")
+            if value is not None and field.type.split(" ")[0] in ("int", "float"):
+                number = isinstance(value, int | float) and not isinstance(value, bool)
+                _check(number, flag, f"must be a number, got {value!r}")  # a hand-edited file
             if value is not None and "choices" in field.metadata:
                 allowed = field.metadata["choices"]
                 _check(value in allowed, flag, f"unknown {value!r}; allowed: {', '.join(allowed)}")
@@ -318,6 +319,8 @@ class Config:
             "rate would never reach its peak; use fewer warm-up epochs or more --epochs",
         )
         _check(not self.fresh or self.workdir is not None, "--fresh", "needs --workdir")
+        for name in ("workdir", "idx_dir", "data_dir", "manual_dir", "compilation_cache"):
+            _check_path("--" + name.replace("_", "-"), getattr(self, name))
         _ = self.augmentations  # parses --augment, raising ConfigError if it is bad
         self._validate_selection()
         self._validate_scale()
@@ -339,7 +342,7 @@ class Config:
                 f"unknown {name!r} in {self.augment!r}; allowed: {allowed}",
             )
             largest = AUGMENTATIONS[name]
-            valid = size.isascii() and size.isdigit() and 1 <= int(size) <= largest
+            valid = _is_number(size) and 1 <= int(size) <= largest
             _check(
                 valid if largest else not size,
                 "--augment",
@@ -375,7 +378,7 @@ class Config:
 
     def _validate_scale(self) -> None:
         _check(
-            self.devices == "auto" or (self.devices.isdigit() and int(self.devices) >= 1),
+            self.devices == "auto" or (_is_number(self.devices) and int(self.devices) >= 1),
             "--devices",
             f"must be auto or a number >= 1, got {self.devices!r}",
         )
@@ -399,9 +402,10 @@ class Config:
         if self.coordinator is not None:
             host, _, port = self.coordinator.rpartition(":")
             _check(
-                bool(host) and port.isdigit(),
+                bool(host) and _is_number(port) and 1 <= int(port) <= 65535,
                 "--coordinator",
-                f"expected host:port, e.g. 10.0.0.1:1234, got {self.coordinator!r}",
+                f"expected host:port with a port 1..65535, e.g. 10.0.0.1:1234, "
+                f"got {self.coordinator!r}",
             )
         if self.process_id is not None:
             _check(
@@ -423,11 +427,36 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, saved: dict[str, Any]) -> Config:
+    def from_dict(cls, saved: dict[str, Any], source: str = "config.json") -> Config:
         """A Config from its saved dict (config.json); fields this version does not know are
-        ignored."""
+        ignored. A bad value raises ConfigError naming `source` and the field, not a flag."""
+        if not isinstance(saved, dict):
+            raise ConfigError(source, f"holds a {type(saved).__name__} where a config belongs")
         known = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{name: value for name, value in saved.items() if name in known})
+        try:
+            return cls(**{name: value for name, value in saved.items() if name in known})
+        except ConfigError as error:
+            field = error.flag.removeprefix("--").replace("-", "_")
+            problem = str(error).removeprefix(f"{error.flag}: ")
+            raise ConfigError(source, f'"{field}" {problem} (edited by hand?)') from None
+        except (TypeError, ValueError) as error:  # e.g. a number where a list belongs
+            raise ConfigError(source, f"a value has the wrong type ({error})") from None
+
+
+def _is_number(text: str) -> bool:
+    """Whether `text` is a whole number in ASCII digits ("²" and "٣" are digits to str.isdigit)."""
+    return text.isascii() and text.isdigit()
+
+
+def _check_path(flag: str, path: str | None) -> None:
+    if path is None:
+        return
+    _check(path != "", flag, "is empty (an unset shell variable?); give a folder")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        _check(False, flag, f"{shown!r} is not valid UTF-8; rename it or choose another")
 
 
 def _check_lr(flag: str, lr: float) -> None:

@@ -290,6 +290,8 @@ def _find_idx_files(directory: Path) -> dict[str, Path]:
         dotted = name.replace("-idx", ".idx")
         candidates = [name, name + ".gz", dotted, dotted + ".gz"]
         found = [candidate for candidate in candidates if candidate in present]
+        if len(found) > 1:
+            _idx_error(f"{directory} holds both {' and '.join(found)}; keep one of them")
         if found:
             paths[what] = directory / found[0]
     missing = [name + "[.gz]" for what, name in _IDX_FILES if what not in paths]
@@ -317,8 +319,8 @@ def _check_idx_arrays(arrays: dict[str, np.ndarray], paths: dict[str, Path]) -> 
             _idx_error(
                 f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
             )
-        if len(images) == 0:
-            _idx_error(f"{images_path} holds no images")
+        if 0 in images.shape:
+            _idx_error(f"{images_path} holds no pixels: its shape is {list(images.shape)}")
     train_images, test_images = arrays["train images"], arrays["test images"]
     if train_images.shape[1:] != test_images.shape[1:]:
         _idx_error(
@@ -480,8 +482,13 @@ def load_tfds(
     try:
         tfds = _import_tfds()
     except ModuleNotFoundError as error:
-        if name == "mnist":
+        if name == "mnist" and manual_dir is None and data_dir is None:
             return load_mnist_subset()._replace(note=_NO_TFDS_MNIST_NOTE)
+        if manual_dir is not None or data_dir is not None:
+            flag = "--manual-dir" if manual_dir is not None else "--data-dir"
+            raise ConfigError(
+                flag, f"needs tensorflow-datasets, which is not installed: {_TFDS_EXTRA}"
+            ) from error
         raise ConfigError(
             "--dataset",
             f"{name} needs tensorflow-datasets, which is not installed: {_TFDS_EXTRA}; "

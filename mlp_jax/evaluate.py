@@ -17,10 +17,7 @@ PROG = "mlp_jax.evaluate"
 
 def build_parser() -> cli.OneLineParser:
     parser = cli.OneLineParser(PROG, "Evaluate a checkpoint of a training run on its test split.")
-    cli.add_checkpoint_flags(parser, epoch=True)
-    parser.add_argument(
-        "--data-dir", default=None, help="where the dataset lives now (default: as in training)"
-    )
+    cli.add_checkpoint_flags(parser, epoch=True, data=True)
     return parser
 
 
@@ -35,7 +32,7 @@ def _evaluate(argv: Sequence[str] | None) -> int:
     from mlp_jax.steps import evaluate
     from mlp_jax.writers import print_line
 
-    dataset = dataset_of(checkpoint, args.data_dir)
+    dataset = dataset_of(checkpoint, args.data_dir, args.idx_dir)
     test = jax.device_get(
         evaluate(
             checkpoint.state,

@@ -8,6 +8,7 @@ centred by their bounding box. Both are white on black. Pillow reads and resizes
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )  # is_file: not a named pipe, which would block the read
             if not found:
                 raise ImageError(
                     f"{path}: the folder holds no images (looked for {', '.join(IMAGE_SUFFIXES)})"
@@ -38,6 +41,8 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
             files += found
         elif path.is_file():
             files.append(path)
+        elif path.exists():
+            raise ImageError(f"{path}: not a regular file (a pipe or a device?)")
         else:
             raise ImageError(f"{path}: no such file or folder")
     return files
@@ -49,18 +54,30 @@ def read_grayscale(path: str | os.PathLike) -> np.ndarray:
     Raises ImageError for a file Pillow cannot read.
     """
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)  # phone photos: apply the rotation flag
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                rgba = image.convert("RGBA")
-                paper = Image.new("RGBA", rgba.size, "white")
-                image = Image.alpha_composite(paper, rgba)
-            return np.asarray(image.convert("L"))
+        with warnings.catch_warnings():  # a decompression bomb is an error, not a warning
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = ImageOps.exif_transpose(image)  # phone photos: apply the rotation flag
+                if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey
+                    return _to_8_bits(np.asarray(image))
+                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                    rgba = image.convert("RGBA")
+                    paper = Image.new("RGBA", rgba.size, "white")
+                    image = Image.alpha_composite(paper, rgba)
+                return np.asarray(image.convert("L"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(f"{path}: too large to read safely ({error})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         reason = (
             "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else error
         )
         raise ImageError(f"{path}: cannot read it ({reason})") from None
+
+
+def _to_8_bits(gray: np.ndarray) -> np.ndarray:
+    """uint8 grey levels of a 16-bit (0..65535) or float greyscale image."""
+    top = 65535.0 if gray.dtype.kind in "iu" else max(1.0, float(np.nanmax(gray)))
+    return np.clip(np.rint(gray.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
 def to_training_format(

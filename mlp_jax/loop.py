@@ -40,8 +40,16 @@ from mlp_jax.state import (
 )
 from mlp_jax.steps import TrainState, evaluate, steps_per_epoch, train_epoch
 from mlp_jax.workdir import SELECTION, Workdir, open_workdir, write_atomically
-from mlp_jax.writers import CallbackWriter, MetricWriter, default_writers, print_line, stdout_error
+from mlp_jax.writers import (
+    CallbackWriter,
+    MetricWriter,
+    close_all,
+    default_writers,
+    print_line,
+    stdout_error,
+)
 
+DIVERGED = 1e6  # a mean train loss above this (or NaN) has diverged: ln(10) is 2.3 at the start
 PROG = "mlp_jax.train"  # signal messages name the command users run
 Record = dict[str, Any]
 Log = Callable[[str], None]
@@ -64,8 +72,8 @@ def train_and_evaluate(
     """
     sharding.initialize_distributed(config)  # before any JAX computation
     devices = sharding.available_devices()  # the first use of a backend: JAX_PLATFORMS errors here
-    use_compilation_cache(config.compilation_cache)  # before the first compilation
     log = log if sharding.is_main_process() else _silent
+    use_compilation_cache(config.compilation_cache, log)  # before the first compilation
     # Process 0 alone writes the workdir, so it alone holds the lock (for the whole run).
     with open_workdir(config, log, lock=sharding.is_main_process()) as workdir:
         mesh = sharding.make_mesh(config)
@@ -182,13 +190,10 @@ class _Loop:
             raise StoppedByOutput(stdout_error(), progress.epoch, config.epochs, None)
         writers = self._writers(progress.epoch)
         try:
-            with StopRequest(PROG) as stop:
+            with StopRequest(PROG, saves=self.workdir is not None) as stop:
                 progress, test = self._epochs(progress, programs, writers, stop)
-        finally:
-            for writer in writers:
-                writer.close()
-            if self.checkpointer is not None:
-                self.checkpointer.close()  # the last asynchronous save is on disk
+        finally:  # the last asynchronous save is on disk after the checkpointer's close
+            close_all([*writers, self.checkpointer] if self.checkpointer else writers)
         if test is None or progress.history[0][-1]["test_accuracy"] is None:  # resumed a run,
             # or early stopping (on train_loss) ended it in an epoch without evaluation
             test = _fetch(programs.test(progress.states, *programs.data["test"]))
@@ -291,7 +296,7 @@ class _Loop:
         states, train = programs.epoch(states, *programs.data["train"], key)
         train = per_model(_fetch(train), self.num_models)
         seconds = time.perf_counter() - start
-        if self.stop_on_divergence and not np.isfinite(train["train_loss"]).any():
+        if self.stop_on_divergence and not (np.abs(train["train_loss"]) < DIVERGED).any():
             loss = float(train["train_loss"][0])
             raise DivergedError(epoch, loss, lrs[0], config, self.model.std)
         evaluated = epoch % config.eval_every == 0 or epoch == config.epochs

@@ -18,7 +18,7 @@ PROG = "mlp_jax.plot"
 
 def build_parser() -> cli.OneLineParser:
     parser = cli.OneLineParser(PROG, "Draw the learning curves and confusion matrix of a run.")
-    cli.add_checkpoint_flags(parser)
+    cli.add_checkpoint_flags(parser, data=True)
     parser.add_argument("--out", default=None, help="where to write the PNGs (default: --workdir)")
     return parser
 
@@ -61,7 +61,7 @@ def plot_workdir(
     from mlp_jax.resume import dataset_of
     from mlp_jax.steps import evaluate
 
-    data = dataset_of(checkpoint)
+    data = dataset_of(checkpoint, getattr(args, "data_dir", None), getattr(args, "idx_dir", None))
     confusion = np.asarray(
         evaluate(checkpoint.state, data.test_images, data.test_labels)["confusion"]
     )

@@ -374,20 +374,26 @@ def restore_params(workdir: str | Workdir, epoch: int | None = None, model: int 
     return restore_checkpoint(workdir, epoch, model=model).state.params
 
 
-def dataset_of(checkpoint: Checkpoint, data_dir: str | None = None) -> Dataset:
+def dataset_of(
+    checkpoint: Checkpoint, data_dir: str | None = None, idx_dir: str | None = None
+) -> Dataset:
     """The dataset `checkpoint` was trained on, loaded again (the subset if training fell back
-    to it offline); ConfigError if it now loads differently (another size, shape or classes)."""
+    to it offline; from `data_dir` / `idx_dir` if given, where it moved); ConfigError if it now
+    loads differently (another size, shape or classes)."""
     config, saved = checkpoint.config, checkpoint.info["dataset"]
     if saved["name"] == "mnist_subset":  # also when training fell back to it offline
         config = config.replace(dataset="mnist_subset", idx_dir=None)
     if data_dir is not None:
-        config = config.replace(data_dir=data_dir)
+        config = config.replace(data_dir=os.path.abspath(data_dir))
+    if idx_dir is not None:
+        config = config.replace(idx_dir=os.path.abspath(idx_dir))
     dataset = load_dataset(config)
     facts = dataset_facts(dataset)
-    differing = [name for name in DATASET_FACTS if saved.get(name) != facts[name]]
+    moved = ("name",) if idx_dir is not None else ()  # an IDX dataset is named by its folder
+    differing = [n for n in DATASET_FACTS if n not in moved and saved.get(n) != facts[n]]
     if differing:
         raise ConfigError(
-            "--data-dir",
+            "--idx-dir" if config.idx_dir is not None else "--data-dir",
             "the dataset loads differently now than in training "
             f"({', '.join(f'{n} {saved.get(n)} -> {facts[n]}' for n in differing)})",
         )

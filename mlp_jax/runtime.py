@@ -6,6 +6,8 @@ With it, a rerun of the same command loads its compiled epoch from disk instead 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -27,12 +29,13 @@ def compilation_cache_dir(setting: str) -> Path | None:
     return Path(setting).expanduser().resolve()
 
 
-def use_compilation_cache(setting: str) -> Path | None:
+def use_compilation_cache(setting: str, log: Callable[[str], None] = print) -> Path | None:
     """Points JAX's persistent compilation cache at `setting`'s folder (or turns it off).
 
     Call before the first compilation: JAX opens the cache once per process. "auto" respects
     JAX_ENABLE_COMPILATION_CACHE=false and JAX_COMPILATION_CACHE_DIR.
-    Returns the folder, or None when off. ConfigError if the folder cannot be created.
+    Returns the folder, or None when off. ConfigError if a folder given by name cannot be
+    written; "auto" then runs without the cache and logs one line saying so.
     """
     folder = compilation_cache_dir(setting)
     if setting == "auto" and not jax.config.jax_enable_compilation_cache:
@@ -42,11 +45,17 @@ def use_compilation_cache(setting: str) -> Path | None:
         return None
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # writable (a read-only mount fails even root)
+            pass
     except OSError as error:
-        raise ConfigError(
-            "--compilation-cache",
-            f"cannot create {folder}: {error.strerror or error}; give a writable folder or off",
-        ) from error
+        reason = f"cannot write {folder}: {error.strerror or error}"
+        if setting != "auto":
+            raise ConfigError(
+                "--compilation-cache", f"{reason}; give a writable folder or off"
+            ) from None
+        log(f"compilation cache off: {reason} (--compilation-cache DIR names another)")
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     # JAX's defaults skip programs that compile in under 1 s; on a fast machine that is our epoch,

@@ -16,6 +16,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from mlp_jax.config import Config, ConfigError
+from mlp_jax.signals import exit_on_signal_while_blocked
 
 DATA_AXIS = "data"
 
@@ -40,29 +41,30 @@ def initialize_distributed(config: Config) -> None:
             "address of process 0), unless a SLURM, Open MPI or TPU launcher provides it",
         )
     where = config.coordinator or "the coordinator"
-    # JAX aborts the process (a C++ LOG(FATAL)) when its initialization_timeout passes; this
-    # timer, 10 s earlier, leaves first with one line instead.
-    give_up = threading.Timer(config.coordinator_timeout, _coordinator_timed_out, (config,))
-    give_up.daemon = True
-    give_up.start()
-    try:
-        # What the flags leave out, jax.distributed detects from the environment.
-        jax.distributed.initialize(
-            coordinator_address=config.coordinator,
-            num_processes=config.num_processes,
-            process_id=config.process_id,
-            initialization_timeout=config.coordinator_timeout + 10,
-        )
-    except Exception as error:  # jax raises ValueError/RuntimeError/XlaRuntimeError here
+    with exit_on_signal_while_blocked("mlp_jax.train", f"waiting for {where}"):
+        # JAX aborts the process (a C++ LOG(FATAL)) when its initialization_timeout passes; this
+        # timer, 10 s earlier, leaves first with one line instead.
+        give_up = threading.Timer(config.coordinator_timeout, _coordinator_timed_out, (config,))
+        give_up.daemon = True
+        give_up.start()
+        try:
+            # What the flags leave out, jax.distributed detects from the environment.
+            jax.distributed.initialize(
+                coordinator_address=config.coordinator,
+                num_processes=config.num_processes,
+                process_id=config.process_id,
+                initialization_timeout=config.coordinator_timeout + 10,
+            )
+        except Exception as error:  # jax raises ValueError/RuntimeError/XlaRuntimeError here
+            give_up.cancel()
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            raise ConfigError(
+                "--coordinator",
+                f"could not join the processes at {where} within --coordinator-timeout "
+                f"{config.coordinator_timeout}s ({type(error).__name__}: {reason}); start every "
+                "process with the same --coordinator and --num-processes, process 0 first",
+            ) from None
         give_up.cancel()
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        raise ConfigError(
-            "--coordinator",
-            f"could not join the processes at {where} within --coordinator-timeout "
-            f"{config.coordinator_timeout}s ({type(error).__name__}: {reason}); start every "
-            "process with the same --coordinator and --num-processes, process 0 first",
-        ) from None
-    give_up.cancel()
 
 
 def _coordinator_timed_out(config: Config) -> None:
@@ -95,11 +97,19 @@ def _launched_as_several_processes() -> bool:
     env = os.environ
     if "JAX_COORDINATOR_ADDRESS" in env:
         return True
-    if "SLURM_STEP_NODELIST" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+    if "SLURM_STEP_NODELIST" in env and _count(env, "SLURM_NTASKS") > 1:
         return True
-    if "OMPI_MCA_orte_hnp_uri" in env and int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+    if "OMPI_MCA_orte_hnp_uri" in env and _count(env, "OMPI_COMM_WORLD_SIZE") > 1:
         return True
     return "," in env.get("TPU_WORKER_HOSTNAMES", "")
+
+
+def _count(env: dict[str, str], name: str) -> int:
+    """A launcher's process count: 1 when unset or empty; ConfigError naming it otherwise."""
+    value = env.get(name, "").strip() or "1"
+    if not (value.isascii() and value.isdigit()):
+        raise ConfigError(name, f"must be a number of processes, got {value!r}")
+    return int(value)
 
 
 def is_main_process() -> bool:

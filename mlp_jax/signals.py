@@ -42,6 +42,40 @@ def exit_at_once(prog: str):
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
+@contextlib.contextmanager
+def exit_on_signal_while_blocked(prog: str, what: str):
+    """While the main thread waits inside native code, where Python runs no signal handler
+    (e.g. joining the other processes), a helper thread exits with one line on SIGINT/SIGTERM.
+
+    Python's C-level handler writes each signal's number to the wakeup fd, whichever thread
+    the signal lands on; the helper reads it there. Needs the handlers of `exit_at_once`.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def wait() -> None:
+        while received := os.read(read_end, 64):  # b"" (end of file) when the block is over
+            for signum in received:
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    name = signal.Signals(signum).name
+                    os.write(2, f"{prog}: {name}: exiting now (while {what})\n".encode())
+                    os._exit(128 + signum)
+
+    helper = threading.Thread(target=wait, name="mlp_jax-signals", daemon=True)
+    helper.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(write_end)
+        helper.join()
+        os.close(read_end)
+
+
 class StopRequest:
     """The first SIGINT/SIGTERM asks the loop to stop after the current epoch; the second exits.
 
@@ -49,8 +83,8 @@ class StopRequest:
     restored on exit. They only write to fd 2 and set a flag: safe whatever the loop is doing.
     """
 
-    def __init__(self, prog: str):
-        self.prog = prog
+    def __init__(self, prog: str, saves: bool = True):
+        self.prog, self.saves = prog, saves  # without saving, stopping at once loses nothing
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -66,8 +100,10 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
-        if self.signum is not None:
-            os.write(2, f"{self.prog}: {name} again: exiting now, without saving\n".encode())
+        if self.signum is not None or not self.saves:
+            why = "again: exiting now, without saving" if self.saves else "exiting now (no"
+            why += "" if self.saves else " --workdir: nothing to save)"
+            os.write(2, f"{self.prog}: {name} {why}\n".encode())
             os._exit(128 + signum)
         self.signum = signum
         os.write(

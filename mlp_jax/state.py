@@ -124,12 +124,23 @@ def epoch_keys(seeds: Sequence[int] | jax.Array, epoch: int, stacked: bool = Fal
     return _stacked_epoch_keys(jnp.asarray(seeds), epoch)
 
 
+MAX_STEPS = 2**31 - 1  # the step counter (and the schedules' step) is int32
+
+
 def check_fits(config: Config, dataset: Dataset) -> None:
+    """ConfigError unless the batch fits the training set and all steps fit the counter."""
     num_train = len(dataset.train_labels)
     if config.batch_size > num_train:
         raise ConfigError(
             "--batch-size",
             f"must be 1 .. {num_train} (the training-set size), got {config.batch_size}",
+        )
+    steps = steps_per_epoch(num_train, config.batch_size)
+    if config.epochs * steps > MAX_STEPS:
+        raise ConfigError(
+            "--epochs",
+            f"{config.epochs} epochs of {steps} steps exceed the int32 step counter; at most "
+            f"{MAX_STEPS // steps} epochs at --batch-size {config.batch_size}",
         )
 
 
@@ -151,12 +162,14 @@ def estimate_memory(config: Config, dataset: Dataset) -> dict[str, int]:
         a * b + (b if config.bias else 0) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
     )
     copies = 2 + _OPTIMIZER_COPIES[config.optimizer]
+    # Evaluation never uses a batch larger than its split (evaluate pads to min(batch, N)).
+    eval_batch = min(config.eval_batch_size, max(len(dataset.test_labels), dataset.num_val))
     widths = sum(sizes)
     return {
         "params and optimizer state": 4 * params * copies * config.num_models,
         "activations": 4
         * config.num_models
-        * (3 * config.batch_size * widths + config.eval_batch_size * max(sizes)),
+        * (3 * config.batch_size * widths + eval_batch * max(sizes)),
         "data": int(dataset.train_images.nbytes + dataset.test_images.nbytes),
     }
 

@@ -1,7 +1,5 @@
-"""`python -m mlp_jax.train`: one flag per Config field, then the loop (loop.py).
-
-Imports no JAX until the flags are parsed, so `--help` and flag errors answer at once.
-"""
+"""`python -m mlp_jax.train`: one flag per Config field, then the loop (loop.py). Imports no
+JAX until the flags are parsed, so `--help` and flag errors answer at once."""
 
 from __future__ import annotations
 
@@ -22,12 +20,16 @@ def _list_of(kind: type) -> Callable[[str], tuple]:
     """argparse type for comma-separated values, e.g. --hidden 1000,1500."""
 
     def parse(text: str) -> tuple:
-        try:
-            return tuple(kind(part) for part in text.split(","))
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated {kind.__name__}s, got {text!r}"
-            ) from None
+        parts = text.split(",")
+        for index, part in enumerate(parts):
+            try:
+                kind(part)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected comma-separated {kind.__name__}s; item {index + 1} of "
+                    f"{len(parts)} is {part[:40]!r}"
+                ) from None
+        return tuple(kind(part) for part in parts)
 
     return parse
 

@@ -356,10 +356,19 @@ def _record_problem(line: bytes) -> str | None:
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
         return f'"epoch" must be a whole number >= 1, got {json.dumps(epoch)}'
     for key in ("train_loss", "train_accuracy"):
-        value = record.get(key)
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            return f'"{key}" must be a number, got {json.dumps(value)}'
+        if not _is_number(record.get(key)):
+            return f'"{key}" must be a number, got {json.dumps(record.get(key))}'
+    for key, value in record.items():  # the other metrics: a number, or null (not evaluated)
+        if key.endswith(_NUMERIC) and value is not None and not _is_number(value):
+            return f'"{key}" must be a number or null, got {json.dumps(value)}'
     return None
+
+
+_NUMERIC = ("_loss", "_accuracy", "lr", "_seconds", "_second", "grad_norm", "seed")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _reason(error: BaseException) -> str:

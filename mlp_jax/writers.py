@@ -9,6 +9,7 @@ Writers show the keys that are present and skip the rest.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from mlp_jax import report
 from mlp_jax.config import Config
-from mlp_jax.workdir import Workdir
+from mlp_jax.workdir import CheckpointError, Workdir, WorkdirError
 
 Record = dict[str, Any]
 
@@ -72,6 +73,21 @@ def default_writers(
     return writers
 
 
+def close_all(closers: list[Any]) -> None:
+    """Close each; while an error is on its way out (e.g. a full disk), a failing close adds
+    nothing to it; otherwise the first failure is raised after all are closed."""
+    failures = []
+    for closer in closers:
+        try:
+            closer.close()
+        except Exception as error:
+            failures.append(error)
+    if failures and sys.exc_info()[1] is None:
+        if isinstance(failures[0], WorkdirError | CheckpointError):  # already one clear line
+            raise failures[0]
+        raise WorkdirError(f"cannot finish writing the run: {failures[0]}") from None
+
+
 class CallbackWriter:
     """`on_epoch(epoch, records)` as a writer (train_many's hook)."""
 
@@ -105,6 +121,14 @@ def print_line(line: str) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+
+
+def adopt_closed_stdout() -> None:
+    """A process started with stdout closed (`>&-`) has sys.stdout None: give it /dev/null
+    and record the failure, so that it is handled as a pager that quit (saved, then stopped)."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+        _stdout_error.append(OSError(errno.EBADF, "stdout is closed"))
 
 
 def stdout_error() -> OSError | None:

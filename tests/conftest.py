@@ -26,3 +26,6 @@ def trained_run(tmp_path_factory, subset):
     )
     result = train_and_evaluate(config, subset, log=lambda line: None)
     return workdir, result
+
+
+from tests.faults import run_copy, trained  # noqa: E402, F401 (fixtures of test_faults_*.py)

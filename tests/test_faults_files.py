@@ -1,0 +1,73 @@
+"""Issue kind "hand-edited or corrupt run files": one line naming the file (not a flag the user
+did not pass), and a checkpoint whose record is unreadable is set aside quietly."""
+
+import json
+
+import pytest
+
+from tests.faults import TINY, command, one_line, tree_hash
+
+
+def _edit_json(path, change):
+    value = json.loads(path.read_text())
+    change(value)
+    path.write_text(json.dumps(value))
+
+
+@pytest.mark.parametrize("module", ["evaluate", "plot", "train"])
+def test_a_string_where_metrics_hold_a_number_names_the_line(run_copy, module):
+    metrics = run_copy / "run" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    record = json.loads(lines[0])
+    record["test_accuracy"] = "high"
+    metrics.write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    before = tree_hash(run_copy / "run")
+    args = [*TINY, "--epochs", "3"] if module == "train" else []
+    code, _, err = command(run_copy, module, "--workdir", "run", *args)
+    if module == "evaluate" and code == 0:  # evaluate reads only the checkpoint's own epoch
+        return
+    assert code == 2, err
+    one_line(err, "metrics.jsonl line 1", '"test_accuracy" must be a number')
+    assert tree_hash(run_copy / "run") == before
+
+
+BAD_VALUES = [
+    (lambda info: info["config"].update(layers="2"), ['"layers" must be a number']),
+    (lambda info: info["config"].update(hidden=16), ["wrong type"]),
+    (lambda info: info["config"].update(dropout=1.5), ['"dropout" must be in [0, 1)']),
+]
+
+
+@pytest.mark.parametrize("change, words", BAD_VALUES)
+@pytest.mark.parametrize("module", ["train", "evaluate", "plot"])
+def test_a_bad_value_in_config_json_is_never_a_traceback(run_copy, change, words, module):
+    # config.json is what the run wrote for people; the checkpoints hold what resumes.
+    _edit_json(run_copy / "run" / "config.json", change)
+    saved = tree_hash(run_copy / "run" / "checkpoints")
+    args = [*TINY, "--epochs", "3"] if module == "train" else []
+    code, _, err = command(run_copy, module, "--workdir", "run", *args)
+    assert code in (0, 2) and "Traceback" not in err, err
+    if code == 2:
+        line = one_line(err, "config.json", words[0])
+        assert "--layers" not in line and "--dropout" not in line
+        assert tree_hash(run_copy / "run" / "checkpoints") == saved
+
+
+@pytest.mark.parametrize("change, words", BAD_VALUES)
+def test_a_bad_value_in_a_checkpoints_record_sets_it_aside_naming_the_value(
+    run_copy, change, words
+):
+    _edit_json(run_copy / "run" / "checkpoints" / "2" / "info" / "metadata", change)
+    code, out, err = command(run_copy, "evaluate", "--workdir", "run")
+    assert code == 0, err
+    assert "(epoch 1" in out
+    one_line(err, "checkpoints/2", "skipped", words[0])
+
+
+def test_a_checkpoint_with_an_unreadable_record_is_skipped_quietly(run_copy):
+    info = run_copy / "run" / "checkpoints" / "2" / "info" / "metadata"  # orbax's JSON
+    info.write_text('{"epoch": "two", "config": 5}')
+    code, out, err = command(run_copy, "evaluate", "--workdir", "run")
+    assert code == 0, err
+    assert "(epoch 1" in out
+    one_line(err, "checkpoints/2", "skipped")
