@@ -251,7 +251,7 @@ class TorchLoop:
 class TorchCompiledLoop(TorchLoop):
     """The lectures' loop with the forward pass and loss under `torch.compile` (Inductor, C++).
 
-    `mode` was chosen by measurement (README "Performance"). The backward pass is compiled with
+    `mode` was chosen by measurement (docs/performance.md). The backward pass is compiled with
     it (AOTAutograd); the optimizer step is compiled too, as PyTorch's "compiling the optimizer"
     recipe does. The last, smaller batch compiles a second graph during the warm-up epoch.
     """
@@ -334,7 +334,7 @@ class CliEpochs:
     """mlp_jax as users run it: `python -m mlp_jax.train ... --workdir DIR`, one epoch a round.
 
     The CLI runs in a process of its own, on the same images (written as IDX files), with the
-    same recipe as `mlp_jax` and a checkpoint every epoch (the default, as in the README). It is
+    same recipe as `mlp_jax` and a checkpoint every epoch (the default, docs/checkpoints.md). It is
     paused (SIGSTOP) between rounds, so it never shares the cores with another contender; a
     round is the wall time from resuming it to its next epoch line: the epoch, the test-set
     evaluation, the line, metrics.jsonl and the checkpoint of the epoch before. `cli_seconds`
@@ -438,7 +438,7 @@ CONTENDERS: dict[str, Callable[[Dataset, int], Contender]] = {
 NEEDS_TORCH = {"pytorch", "pytorch_1thread", "torch_compile"}
 NEEDS_KERAS = {"keras", "keras_spe"}
 PEERS = {"pytorch", "pytorch_1thread", "torch_compile", "flax_host_loop", "keras", "keras_spe"}
-KERAS_STEPS_PER_EXECUTION = 32  # the fastest of 1, 8, 32, 128 (README "Performance")
+KERAS_STEPS_PER_EXECUTION = 32  # the fastest of 1, 8, 32, 128 (docs/performance.md)
 TORCH_COMPILE_MODE = "default"  # see TorchCompiledLoop
 DEFAULT_CONTENDERS = ",".join(CONTENDERS)
 TORCH_THREADS = os.cpu_count() or 1  # the lectures' torch.set_num_threads; --torch-threads

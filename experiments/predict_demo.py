@@ -1,4 +1,4 @@
-"""Predict a digit drawn with Pillow: the README's picture of input, what the net saw, answer.
+"""Predict a digit drawn with Pillow: docs/trained-model.md's picture of input, net's view, answer.
 
 Draws a "7" with two thick strokes on a white page, off-centre and far larger than 28x28, brings
 it into MNIST's format (mlp_jax.images) and asks a trained run (--workdir) for its classes.

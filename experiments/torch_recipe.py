@@ -21,7 +21,7 @@ from mlp_jax.data import load_idx_dir, train_mean_std  # numpy only: this proces
 
 HIDDEN = Config().hidden_sizes  # 784-512-256-128-64-10, as experiments/benchmark.py
 
-# mlp_jax's Config() defaults (README "Default recipe") and the lectures' plain recipe.
+# mlp_jax's Config() defaults (docs/cli.md, "Default recipe") and the lectures' plain recipe.
 RECIPES = {
     "default": dict(lr=0.05, momentum=0.9, cosine=True, batch_size=128, standardize=True),
     "lectures": dict(lr=0.01, momentum=0.0, cosine=False, batch_size=12, standardize=False),

@@ -37,7 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Chosen on a Fashion-MNIST validation split by experiments/best_mlp.py (RESULTS.md): the
     # highest validation accuracy of fifteen candidates (91.37%; without the test-time flips
     # 91.36%, without the weight decay 91.18%, 784-1024-512-10 plain for 20 epochs 90.78%). Its
-    # 5-seed test accuracy is in the README.
+    # 5-seed test accuracy is in docs/choosing-models.md.
     "best": {
         "layers": 3,
         "hidden": (2048, 1024),
