@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
@@ -17,6 +19,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 from flax.training import train_state
+
+if TYPE_CHECKING:  # flax.nnx costs ~0.1 s to import: only a user's NNX model brings it in
+    from flax import nnx
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -29,6 +34,9 @@ class Loss:
     `kind` "cross_entropy": softmax cross-entropy; "mse": 1/2 sum_k (sigmoid(z_k) - y_k)^2 against
     one-hot targets y (the TA deck's cost). `label_smoothing` A trains on
     (1 - A) * one_hot + A / classes. Frozen, so equal losses compare equal in jit's cache.
+
+    A loss of your own needs no new kind: `create_train_state(..., loss=fn)` takes any hashable
+    callable with this `__call__`'s contract, e.g. a frozen dataclass (see create_train_state).
     """
 
     kind: str = "cross_entropy"
@@ -52,35 +60,93 @@ class TrainState(train_state.TrainState):
     """flax TrainState (params, tx, opt_state, step) plus the PRNG key for dropout/augmentation.
 
     Step t uses the key fold_in(rng, t), so a state alone determines the rest of training.
-    `loss` is the training loss. With `ema_decay`, `ema_params` is the exponential moving average
-    of the params after each step, and evaluation uses it (`eval_params`); else it is None.
+    `loss` is the training loss (a Loss, or your own: see create_train_state). With `ema_decay`,
+    `ema_params` is the exponential moving average of the params after each step, and
+    evaluation uses it (`eval_params`); else it is None.
     """
 
     rng: jax.Array
     ema_params: Any = None
-    loss: Loss = struct.field(pytree_node=False, default=Loss())
+    loss: Callable[..., jax.Array] = struct.field(pytree_node=False, default=Loss())
     ema_decay: float | None = struct.field(pytree_node=False, default=None)
 
 
 def create_train_state(
     rng: jax.Array,
-    model: nn.Module,
+    model: nn.Module | nnx.Module,
     tx: optax.GradientTransformation,
     sample_input: jax.Array,
     *,
-    loss: Loss = Loss(),
+    loss: Callable[..., jax.Array] = Loss(),
     ema_decay: float | None = None,
 ) -> TrainState:
-    """Initialise params from `sample_input` (any batch, e.g. images[:1]) and the optimizer state.
+    """The initial state: params, optimizer state, and the key for dropout and augmentation.
 
-    `model` is any linen module called as `model.apply(variables, images, train=bool, rngs=...)`.
-    With `ema_decay`, the average starts at the initial params.
-    One compiled program: run eagerly, flax's init compiles each of its dozens of ops apart.
+    `model` is either a linen module, called as `model.apply(variables, images, train=bool,
+    rngs=...)`, whose params are initialised from `rng` and `sample_input` (any batch, e.g.
+    images[:1]); or an `nnx.Module` you wrote, whose own initialised weights are used:
+
+    - `__call__(self, images, *, train: bool = False, rngs: nnx.Rngs | None = None)` returns the
+      logits; `rngs` has the streams "dropout" and "augment" in training, None in inference;
+    - dropout is `nnx.Dropout(rate)(x, deterministic=not train, rngs=rngs)`;
+    - its nnx.Param weights become `params` (a copy, as a plain dict) and apply_fn (NnxApply)
+      merges them back into the module; other state (BatchNorm statistics, an nnx.Rngs kept by
+      a layer) raises ValueError. `sample_input` is unused, and every `rng` starts from the
+      same weights.
+
+    Either way `rng` seeds dropout and augmentation, and the state is a pure pytree (jit, vmap
+    over seeds, meshes). `loss` is any hashable callable `(logits, labels, mask) -> scalar`,
+    `mask` a bool[B] or None, that averages over the unmasked examples: a Loss, or your own
+    (e.g. a frozen dataclass with `__call__`). train_step minimises and reports it; evaluate and
+    eval_step still report the plain cross-entropy. With `ema_decay`, the average starts at the
+    initial params. One compiled program: run eagerly, flax's init compiles each of its dozens
+    of ops apart.
     """
-    init = jax.jit(
-        functools.partial(_initial_state, model=model, tx=tx, loss=loss, ema_decay=ema_decay)
-    )
+    options = {"tx": tx, "loss": loss, "ema_decay": ema_decay}
+    if _is_nnx(model):
+        apply_fn, params = _split_nnx(model)
+        init = functools.partial(_state_from_params, apply_fn=apply_fn, **options)
+        return jax.jit(init)(jax.random.split(rng)[1], params)
+    init = jax.jit(functools.partial(_initial_state, model=model, **options))
     return init(rng, sample_input)
+
+
+@dataclasses.dataclass(frozen=True)
+class NnxApply:
+    """An NNX model's apply_fn: `(variables, images, train=False, rngs=None) -> logits`.
+
+    Holds only the module's graphdef (its structure and static attributes, hashable, no
+    arrays), so the state stays a pure pytree and jit does not retrace from step to step.
+    """
+
+    graphdef: nnx.GraphDef
+
+    def __call__(self, variables, images, train: bool = False, rngs=None) -> jax.Array:
+        from flax import nnx
+
+        model = nnx.merge(self.graphdef, variables["params"])
+        return model(images, train=train, rngs=None if rngs is None else nnx.Rngs(**rngs))
+
+
+def _is_nnx(model: Any) -> bool:
+    nnx = sys.modules.get("flax.nnx")  # an NNX model means its user imported flax.nnx
+    return nnx is not None and isinstance(model, nnx.Module)
+
+
+def _split_nnx(model: nnx.Module) -> tuple[NnxApply, dict[str, Any]]:
+    """The apply function and weights of an NNX model; ValueError if it holds other state."""
+    from flax import nnx
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if jax.tree.leaves(rest):
+        paths = ", ".join(".".join(map(str, path)) for path, _ in nnx.to_flat_state(rest))
+        raise ValueError(
+            f"create_train_state keeps only the nnx.Param weights of an NNX model, but "
+            f"{type(model).__name__} also holds {paths}: state such as BatchNorm statistics is "
+            "not supported, and dropout takes its rngs at call time, "
+            "nnx.Dropout(rate)(x, deterministic=not train, rngs=rngs), not in its constructor"
+        )
+    return NnxApply(graphdef), nnx.to_pure_dict(params)
 
 
 def _initial_state(
@@ -89,14 +155,27 @@ def _initial_state(
     *,
     model: nn.Module,
     tx: optax.GradientTransformation,
-    loss: Loss,
+    loss: Callable[..., jax.Array],
     ema_decay: float | None,
 ) -> TrainState:
     params_rng, dropout_rng = jax.random.split(rng)
     params = model.init(params_rng, sample_input, train=False)["params"]
+    return _state_from_params(dropout_rng, params, model.apply, tx, loss, ema_decay)
+
+
+def _state_from_params(
+    dropout_rng: jax.Array,
+    params: Any,
+    apply_fn: Callable[..., jax.Array],
+    tx: optax.GradientTransformation,
+    loss: Callable[..., jax.Array],
+    ema_decay: float | None,
+) -> TrainState:
+    # Copies, so that train_step's donation can never reach the caller's arrays (NNX weights).
+    params = jax.tree.map(jnp.copy, params)
     ema_params = jax.tree.map(jnp.copy, params) if ema_decay is not None else None
     state = TrainState.create(
-        apply_fn=model.apply,
+        apply_fn=apply_fn,
         params=params,
         tx=tx,
         rng=dropout_rng,
