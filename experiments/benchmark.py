@@ -341,7 +341,7 @@ class CliEpochs:
     keeps the CLI's own `epoch_seconds` (train_epoch alone) for comparison.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int):
+    def __init__(self, dataset: Dataset, batch_size: int, workdir: bool = True):
         self.folder = tempfile.TemporaryDirectory(prefix="mlp_jax_cli_")
         idx_dir = Path(self.folder.name) / "idx"
         write_idx_dir(dataset, idx_dir)
@@ -363,9 +363,9 @@ class CliEpochs:
             str(batch_size),
             "--epochs",
             "100000",
-            "--workdir",
-            str(Path(self.folder.name) / "run"),
         ]
+        if workdir:  # checkpoints, metrics.jsonl and TensorBoard every epoch
+            self.command += ["--workdir", str(Path(self.folder.name) / "run")]
         self.process: subprocess.Popen | None = None
         self.examples = len(dataset.train_labels)
         self.cli_seconds: list[float] = []
@@ -427,6 +427,8 @@ CONTENDERS: dict[str, Callable[[Dataset, int], Contender]] = {
     "matmul_chain": MatmulChain,
     # What users get: the CLI's epochs with evaluation and a checkpoint every epoch.
     "mlp_jax_cli": CliEpochs,
+    # The CLI without --workdir: the epoch, the test evaluation and the line only.
+    "mlp_jax_cli_noworkdir": lambda dataset, batch_size: CliEpochs(dataset, batch_size, False),
     "keras": KerasFit,
     "keras_spe": lambda dataset, batch_size: KerasFit(
         dataset, batch_size, steps_per_execution=KERAS_STEPS_PER_EXECUTION
