@@ -20,3 +20,12 @@ def test_ci_runs_exactly_the_readme_test_command():
     command = next(line for block in blocks for line in block.splitlines() if "pytest" in line)
     ci = (README.parent / ".ci" / "run").read_text().splitlines()
     assert command in ci
+
+
+def test_the_docs_nnx_example_runs(capsys):
+    api = README.parent / "docs" / "api.md"
+    blocks = re.findall(r"```python\n(.*?)```", api.read_text(), flags=re.DOTALL)
+    example = next(block for block in blocks if "nnx.Module" in block)
+    exec(compile(example, str(api), "exec"), {})
+    accuracy = float(capsys.readouterr().out.split("NNX test accuracy:")[1].split()[0])
+    assert 0.5 < accuracy <= 1.0
