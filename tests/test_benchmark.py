@@ -27,7 +27,7 @@ def test_quick_benchmark_writes_a_row_per_contender_and_batch_size(tmp_path):
     _run_quick(tmp_path)
     report = json.loads((tmp_path / "benchmark.json").read_text())
     expected = ["mlp_jax", "pytorch", "flax_host_loop", "pytorch_1thread", "matmul_chain"]
-    expected += ["mlp_jax_cli", "keras"]  # --quick leaves out torch.compile and keras_spe
+    expected += ["mlp_jax_cli", "mlp_jax_cli_noworkdir", "keras"]  # not torch.compile, keras_spe
     expected = [name for name in expected if HAS_TORCH or "torch" not in name]
     expected = [name for name in expected if HAS_KERAS or "keras" not in name]
     assert [section["batch_size"] for section in report["sections"]] == [16, 64]
