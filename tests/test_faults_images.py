@@ -9,8 +9,9 @@ from tests.faults import command, one_line
 
 
 def test_a_16_bit_png_of_a_digit_is_read_not_called_blank(run_copy):
-    pixels = np.zeros((28, 28), np.uint16)
-    pixels[6:22, 12:16] = 60000
+    # Dark ink on white paper: clipped to 8 bits (Pillow's convert("L")) both become 255.
+    pixels = np.full((28, 28), 65535, np.uint16)
+    pixels[6:22, 12:16] = 10000
     Image.fromarray(pixels).save(run_copy / "digit16.png")
     assert Image.open(run_copy / "digit16.png").mode.startswith("I")
     code, out, err = command(run_copy, "predict", "--workdir", "run", "digit16.png")
