@@ -26,7 +26,7 @@ from mlp_jax.errors import DivergedError, StoppedByOutput, StoppedBySignal
 from mlp_jax.model import count_params, layer_sizes, summary
 from mlp_jax.optim import make_schedule, plateau_scale, step_plateau
 from mlp_jax.results import RunResult, SweepResult, per_model, split_models, stack
-from mlp_jax.resume import Progress, dataset_facts
+from mlp_jax.resume import Progress, as_saved, dataset_facts, resume, run_config
 from mlp_jax.runtime import active_compilation_cache, use_compilation_cache
 from mlp_jax.selection import monitored_value, new_selection
 from mlp_jax.signals import StopRequest
@@ -211,8 +211,7 @@ class _Loop:
         return layer_sizes(int(np.prod(self.dataset.image_shape)), self.model)
 
     def _open_workdir(self, progress):
-        from mlp_jax.checkpoint import Checkpointer
-        from mlp_jax.resume import resume, run_config
+        from mlp_jax.checkpoint import Checkpointer  # orbax: only with a workdir
 
         progress = resume(self.config, self.workdir, progress, self.run_info, self.log)
         if sharding.is_main_process():
@@ -357,8 +356,6 @@ class _Loop:
         """Checkpoint when due, forced (signal, stdout), stopping, or at a new best epoch."""
         if self.checkpointer is None:
             return None
-        from mlp_jax.resume import as_saved
-
         config, epoch = self.config, progress.epoch
         due = epoch % config.checkpoint_every == 0 or epoch == config.epochs
         improved = any(s.improved for s in progress.selections or ())

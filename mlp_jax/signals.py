@@ -84,7 +84,7 @@ class StopRequest:
     """
 
     def __init__(self, prog: str, saves: bool = True):
-        self.prog, self.saves = prog, saves  # without saving, stopping at once loses nothing
+        self.prog, self.saves = prog, saves  # whether stopping after the epoch saves anything
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -98,13 +98,18 @@ class StopRequest:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
+    def _exit(self, signum: int, message: str) -> None:
+        os.write(2, f"{self.prog}: {message}\n".encode())
+        os._exit(128 + signum)
+
     def _handle(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
-        if self.signum is not None or not self.saves:
-            why = "again: exiting now, without saving" if self.saves else "exiting now (no"
-            why += "" if self.saves else " --workdir: nothing to save)"
-            os.write(2, f"{self.prog}: {name} {why}\n".encode())
-            os._exit(128 + signum)
+        if self.signum is not None:
+            self._exit(signum, f"{name} again: exiting now, without saving")
+        # SIGTERM asks a process to end; with nothing to save there is no reason to wait. A first
+        # Ctrl-C still ends the epoch (a notebook's interrupt must not kill the kernel).
+        if signum == signal.SIGTERM and not self.saves:
+            self._exit(signum, f"{name}: exiting now (no --workdir: nothing to save)")
         self.signum = signum
         os.write(
             2,
