@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -398,8 +398,3 @@ def dataset_of(
             f"({', '.join(f'{n} {saved.get(n)} -> {facts[n]}' for n in differing)})",
         )
     return dataset
-
-
-def models_of(config: Config) -> Sequence[tuple[int, float]]:
-    """(seed, peak lr) of each model of a run."""
-    return list(zip(*sweep_models(config), strict=True))
