@@ -97,8 +97,8 @@ MUTANTS = [
     Mutant(
         "steps.train_loss_ignores_mask",
         "mlp_jax/steps.py",
-        'cross_entropy_loss(logits, batch["label"], mask)',
-        'cross_entropy_loss(logits, batch["label"])',
+        'state.loss(logits, batch["label"], mask)',
+        'state.loss(logits, batch["label"])',
         STEPS_MASK,
     ),
     Mutant(
@@ -283,8 +283,8 @@ MUTANTS = [
     Mutant(
         "state.seed_ignored_for_init",
         "mlp_jax/state.py",
-        "init_key(config.seed), model",
-        "init_key(0), model",
+        "[config.seed], [config.lr])",
+        "[0], [config.lr])",
         STATE,
     ),
     Mutant(
@@ -363,22 +363,22 @@ MUTANTS = [
     Mutant(
         "resume.repeats_the_last_epoch",
         "mlp_jax/resume.py",
-        "return Progress(done, states, _per_model(",
-        "return Progress(done - 1, states, _per_model(",
+        "return Progress(checkpoint.epoch, states,",
+        "return Progress(checkpoint.epoch - 1, states,",
         CHECKPOINT,
     ),
     Mutant(
         "resume.seed_may_change",
         "mlp_jax/resume.py",
-        '"batch_size", "seed",',
-        '"batch_size",',
+        '"batch_size", "seed"),',
+        '"batch_size"),',
         CHECKPOINT,
     ),
     Mutant(
         "checkpoint.restored_epoch_is_the_step",
         "mlp_jax/checkpoint.py",
-        'epoch=int(info["epoch"])',
-        'epoch=int(info["step"])',
+        'saved_epoch = int(info["epoch"])',
+        'saved_epoch = int(info["step"])',
         CHECKPOINT,
     ),
 ]

@@ -24,12 +24,8 @@ def augment_images(
         op_key = jax.random.fold_in(key, index)
         if name == "flip":
             images = random_flip(op_key, images)
-        elif name == "shift":
-            images = random_shift(op_key, images, size)
-        elif name == "erase":
-            images = random_erase(op_key, images, size)
-        else:  # Config.validate stops this first
-            raise ValueError(f"unknown augmentation {name!r}")
+        else:
+            images = {"shift": random_shift, "erase": random_erase}[name](op_key, images, size)
     return images
 
 
@@ -44,8 +40,6 @@ def random_shift(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array
 
     out[i, j] = images[i - dy, j - dx] where that is inside the image, else 0 (black).
     """
-    if max_shift == 0:
-        return images
     _, height, width, channels = images.shape
     offsets = jax.random.randint(key, (images.shape[0], 2), -max_shift, max_shift + 1)
     padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))

@@ -1,9 +1,6 @@
 """Orbax checkpoints of a run, `DIR/checkpoints/<epoch>/`: saving, restoring, which to keep.
-Nothing else: what a checkpoint must match to resume, and rebuilding its model, are resume.py's;
-the rest of the run folder is workdir.py's.
-
-A checkpoint is the whole TrainState (of all K models) plus a JSON record (epoch, config, dataset,
-normalisation, selections, a hash of the state).
+Each is the whole TrainState (of all K models) plus a JSON record (epoch, config, dataset,
+normalisation, selections, a hash of the state); what it must match to resume is resume.py's.
 """
 
 from __future__ import annotations
@@ -11,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,7 +23,7 @@ from mlp_jax.workdir import (  # the errors live there: the CLI catches them wit
     CheckpointError,
     NoCheckpointError,
     Workdir,
-    timestamp,
+    reason,
     unused_path,
 )
 
@@ -60,17 +56,17 @@ class Checkpointer:
         keep_best: bool = False,
         read_only: bool = False,
     ):
-        workdir = Workdir.of(workdir)
-        self.directory = workdir.file(CHECKPOINTS)  # absolute, as orbax needs
-        self.shown = workdir.show(CHECKPOINTS)  # as the user typed it: messages show this
-        selected = _KeepEpochs(set())
-        newest = ocp.checkpoint_managers.LatestN(keep)
+        self.workdir = Workdir.of(workdir)
+        self.directory = self.workdir.file(CHECKPOINTS)  # absolute, as orbax needs
+        self.shown = self.workdir.show(CHECKPOINTS)  # as the user typed it: messages show this
+        self._selected = _KeepEpochs(set())
+        # The newest `keep`, and with keep_best each model's selected epoch. (BestN would need
+        # one value for all models, and alone it evicts the newest: google/orbax#526.)
+        policy = ocp.checkpoint_managers.LatestN(keep)
+        if keep_best:
+            policy = ocp.checkpoint_managers.AnyPreservationPolicy([policy, self._selected])
         options = ocp.CheckpointManagerOptions(
-            # The newest `keep`, and with keep_best each model's selected epoch. (BestN would
-            # need one value for all models, and alone it evicts the newest: google/orbax#526.)
-            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy([newest, selected])
-            if keep_best
-            else newest,
+            preservation_policy=policy,
             # Temporary dirs are saves that a kill interrupted: never complete, so never used.
             cleanup_tmp_directories=not read_only,
             create=False,  # orbax cannot create it with `active_processes` set (below)
@@ -81,7 +77,6 @@ class Checkpointer:
             ),
         )
         self._last_saved: int | None = None
-        self._selected_epochs = selected
         if not read_only:
             os.makedirs(self.directory, exist_ok=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -93,9 +88,6 @@ class Checkpointer:
     def path(self, epoch: int) -> str:
         """DIR/checkpoints/<epoch> as the user would type it (for messages)."""
         return os.path.join(self.shown, str(epoch))
-
-    def _absolute(self, epoch: int) -> str:
-        return os.path.join(self.directory, str(epoch))
 
     def save(
         self,
@@ -113,7 +105,7 @@ class Checkpointer:
         checkpoints of `selected_epochs` (each model's best so far) are kept besides the newest.
         Raises CheckpointError if this or the previous (asynchronous) save failed.
         """
-        self._selected_epochs.epochs = set(selected_epochs)
+        self._selected.epochs = set(selected_epochs)
         host_state = jax.device_get(state)
         info = {
             **run_info,
@@ -132,27 +124,15 @@ class Checkpointer:
             raise self._save_error(epoch, error) from error
         return self.path(epoch)
 
-    def wait(self) -> None:
-        """Block until the last save is complete on disk; raise CheckpointError if it failed."""
+    def close(self) -> None:
+        """Wait for the last save to be on disk (CheckpointError if it failed), release orbax."""
         try:
             self._manager.wait_until_finished()
             self._manager.check_for_errors()
         except Exception as error:
             raise self._save_error(self._last_saved, error) from error
-
-    def close(self) -> None:
-        """Wait for the last save (raising CheckpointError if it failed), then release orbax."""
-        try:
-            self.wait()
         finally:
             self._manager.close()
-
-    def read_info(self, epoch: int) -> dict[str, Any]:
-        """The JSON record of one checkpoint, without reading its arrays."""
-        restored = self._manager.restore(
-            epoch, args=ocp.args.Composite(info=ocp.args.JsonRestore())
-        )
-        return restored.info
 
     def restore(
         self,
@@ -167,67 +147,56 @@ class Checkpointer:
         `check(info)` may raise (e.g. ConfigError) to refuse a checkpoint outright. `target(info)`
         gives a state of the saved structure (its arrays, or their shapes, are not used).
         """
-        if epoch is not None and epoch not in self.epochs():
-            kept = ", ".join(map(str, self.epochs())) or "none"
+        kept = self.epochs()
+        if epoch is not None and epoch not in kept:
+            listed = ", ".join(map(str, kept)) or "none"
             raise NoCheckpointError(
-                f"no checkpoint of epoch {epoch} in {self.shown} (epochs: {kept})"
+                f"no checkpoint of epoch {epoch} in {self.shown} (epochs: {listed})"
             )
-        candidates = [epoch] if epoch is not None else sorted(self.epochs(), reverse=True)
         skipped = []
-        for candidate in candidates:
+        for candidate in [epoch] if epoch is not None else reversed(kept):
             path = self.path(candidate)
-            try:
-                info = self.read_info(candidate)
+            try:  # a record edited by hand or corrupted: skipped too
+                info = self._restore(candidate, info=ocp.args.JsonRestore()).info
                 config = Config.from_dict(info["config"], f"{path}/info")
-                epoch_of = int(info["epoch"])
-            except Exception as error:  # a record edited by hand or corrupted: set aside too
-                skipped.append(f"checkpoint {path} cannot be read ({_first_line(error)})")
+                saved_epoch = int(info["epoch"])
+            except Exception as error:
+                skipped.append(f"checkpoint {path} cannot be read ({reason(error)})")
                 continue
             if check is not None:
                 check(info)
             abstract = _abstract(target(info))
             try:
-                restored = self._manager.restore(
-                    candidate, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-                ).state
+                state = self._restore(candidate, state=ocp.args.StandardRestore(abstract)).state
             except Exception as error:
-                skipped.append(f"checkpoint {path} cannot be read ({_first_line(error)})")
+                skipped.append(f"checkpoint {path} cannot be read ({reason(error)})")
                 continue
-            if _state_hash(jax.device_get(restored)) != info.get("state_sha256"):
+            if _state_hash(jax.device_get(state)) != info.get("state_sha256"):
                 skipped.append(
                     f"checkpoint {path} is corrupted (its arrays do not match their hash)"
                 )
                 continue
-            return Checkpoint(
-                state=restored,
-                epoch=epoch_of,
-                config=config,
-                info=info,
-                path=path,
-                skipped=tuple(skipped),
-            )
+            return Checkpoint(state, saved_epoch, config, info, path, tuple(skipped))
         where = f"epoch {epoch} in {self.shown}" if epoch is not None else self.shown
         reasons = "; ".join(skipped) if skipped else "there is none"
         raise NoCheckpointError(f"no readable checkpoint of {where}: {reasons}")
 
+    def _restore(self, epoch: int, **items: Any) -> Any:
+        return self._manager.restore(epoch, args=ocp.args.Composite(**items))
+
     def set_aside(self, epoch: int) -> str:
         """Move one (unreadable) checkpoint out of the way, to DIR/unreadable-checkpoints/."""
-        name = os.path.basename(
-            unused_path(os.path.join(self._unreadable(), f"{epoch}-{timestamp()}"))
-        )
-        os.makedirs(self._unreadable(), exist_ok=True)
-        os.rename(self._absolute(epoch), os.path.join(self._unreadable(), name))
+        name = os.path.basename(unused_path(self.workdir.file(UNREADABLE, f"{epoch}-")))
+        os.makedirs(self.workdir.file(UNREADABLE), exist_ok=True)
+        os.rename(os.path.join(self.directory, str(epoch)), self.workdir.file(UNREADABLE, name))
         self._manager.reload()
-        return os.path.join(os.path.dirname(self.shown), UNREADABLE, name)
-
-    def _unreadable(self) -> str:
-        return os.path.join(os.path.dirname(self.directory), UNREADABLE)
+        return self.workdir.show(UNREADABLE, name)
 
     def _save_error(self, epoch: int | None, error: Exception) -> CheckpointError:
         # From the disk, not the manager: orbax already forgot the one it planned to delete.
         kept = sorted(int(name) for name in os.listdir(self.directory) if name.isdigit())
         return CheckpointError(
-            f"cannot write checkpoint {self.path(epoch)}: {_os_reason(error)}; the complete "
+            f"cannot write checkpoint {self.path(epoch)}: {reason(error)}; the complete "
             f"checkpoints are intact (epochs {', '.join(map(str, kept)) or 'none'})"
         )
 
@@ -261,21 +230,3 @@ def _state_hash(host_state: TrainState) -> str:
         digest.update(f"{leaf.dtype}{leaf.shape}".encode())
         digest.update(leaf.tobytes())
     return digest.hexdigest()
-
-
-def _os_reason(error: BaseException) -> str:
-    """'No space left on device (errno 28)' out of an OSError or a TensorStore error message."""
-    if isinstance(error, OSError) and error.strerror:
-        return f"{error.strerror} (errno {error.errno})"
-    # TensorStore's messages put the code after varying text (a file name, or a JSON spec):
-    # the code is what is reliable, and the OS names it.
-    match = re.search(r"\[os_error_code='?(\d+)", str(error))
-    if match:
-        code = int(match.group(1))
-        return f"{os.strerror(code)} (errno {code})"
-    return _first_line(error)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]

@@ -26,6 +26,14 @@ UNSUPPORTED_JAX_FLAGS = {
     "JAX_ENABLE_X64": "training, checkpoints and exports are float32 and int32; unset it",
     "JAX_DISABLE_JIT": "the epoch is one compiled program, which would take hours; unset it",
 }
+# A library ConfigError names the argument it is about; a command names the flag that set it.
+ARGUMENT_FLAGS = {
+    "directory": "--idx-dir",
+    "dataset": "--dataset",
+    "data_dir": "--data-dir",
+    "manual_dir": "--manual-dir",
+    "fraction": "--validation-split",
+}
 
 
 def _truthy(value: str | None) -> bool:
@@ -64,6 +72,9 @@ def main(prog: str, run: Callable[[Sequence[str] | None], int], argv: Sequence[s
             code = exit_code(error)
             if code is None:
                 raise  # a bug: its traceback is what we need to see
+            if isinstance(error, ConfigError) and error.flag in ARGUMENT_FLAGS:
+                message = str(error).removeprefix(f"{error.flag}: ")
+                error = ConfigError(ARGUMENT_FLAGS[error.flag], message)
             kind = "error: " if code in (1, 2) else ""
             print(f"{prog}: {kind}{error or 'interrupted'}", file=sys.stderr)
             return code

@@ -9,13 +9,6 @@ import dataclasses
 import math
 from typing import Any
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
-NORMALIZATIONS = ("scale", "standardize", "none")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine", "plateau")
-MONITORS = ("val_loss", "val_accuracy", "train_loss")
-LOSSES = ("cross_entropy", "mse")
-TEST_AUGMENTATIONS = ("none", "flip")  # --tta (model.py)
 # The --augment vocabulary (augment.py): name -> the largest size K of name:K (0: takes none).
 # Parsed here, not in augment.py, so that config stays free of JAX (the first line prints first).
 AUGMENTATIONS = {"shift": 8, "flip": 0, "erase": 16}
@@ -69,29 +62,28 @@ class ConfigError(ValueError):
         super().__init__(f"{flag}: {message}")
 
 
-def _field(default: Any, help: str, **checks: Any) -> Any:
-    """A Config field: its --help text and its checks, `choices` (a tuple) or `bounds` (an
-    interval such as "[0, 1)" or "[1, inf)"), which `Config.validate` loops over."""
-    return dataclasses.field(default=default, metadata={"help": help, **checks})
+def _allowed(bounds: str) -> str:
+    """An interval as the help and the errors say it: "[1, inf)" -> ">= 1", else "in [0, 1)"."""
+    if bounds.endswith("inf)"):
+        return f"{'>' if bounds[0] == '(' else '>='} {bounds[1:].split(',')[0]}"
+    return f"in {bounds}"
 
 
-def _check_bounds(flag: str, value: float, bounds: str) -> None:
-    """ConfigError unless `value` is a finite number inside `bounds`, e.g. "(0, 1]"."""
-    low, high = (float(end) for end in bounds[1:-1].split(","))
-    above = value > low if bounds[0] == "(" else value >= low
-    below = value < high if bounds[-1] == ")" else value <= high
-    if high == math.inf:
-        allowed = f"{'>' if bounds[0] == '(' else '>='} {low:g}"
-    else:
-        allowed = f"in {bounds}"
-    finite = "" if math.isfinite(value) else "a finite number "
-    _check(
-        math.isfinite(value) and above and below, flag, f"must be {finite}{allowed}, got {value}"
-    )
+def _field(default: Any, help: str, check: tuple[str, ...] | str | None = None) -> Any:
+    """A Config field: its --help text and the check `Config.validate` makes, either the allowed
+    values (a tuple) or bounds (an interval such as "[0, 1)" or "[1, inf)", which help states)."""
+    metadata = {"help": help}
+    if isinstance(check, tuple):
+        metadata["choices"] = check
+    elif check is not None:
+        metadata.update(help=f"{help}; {_allowed(check)}", bounds=check)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """Everything a run depends on, checked when made (ConfigError names the bad flag)."""
+
     # Data.
     dataset: str = _field("mnist", "TFDS image-classification dataset name, or mnist_subset")
     data_dir: str | None = _field(None, "TFDS data_dir (where prepared datasets live)")
@@ -103,98 +95,82 @@ class Config:
         "standardize",
         "input normalisation: scale (pixels / 255), standardize (then minus the train mean, over "
         "the train std), none (raw 0..255 floats)",
-        choices=NORMALIZATIONS,
+        ("scale", "standardize", "none"),
     )
     # Model.
-    layers: int = _field(5, "number of Dense layers (hidden layers + output layer)")
+    layers: int = _field(5, f"number of Dense layers (hidden + output), at most {MAX_LAYERS}")
     hidden: tuple[int, ...] | None = _field(
         None,
         "comma-separated hidden widths, e.g. 1000,1500 (default: halve from 512, never below "
-        f"{MIN_DEFAULT_WIDTH} nor the number of classes; at most {MAX_LAYERS} layers)",
+        f"{MIN_DEFAULT_WIDTH} nor the number of classes)",
     )
-    activation: str = _field("relu", "hidden-layer non-linearity", choices=ACTIVATIONS)
-    dropout: float = _field(
-        0.0, "dropout rate after each hidden activation, in [0, 1)", bounds="[0, 1)"
-    )
-    bias: bool = _field(
-        True, "use bias in the Dense layers (--no-bias: the lectures' bias-free net)"
-    )
+    activation: str = _field("relu", "hidden non-linearity", ("relu", "tanh", "sigmoid", "gelu"))
+    dropout: float = _field(0.0, "dropout rate after each hidden activation", "[0, 1)")
+    bias: bool = _field(True, "Dense layers have biases (--no-bias: the lectures' bias-free net)")
     # Optimiser and schedule.
-    optimizer: str = _field("momentum", "optax optimizer", choices=OPTIMIZERS)
+    optimizer: str = _field(
+        "momentum", "optax optimizer", ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+    )
     lr: float = _field(0.05, "peak learning rate")
-    momentum: float = _field(0.9, "momentum for momentum/nesterov", bounds="[0, 1)")
-    weight_decay: float = _field(0.0, "L2 weight decay (decoupled for adamw)", bounds="[0, inf)")
-    clip_norm: float | None = _field(None, "clip gradients to this global norm", bounds="(0, inf)")
-    schedule: str = _field("cosine", "learning-rate schedule", choices=SCHEDULES)
-    step_every: int = _field(
-        3, "step schedule: decay every K epochs (as PyTorch's StepLR)", bounds="[1, inf)"
+    momentum: float = _field(0.9, "momentum for momentum/nesterov", "[0, 1)")
+    weight_decay: float = _field(0.0, "L2 weight decay (decoupled for adamw)", "[0, inf)")
+    clip_norm: float | None = _field(None, "clip gradients to this global norm", "(0, inf)")
+    schedule: str = _field(
+        "cosine",
+        "learning-rate schedule",
+        ("constant", "step", "exponential", "cosine", "warmup_cosine", "plateau"),
     )
+    step_every: int = _field(3, "step schedule: decay every K epochs (PyTorch StepLR)", "[1, inf)")
     gamma: float = _field(
-        0.5, "step/exponential schedule: decay factor per K epochs / per epoch", bounds="(0, 1]"
+        0.5, "step/exponential schedule: decay factor per K epochs / per epoch", "(0, 1]"
     )
-    warmup_epochs: float = _field(
-        1.0, "warmup_cosine schedule: epochs of linear warm-up", bounds="[0, inf)"
-    )
+    warmup_epochs: float = _field(1.0, "warmup_cosine schedule: linear warm-up epochs", "[0, inf)")
     # Model selection: a validation split, what to monitor on it, early stopping, and the plateau
     # schedule driven by the monitored value (data.validation_split, selection.py, optim.py).
     validation_split: float = _field(
-        0.0,
-        "hold out this stratified fraction of train for validation, in [0, 1) (seed-free)",
-        bounds="[0, 1)",
+        0.0, "hold out this stratified fraction of train for validation (seed-free)", "[0, 1)"
     )
     monitor: str | None = _field(
         None,
         "what early stopping, the best checkpoint and --schedule plateau follow "
         "(None: val_loss with --validation-split, else nothing)",
-        choices=MONITORS,
+        ("val_loss", "val_accuracy", "train_loss"),
     )
     early_stopping: int | None = _field(
-        None,
-        "stop after P evaluations in a row without improvement of --monitor",
-        bounds="[1, inf)",
+        None, "stop after P evaluations in a row without improvement of --monitor", "[1, inf)"
     )
-    plateau_factor: float = _field(
-        0.5, "plateau schedule: multiply the lr by this on a plateau", bounds="(0, 1)"
-    )
+    plateau_factor: float = _field(0.5, "plateau schedule: lr multiplier on a plateau", "(0, 1)")
     plateau_patience: int = _field(
-        2,
-        "plateau schedule: evaluations without improvement before the lr drops",
-        bounds="[1, inf)",
+        2, "plateau schedule: evaluations without improvement before the lr drops", "[1, inf)"
     )
     plateau_cooldown: int = _field(
-        0,
-        "plateau schedule: evaluations to wait after a drop before counting again",
-        bounds="[0, inf)",
+        0, "plateau schedule: evaluations to wait after a drop before counting again", "[0, inf)"
     )
     # Loop.
-    epochs: int = _field(10, "number of passes over the training set", bounds="[1, inf)")
-    batch_size: int = _field(
-        128, "training minibatch size (1 .. training-set size)", bounds="[1, inf)"
-    )
-    eval_batch_size: int = _field(
-        1000, "evaluation batch size (any size: padded and masked)", bounds="[1, inf)"
-    )
+    epochs: int = _field(10, "number of passes over the training set", "[1, inf)")
+    batch_size: int = _field(128, "training minibatch size, at most the train-set size", "[1, inf)")
+    eval_batch_size: int = _field(1000, "eval batch size (any size: padded and masked)", "[1, inf)")
     eval_every: int = _field(
-        1, "evaluate on the test split every N epochs (and after the last)", bounds="[1, inf)"
+        1, "evaluate on the test split every N epochs (and after the last)", "[1, inf)"
     )
     diagnostics: bool = _field(
         False, "also compute each step's gradient norm and log its epoch mean (slower at batch 12)"
     )
-    seed: int = _field(0, "seed for init, dropout and data order", bounds="[0, 2147483647]")
+    seed: int = _field(0, "seed for init, dropout and data order", f"[0, {MAX_SEED}]")
     workdir: str | None = _field(
         None, "write config.json, metrics.jsonl and checkpoints here; resume the run it holds"
     )
     checkpoint_every: int = _field(
-        1, "with --workdir: save a checkpoint every N epochs (and last)", bounds="[1, inf)"
+        1, "with --workdir: save a checkpoint every N epochs (and last)", "[1, inf)"
     )
-    keep: int = _field(3, "with --workdir: keep the newest K checkpoints", bounds="[1, inf)")
+    keep: int = _field(3, "with --workdir: keep the newest K checkpoints", "[1, inf)")
     fresh: bool = _field(
         False, "with --workdir: move a run already there aside (DIR.previous-<time>), start over"
     )
     log_every: int = _field(
         10,
-        "with --workdir: TensorBoard gets the train loss of every Nth step (0: epochs only)",
-        bounds="[0, inf)",
+        "with --workdir: TensorBoard gets every Nth step's train loss (0: epochs only)",
+        "[0, inf)",
     )
     # Scale: devices, hosts, many models (sharding.py, sweep.py).
     devices: str = _field("auto", "data-parallel devices: auto (all) or N (the first N)")
@@ -208,58 +184,44 @@ class Config:
         None, "multi-process: host:port of process 0 (default: detected from SLURM/TPU/MPI)"
     )
     coordinator_timeout: int = _field(
-        60,
-        "multi-process: seconds to wait for all processes to reach the coordinator",
-        bounds="[1, 86400]",
+        60, "multi-process: seconds to wait for all processes at the coordinator", "[1, 86400]"
     )
-    num_processes: int | None = _field(
-        None, "multi-process: number of processes", bounds="[1, inf)"
-    )
+    num_processes: int | None = _field(None, "multi-process: number of processes", "[1, inf)")
     process_id: int | None = _field(None, "multi-process: this process's index, 0 .. N-1")
     # Augmentation, regularisers and the loss (augment.py, model.py, steps.py, optim.py).
     augment: str | None = _field(
         None,
-        "random changes to each training image, made on the device inside the compiled step, "
-        "comma-separated and applied in order: shift:K (translate by up to K pixels in x and "
-        "y, zeros fill in), flip (mirror left-right with probability 1/2: right for "
-        "Fashion-MNIST, whose clothes are left-right symmetric; wrong for digits), erase:K "
-        "(with probability 1/2, zero a K x K square at a random place inside the image). E.g. "
-        "shift:2,flip",
+        "random changes to each training image, made on the device in the compiled step, "
+        "comma-separated, applied in order: shift:K (translate by up to K pixels in x and y, zeros "
+        "fill in), flip (mirror left-right with probability 1/2: for left-right symmetric classes "
+        "like Fashion-MNIST's, not digits), erase:K (with probability 1/2, zero a K x K square at "
+        "a random place). E.g. shift:2,flip",
     )
-    input_dropout: float = _field(
-        0.0, "dropout rate on the input pixels, in [0, 1)", bounds="[0, 1)"
-    )
+    input_dropout: float = _field(0.0, "dropout rate on the input pixels", "[0, 1)")
     max_norm: float | None = _field(
-        None,
-        "after every update, scale each unit's incoming weight vector to norm <= C",
-        bounds="(0, inf)",
+        None, "after every update, scale each unit's incoming weights to norm <= C", "(0, inf)"
     )
-    label_smoothing: float = _field(
-        0.0, "train on targets (1 - A) * one_hot + A / classes, A in [0, 1)", bounds="[0, 1)"
-    )
+    label_smoothing: float = _field(0.0, "train on targets (1-A) * one_hot + A/classes", "[0, 1)")
     ema: float | None = _field(
         None,
-        "keep an exponential moving average of the params with this decay, e.g. 0.999, and "
-        "evaluate it instead of the raw params",
-        bounds="(0, 1)",
+        "evaluate an exponential moving average of the params with this decay, e.g. 0.999",
+        "(0, 1)",
     )
     loss: str = _field(
         "cross_entropy",
         "training loss: cross_entropy (softmax), or mse (1/2 sum_k (sigmoid(z_k) - y_k)^2, the "
         "TA deck's cost); evaluation always reports the cross-entropy",
-        choices=LOSSES,
+        ("cross_entropy", "mse"),
     )
     tta: str = _field(
         "none",
-        "test-time augmentation: flip scores each image and its mirror image and averages the "
-        "two logits, in evaluation, predict and export (training is unchanged); for nets trained "
-        "with --augment flip on left-right symmetric classes (Fashion-MNIST), not digits",
-        choices=TEST_AUGMENTATIONS,
+        "test-time augmentation: flip averages the logits of each image and its mirror image in "
+        "evaluation, predict and export; for nets trained with --augment flip (not for digits)",
+        ("none", "flip"),
     )
     compilation_cache: str = _field(
         "auto",
-        "persistent XLA compilation cache: auto (the user cache folder, e.g. "
-        "~/.cache/mlp_jax/xla), a folder, or off",
+        "XLA compilation cache: auto (the user cache, e.g. ~/.cache/mlp_jax/xla), a folder, or off",
     )
 
     def __post_init__(self) -> None:
@@ -289,14 +251,22 @@ class Config:
         data (label values, memory) live in data.py and state.py."""
         for field in dataclasses.fields(self):
             value, flag = getattr(self, field.name), "--" + field.name.replace("_", "-")
-            if value is not None and field.type.split(" ")[0] in ("int", "float"):
+            if value is None:
+                continue
+            if field.type.split(" ")[0] in ("int", "float"):  # e.g. a hand-edited config.json
                 number = isinstance(value, int | float) and not isinstance(value, bool)
-                _check(number, flag, f"must be a number, got {value!r}")  # a hand-edited file
-            if value is not None and "choices" in field.metadata:
+                _check(number, flag, f"must be a number, got {value!r}")
+            if "choices" in field.metadata:
                 allowed = field.metadata["choices"]
                 _check(value in allowed, flag, f"unknown {value!r}; allowed: {', '.join(allowed)}")
-            if value is not None and "bounds" in field.metadata:
-                _check_bounds(flag, value, field.metadata["bounds"])
+            if "bounds" in field.metadata:
+                bounds = field.metadata["bounds"]
+                low, high = (float(end) for end in bounds[1:-1].split(","))
+                above = value > low if bounds[0] == "(" else value >= low
+                below = value < high if bounds[-1] == ")" else value <= high
+                finite = "" if math.isfinite(value) else "a finite number "
+                message = f"must be {finite}{_allowed(bounds)}, got {value}"
+                _check(math.isfinite(value) and above and below, flag, message)
         _check(
             1 <= self.layers <= MAX_LAYERS,
             "--layers",
@@ -322,8 +292,7 @@ class Config:
         for name in ("workdir", "idx_dir", "data_dir", "manual_dir", "compilation_cache"):
             _check_path("--" + name.replace("_", "-"), getattr(self, name))
         _ = self.augmentations  # parses --augment, raising ConfigError if it is bad
-        self._validate_selection()
-        self._validate_scale()
+        self._validate_selection_and_scale()
 
     @property
     def augmentations(self) -> tuple[Augmentation, ...]:
@@ -336,33 +305,13 @@ class Config:
         parsed = []
         for part in self.augment.split(","):
             name, _, size = part.strip().partition(":")
-            _check(
-                name in AUGMENTATIONS,
-                "--augment",
-                f"unknown {name!r} in {self.augment!r}; allowed: {allowed}",
-            )
-            largest = AUGMENTATIONS[name]
-            valid = _is_number(size) and 1 <= int(size) <= largest
-            _check(
-                valid if largest else not size,
-                "--augment",
-                f"{part!r}: allowed: {allowed}",
-            )
+            largest = AUGMENTATIONS.get(name)
+            unknown = f"unknown {name!r} in {self.augment!r}; allowed: {allowed}"
+            _check(largest is not None, "--augment", unknown)
+            valid = (_is_number(size) and 1 <= int(size) <= largest) if largest else not size
+            _check(valid, "--augment", f"{part!r}: allowed: {allowed}")
             parsed.append((name, int(size or 0)))
         return tuple(parsed)
-
-    def _validate_selection(self) -> None:
-        if self.monitor is not None:
-            _check(
-                not self.monitor.startswith("val_") or self.validation_split > 0,
-                "--monitor",
-                f"{self.monitor} needs a validation split (--validation-split F with 0 < F < 1)",
-            )
-        nothing = "nothing to monitor: add --validation-split F, or --monitor train_loss"
-        if self.early_stopping is not None:
-            _check(self.monitored is not None, "--early-stopping", nothing)
-        if self.schedule == "plateau":
-            _check(self.monitored is not None, "--schedule", f"plateau has {nothing}")
 
     @property
     def monitored(self) -> str | None:
@@ -376,17 +325,26 @@ class Config:
         """Whether the lr follows the monitored value (its state is in the optimizer state)."""
         return self.schedule == "plateau"
 
-    def _validate_scale(self) -> None:
+    def _validate_selection_and_scale(self) -> None:
+        _check(
+            not (self.monitor or "").startswith("val_") or self.validation_split > 0,
+            "--monitor",
+            f"{self.monitor} needs a validation split (--validation-split F with 0 < F < 1)",
+        )
+        nothing = "nothing to monitor: add --validation-split F, or --monitor train_loss"
+        _check(self.early_stopping is None or self.monitored, "--early-stopping", nothing)
+        _check(not self.plateau_schedule or self.monitored, "--schedule", f"plateau has {nothing}")
         _check(
             self.devices == "auto" or (_is_number(self.devices) and int(self.devices) >= 1),
             "--devices",
             f"must be auto or a number >= 1, got {self.devices!r}",
         )
+        most_seeds = MAX_SEED - self.seed + 1
         _check(
-            1 <= self.seeds <= MAX_SEED - self.seed + 1,
+            1 <= self.seeds <= most_seeds,
             "--seeds",
-            f"must be 1 .. {MAX_SEED - self.seed + 1} (seeds --seed .. --seed + K - 1 must stay "
-            f"<= {MAX_SEED}, as JAX seeds are 32-bit), got {self.seeds}",
+            f"must be 1 .. {most_seeds} (seeds --seed .. --seed + K - 1 must stay <= {MAX_SEED}, "
+            f"as JAX seeds are 32-bit), got {self.seeds}",
         )
         if self.lr_sweep is not None:
             _check(len(self.lr_sweep) >= 1, "--lr-sweep", "needs at least one learning rate")
@@ -407,13 +365,13 @@ class Config:
                 f"expected host:port with a port 1..65535, e.g. 10.0.0.1:1234, "
                 f"got {self.coordinator!r}",
             )
-        if self.process_id is not None:
-            _check(
-                self.num_processes is not None and 0 <= self.process_id < self.num_processes,
-                "--process-id",
-                f"must be in 0 .. --num-processes - 1, got {self.process_id} "
-                f"(--num-processes {self.num_processes})",
-            )
+        _check(
+            self.process_id is None
+            or (self.num_processes is not None and 0 <= self.process_id < self.num_processes),
+            "--process-id",
+            f"must be in 0 .. --num-processes - 1, got {self.process_id} "
+            f"(--num-processes {self.num_processes})",
+        )
 
     @property
     def num_models(self) -> int:
@@ -452,23 +410,17 @@ def _check_path(flag: str, path: str | None) -> None:
     if path is None:
         return
     _check(path != "", flag, "is empty (an unset shell variable?); give a folder")
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        _check(False, flag, f"{shown!r} is not valid UTF-8; rename it or choose another")
+    shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    _check(shown == path, flag, f"{shown!r} is not valid UTF-8; rename it or choose another")
 
 
 def _check_lr(flag: str, lr: float) -> None:
-    _check(math.isfinite(lr) and lr > 0, flag, f"must be a finite number > 0, got {lr}")
-    _check(
-        FLOAT32_TINY <= lr <= FLOAT32_MAX,
-        flag,
-        f"{lr:g} is outside float32's normal range [{FLOAT32_TINY:.3g}, {FLOAT32_MAX:.3g}]: "
-        "training computes in float32, where it would round to 0 (or inf)",
-    )
+    """Training computes in float32: a smaller lr would round to 0, a larger one to inf."""
+    normal = f"[{FLOAT32_TINY:.3g}, {FLOAT32_MAX:.3g}]"
+    message = f"must be a finite number > 0 in float32's normal range {normal}, got {lr}"
+    _check(FLOAT32_TINY <= lr <= FLOAT32_MAX, flag, message)
 
 
-def _check(ok: bool, flag: str, message: str) -> None:
+def _check(ok: Any, flag: str, message: str) -> None:
     if not ok:
         raise ConfigError(flag, message)

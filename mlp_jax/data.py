@@ -1,6 +1,7 @@
 """Load an image-classification dataset into host numpy arrays: TFDS, IDX files or an MNIST subset.
 
 Everything here runs once on the host, before training; so does `train_mean_std` for normalisation.
+A ConfigError names the argument it is about ("directory", "dataset", ...); the CLI names its flag.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.resources
-import math
 import os
 import socket
 import threading
@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -57,17 +57,8 @@ class Dataset(NamedTuple):
         return 0 if self.val_labels is None else len(self.val_labels)
 
 
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
+FASHION_MNIST_CLASSES = tuple(
+    "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot".split(",")
 )
 
 
@@ -79,26 +70,24 @@ def class_names(dataset_name: str, num_classes: int) -> tuple[str, ...]:
 
 
 def load_dataset(config: Config) -> Dataset:
-    """The dataset `config` asks for (--idx-dir if set, else --dataset), with its validation split.
-
-    `--validation-split 0` (the default) leaves the train split whole.
-    """
+    """The dataset `config` asks for (its idx_dir if set, else its dataset), with its validation
+    split; `validation_split` 0 (the default) leaves the train split whole."""
     if config.idx_dir is not None:
         dataset = load_idx_dir(config.idx_dir)
     elif config.dataset == "mnist_subset":
         dataset = load_mnist_subset()
     else:
         # Absolute here, once: TFDS resolves paths its own way (and messages show them in full).
-        data_dir = os.path.abspath(config.data_dir) if config.data_dir is not None else None
-        manual_dir = os.path.abspath(config.manual_dir) if config.manual_dir is not None else None
-        dataset = load_tfds(config.dataset, data_dir=data_dir, manual_dir=manual_dir)
+        data_dir, manual_dir = (
+            None if path is None else os.path.abspath(path)
+            for path in (config.data_dir, config.manual_dir)
+        )
+        dataset = load_tfds(config.dataset, data_dir, manual_dir)
     return validation_split(dataset, config.validation_split)
 
 
 # ---------------------------------------------------------------------------------------------
 # The validation split: what model selection (early stopping, the best checkpoint, sweeps) sees.
-
-_SPLIT_SEED = 0  # fixed: the split must not depend on --seed, so every model sees the same one
 
 
 def validation_split(dataset: Dataset, fraction: float) -> Dataset:
@@ -106,13 +95,14 @@ def validation_split(dataset: Dataset, fraction: float) -> Dataset:
 
     From each class c with n_c train images, round(fraction * n_c) go to validation: the first ones
     of np.random.default_rng(0).permutation of that class's indices. The split depends only on the
-    dataset and `fraction` (never on --seed); both parts keep the train split's order. Normalisation
-    statistics (state.build_model) then come from the remaining train images only. A dataset that
-    already has this split is returned as it is; fraction 0 returns the dataset unchanged.
-    Raises ConfigError if the split leaves some class with no train or no validation image.
+    dataset and `fraction` (never on the seed); both parts keep the train split's order.
+    Normalisation statistics (state.build_model) then come from the remaining train images only.
+    A dataset that already has this split is returned as it is; fraction 0 returns the dataset
+    unchanged. ConfigError("fraction") if the split leaves some class with no train or no
+    validation image.
     """
-    if not (math.isfinite(fraction) and 0.0 <= fraction < 1.0):
-        raise ConfigError("--validation-split", f"must be in [0, 1), got {fraction}")
+    if not 0.0 <= fraction < 1.0:  # also refuses NaN
+        raise ConfigError("fraction", f"must be in [0, 1), got {fraction}")
     if dataset.validation is not None:
         if fraction in (0.0, dataset.validation["fraction"]):
             return dataset
@@ -122,7 +112,7 @@ def validation_split(dataset: Dataset, fraction: float) -> Dataset:
     if fraction == 0.0:
         return dataset
     labels = dataset.train_labels
-    rng = np.random.default_rng(_SPLIT_SEED)
+    rng = np.random.default_rng(0)  # fixed: every model (any seed) must see the same split
     held_out, per_class = [], {}
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
@@ -130,7 +120,7 @@ def validation_split(dataset: Dataset, fraction: float) -> Dataset:
         if count == 0 or count == len(members):
             part = "validation" if count == 0 else "training"
             raise ConfigError(
-                "--validation-split",
+                "fraction",
                 f"{fraction} leaves class {label} ({len(members)} train images) with no {part} "
                 f"image; use a fraction that keeps at least one of each class on both sides",
             )
@@ -195,12 +185,12 @@ _IDX_DTYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-# (what, standard name); the second spelling, "train-images.idx3-ubyte", is also accepted.
-_IDX_FILES = (
-    ("train images", "train-images-idx3-ubyte"),
-    ("train labels", "train-labels-idx1-ubyte"),
-    ("test images", "t10k-images-idx3-ubyte"),
-    ("test labels", "t10k-labels-idx1-ubyte"),
+# The standard names of the 4 files; "train-images.idx3-ubyte" and a .gz of either also work.
+_IDX_NAMES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
 )
 
 
@@ -210,7 +200,6 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     Returns native-endian values, e.g. uint8[N, 28, 28] for images, uint8[N] for labels.
     Raises ValueError for a file that is not IDX, has an unknown type code, or is truncated.
     """
-    path = Path(path)
     with open(path, "rb") as file:
         is_gzip = file.read(2) == b"\x1f\x8b"
     with gzip.open(path, "rb") if is_gzip else open(path, "rb") as file:
@@ -222,10 +211,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         )
     type_code, ndim = data[2], data[3]
     if type_code not in _IDX_DTYPES:
-        raise ValueError(
-            f"unsupported IDX type code 0x{type_code:02x}; expected one of "
-            + ", ".join(f"0x{code:02x}" for code in _IDX_DTYPES)
-        )
+        codes = ", ".join(f"0x{code:02x}" for code in _IDX_DTYPES)
+        raise ValueError(f"unsupported IDX type code 0x{type_code:02x}; expected one of {codes}")
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise ValueError(
@@ -250,18 +237,22 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
     Looks for train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
     t10k-labels-idx1-ubyte, each optionally gzipped (.gz), also spelled "train-images.idx3-ubyte".
     num_classes is the largest train label + 1 (at least 2), and every class 0 .. num_classes-1
-    must occur in the train labels often enough to be a class, not a stray value (see
-    `check_labels`). Bad input raises ConfigError("--idx-dir", ...) naming file, value, index.
+    must occur in the train labels often enough to be a class, not a stray value. Bad input
+    raises ConfigError("directory", ...) in one line naming the file, value and index.
     """
     directory = Path(directory)
     paths = _find_idx_files(directory)
-    arrays = {what: _read_idx_for_dir(path) for what, path in paths.items()}
-    _check_idx_arrays(arrays, paths)
-    train_images, test_images = arrays["train images"], arrays["test images"]
-    train_labels, test_labels = arrays["train labels"], arrays["test labels"]
-    num_classes = check_labels(
-        train_labels, test_labels, paths["train labels"].name, paths["test labels"].name
-    )
+    arrays = [_read_idx_file(path) for path in paths]
+    for i in (0, 2):  # train, then test: the images, then their labels
+        _check_split(*arrays[i : i + 2], paths[i].name, paths[i + 1].name)
+    train_images, train_labels, test_images, test_labels = arrays
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise ConfigError(
+            "directory",
+            f"train images are {train_images.shape[1:]} but test images are "
+            f"{test_images.shape[1:]}; both splits need the same image size",
+        )
+    num_classes = _num_classes(train_labels, test_labels, paths[1].name, paths[3].name)
     return Dataset(
         name=f"idx:{directory.resolve().name}",
         train_images=train_images[..., np.newaxis],
@@ -270,63 +261,68 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
         test_labels=test_labels.astype(np.int32),
         num_classes=num_classes,
         source=f"IDX files in {directory.resolve()}",
-        note=None,
     )
 
 
-def _find_idx_files(directory: Path) -> dict[str, Path]:
-    """{"train images": path, ...}: the 4 files of `directory`, each under one of its names."""
-    expected = ", ".join(name + "[.gz]" for _, name in _IDX_FILES)
-    if not directory.exists():
-        _idx_error(f"{directory} does not exist; expected a folder with {expected}")
-    if not directory.is_dir():
-        _idx_error(f"{directory} is not a directory; expected a folder with {expected}")
+def _find_idx_files(directory: Path) -> list[Path]:
+    """The 4 files of `directory` in _IDX_NAMES's order, each under one of its names."""
+    expected = ", ".join(name + "[.gz]" for name in _IDX_NAMES)
     try:
         present = set(os.listdir(directory))
     except OSError as error:
-        _idx_error(f"cannot read {directory}: {error.strerror or error}")
-    paths = {}
-    for what, name in _IDX_FILES:
+        problem = {FileNotFoundError: "does not exist", NotADirectoryError: "is not a directory"}
+        reason = problem.get(type(error), f"cannot be read ({error.strerror or error})")
+        raise ConfigError(
+            "directory", f"{directory} {reason}; expected a folder with {expected}"
+        ) from None
+    paths, missing = [], []
+    for name in _IDX_NAMES:
         dotted = name.replace("-idx", ".idx")
-        candidates = [name, name + ".gz", dotted, dotted + ".gz"]
-        found = [candidate for candidate in candidates if candidate in present]
+        found = [n for n in (name, name + ".gz", dotted, dotted + ".gz") if n in present]
         if len(found) > 1:
-            _idx_error(f"{directory} holds both {' and '.join(found)}; keep one of them")
+            both = " and ".join(found)
+            raise ConfigError("directory", f"{directory} holds both {both}; keep one of them")
         if found:
-            paths[what] = directory / found[0]
-    missing = [name + "[.gz]" for what, name in _IDX_FILES if what not in paths]
+            paths.append(directory / found[0])
+        else:
+            missing.append(name + "[.gz]")
     if missing:
-        _idx_error(f"{directory} lacks {', '.join(missing)}; expected all 4 of {expected}")
+        raise ConfigError(
+            "directory", f"{directory} lacks {', '.join(missing)}; expected all 4 of {expected}"
+        )
     return paths
 
 
-def _check_idx_arrays(arrays: dict[str, np.ndarray], paths: dict[str, Path]) -> None:
-    """ConfigError unless both splits hold uint8 images [N, H, W] of one size and N labels."""
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split} images"], arrays[f"{split} labels"]
-        images_path, labels_path = paths[f"{split} images"].name, paths[f"{split} labels"].name
-        if images.ndim != 3 or images.dtype != np.uint8:
-            _idx_error(
-                f"{images_path} holds {images.dtype}{list(images.shape)}; "
-                "expected uint8 images [N, H, W] (magic 0x00000803)"
-            )
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            _idx_error(
-                f"{labels_path} holds {labels.dtype}{list(labels.shape)}; "
-                "expected integer labels [N] (magic 0x00000801)"
-            )
-        if len(images) != len(labels):
-            _idx_error(
-                f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
-            )
-        if 0 in images.shape:
-            _idx_error(f"{images_path} holds no pixels: its shape is {list(images.shape)}")
-    train_images, test_images = arrays["train images"], arrays["test images"]
-    if train_images.shape[1:] != test_images.shape[1:]:
-        _idx_error(
-            f"train images are {train_images.shape[1:]} but test images are "
-            f"{test_images.shape[1:]}; both splits need the same image size"
+def _read_idx_file(path: Path) -> np.ndarray:
+    try:
+        return read_idx(path)
+    # gzip reports a damaged stream as OSError (BadGzipFile), EOFError or zlib.error.
+    except (OSError, EOFError, zlib.error, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ConfigError("directory", f"cannot read {path.name}: {reason}") from None
+
+
+def _check_split(images: np.ndarray, labels: np.ndarray, images_name: str, labels_name: str):
+    """ConfigError unless `images` are uint8[N, H, W] with pixels and `labels` are int[N]."""
+    if images.ndim != 3 or images.dtype != np.uint8:
+        problem = (
+            f"{images_name} holds {images.dtype}{list(images.shape)}; "
+            "expected uint8 images [N, H, W] (magic 0x00000803)"
         )
+    elif labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        problem = (
+            f"{labels_name} holds {labels.dtype}{list(labels.shape)}; "
+            "expected integer labels [N] (magic 0x00000801)"
+        )
+    elif len(images) != len(labels):
+        problem = (
+            f"{images_name} has {len(images)} images but {labels_name} has {len(labels)} labels"
+        )
+    elif 0 in images.shape:
+        problem = f"{images_name} holds no pixels: its shape is {list(images.shape)}"
+    else:
+        return
+    raise ConfigError("directory", problem)
 
 
 # A class needs at least this share of the median class's train examples (and more than one
@@ -335,60 +331,43 @@ def _check_idx_arrays(arrays: dict[str, np.ndarray], paths: dict[str, Path]) -> 
 _MIN_CLASS_SHARE = 0.01
 
 
-def check_labels(
+def _num_classes(
     train_labels: np.ndarray, test_labels: np.ndarray, train_name: str, test_name: str
-) -> int:
+):
     """The number of classes the train labels define; ConfigError naming file, value and index
     for a negative label, a class that never occurs or is a stray value, or a test label
     outside the train classes. Works on the distinct values only: a label of 2**31-1 costs
     nothing."""
-
-    def where(labels: np.ndarray, value: int) -> int:
-        return int(np.flatnonzero(labels == value)[0])
-
     values, counts = np.unique(train_labels, return_counts=True)
-    if values[0] < 0:
-        value = int(values[0])
-        _idx_error(
-            f"{train_name}: label {value} at index {where(train_labels, value)} is negative; "
-            "labels must be 0 .. K-1"
-        )
     num_classes = max(int(values[-1]) + 1, 2)
     typical = float(np.median(counts))
     # Rarer than 1% of a typical class, or a lone example where classes have 10 or more.
     rare = values[(counts < _MIN_CLASS_SHARE * typical) | ((counts == 1) & (typical >= 10))]
-    if len(values) < int(values[-1]) + 1 or len(rare):
+    stray = None
+    if values[0] < 0:
+        stray, why = int(values[0]), "is negative; labels must be 0 .. K-1"
+    elif len(values) < int(values[-1]) + 1 or len(rare):
         present = set(values.tolist())
         missing = [c for c in range(min(num_classes, len(values) + 1)) if c not in present]
         stray = int(rare[-1]) if len(rare) else int(values[-1])
-        count = int(counts[values == stray][0])
         gap = f"class {missing[0]} never occurs" if missing else f"label {stray} is rare"
-        _idx_error(
-            f"{train_name}: label {stray} at index {where(train_labels, stray)} "
-            f"({count} of {len(train_labels)} labels) would make {num_classes} classes, but "
-            f"{gap}; labels must be 0 .. K-1 with every class present (a corrupt label?)"
+        why = (
+            f"({int(counts[values == stray][0])} of {len(train_labels)} labels) would make "
+            f"{num_classes} classes, but {gap}; labels must be 0 .. K-1 with every class "
+            "present (a corrupt label?)"
         )
-    outside = (test_labels < 0) | (test_labels >= num_classes)
-    if outside.any():
-        index = int(np.flatnonzero(outside)[0])
-        _idx_error(
-            f"{test_name}: label {int(test_labels[index])} at index {index} is not one of the "
-            f"{num_classes} classes of the train labels; expected labels in [0, {num_classes - 1}]"
+    if stray is not None:
+        index = int(np.flatnonzero(train_labels == stray)[0])
+        raise ConfigError("directory", f"{train_name}: label {stray} at index {index} {why}")
+    outside = np.flatnonzero((test_labels < 0) | (test_labels >= num_classes))
+    if len(outside):
+        raise ConfigError(
+            "directory",
+            f"{test_name}: label {int(test_labels[outside[0]])} at index {outside[0]} is not one "
+            f"of the {num_classes} classes of the train labels; expected labels in "
+            f"[0, {num_classes - 1}]",
         )
     return num_classes
-
-
-def _read_idx_for_dir(path: Path) -> np.ndarray:
-    try:
-        return read_idx(path)
-    # gzip reports a damaged stream as OSError (BadGzipFile), EOFError or zlib.error.
-    except (OSError, EOFError, zlib.error, ValueError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        _idx_error(f"cannot read {path.name}: {reason}")
-
-
-def _idx_error(message: str) -> NoReturn:
-    raise ConfigError("--idx-dir", message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,7 +397,6 @@ def load_mnist_subset() -> Dataset:
         test_labels=labels[test_index],
         num_classes=10,
         source="mlp_jax's mnist_5k.npz (5,000 MNIST digits), fixed 4000/1000 stratified split",
-        note=None,
     )
 
 
@@ -426,10 +404,9 @@ def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     """uint8[5000, 784] pixels and int32[5000] labels, sorted by digit, from the package data."""
     resource = importlib.resources.files("mlp_jax").joinpath(*_SUBSET_FILE)
     with resource.open("rb") as file, np.load(file, allow_pickle=False) as arrays:
-        images, labels = arrays["images"], arrays["labels"]
+        images, labels = arrays["images"], arrays["labels"].astype(np.int32)
     if images.shape != (5000, 28, 28) or images.dtype != np.uint8 or labels.shape != (5000,):
         raise ValueError(f"{resource}: expected uint8[5000, 28, 28] images and 5000 labels")
-    labels = labels.astype(np.int32)
     if not np.array_equal(np.bincount(labels, minlength=10), np.full(10, 500)):
         raise ValueError(f"{resource}: expected 500 examples of each digit 0..9")
     return images.reshape(5000, 784), labels
@@ -455,104 +432,72 @@ _ALLOWED = (
     "mnist_subset or a TFDS image-classification dataset name "
     "such as mnist, fashion_mnist, kmnist, cifar10"
 )
-_OFFLINE_MNIST_NOTE = (
-    "offline: TFDS cannot download mnist; using the 5,000-digit MNIST subset shipped with "
-    "mlp_jax (4000 train / 1000 test)"
-)
 _TFDS_EXTRA = "pip install 'mlp_jax[tfds]'"
-_NO_TFDS_MNIST_NOTE = (
-    "tensorflow-datasets is not installed: using the 5,000-digit MNIST subset shipped with "
-    f"mlp_jax (4000 train / 1000 test); for full MNIST: {_TFDS_EXTRA}"
-)
+_SUBSET_NOTE = "using the 5,000-digit MNIST subset shipped with mlp_jax (4000 train / 1000 test)"
 _READ_BATCH = 4096  # examples per __getitems__ call: batched reads, bounded memory
 _PROBE_TIMEOUT_S = 5.0
 
 
 def load_tfds(
-    name: str,
+    dataset: str,
     data_dir: str | os.PathLike | None = None,
     manual_dir: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Splits "train" and "test" of a TFDS dataset with "image" and "label" features.
+    """Splits "train" and "test" of the TFDS `dataset` with "image" and "label" features.
 
     If the dataset is not prepared in `data_dir` yet, prepares it: from the original files in
-    `manual_dir` if given, else by downloading. When the download host is unreachable, `mnist`
-    falls back to `load_mnist_subset()` (with a note); any other dataset raises ConfigError.
+    `manual_dir` if given, else by downloading. Without TFDS, or when the download host is
+    unreachable, "mnist" falls back to `load_mnist_subset()` (with a note); otherwise a
+    ConfigError names the argument at fault ("dataset", "data_dir" or "manual_dir").
     """
     try:
         tfds = _import_tfds()
     except ModuleNotFoundError as error:
-        if name == "mnist" and manual_dir is None and data_dir is None:
-            return load_mnist_subset()._replace(note=_NO_TFDS_MNIST_NOTE)
+        if dataset == "mnist" and manual_dir is None and data_dir is None:
+            note = f"tensorflow-datasets is not installed: {_SUBSET_NOTE}; for full MNIST: "
+            return load_mnist_subset()._replace(note=note + _TFDS_EXTRA)
+        argument = "dataset"
         if manual_dir is not None or data_dir is not None:
-            flag = "--manual-dir" if manual_dir is not None else "--data-dir"
-            raise ConfigError(
-                flag, f"needs tensorflow-datasets, which is not installed: {_TFDS_EXTRA}"
-            ) from error
+            argument = "manual_dir" if manual_dir is not None else "data_dir"
         raise ConfigError(
-            "--dataset",
-            f"{name} needs tensorflow-datasets, which is not installed: {_TFDS_EXTRA}; "
+            argument,
+            f"{dataset} needs tensorflow-datasets, which is not installed: {_TFDS_EXTRA}; "
             "without it: mnist_subset, or --idx-dir with IDX files",
         ) from error
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        builder = tfds.builder(dataset, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError as error:
-        raise ConfigError("--dataset", f"unknown dataset {name!r}; allowed: {_ALLOWED}") from error
+        raise ConfigError("dataset", f"unknown dataset {dataset!r}; allowed: {_ALLOWED}") from error
     except (ValueError, AssertionError) as error:  # e.g. an unparsable name, a wrong version
-        raise ConfigError("--dataset", f"cannot use {name!r}: {_first_line(error)}") from error
+        raise ConfigError("dataset", f"cannot use {dataset!r}: {_first_line(error)}") from error
     image_shape = _image_shape(tfds, builder)
-
     splits = _read_prepared(builder, image_shape)
     if splits is None:
-        reachable = manual_dir is not None or _download_reachable(builder)
-        if not reachable and builder.name == "mnist":
-            return load_mnist_subset()._replace(note=_OFFLINE_MNIST_NOTE)
-        _prepare(tfds, builder, manual_dir, reachable)
+        host, port = _download_host(builder)
+        if manual_dir is None and not _host_reachable(host, port, _PROBE_TIMEOUT_S):
+            if builder.name == "mnist":
+                note = f"offline: TFDS cannot download mnist; {_SUBSET_NOTE}"
+                return load_mnist_subset()._replace(note=note)
+            raise ConfigError(
+                "dataset",
+                f"{builder.name} is not prepared in {builder.data_dir} and TFDS cannot download "
+                f"it: {host}:{port} is unreachable (offline?); use --idx-dir with its IDX files, "
+                "or --data-dir with a prepared copy",
+            )
+        _prepare(tfds, builder, manual_dir)
         splits = _read_prepared(builder, image_shape)
         if splits is None:
             raise RuntimeError(f"TFDS prepared {builder.name} but it still reads as unprepared")
     (train_images, train_labels), (test_images, test_labels) = splits
-    num_classes = builder.info.features["label"].num_classes
-    for split, labels in (("train", train_labels), ("test", test_labels)):
-        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"{builder.name} {split} labels fall outside [0, {num_classes})")
     return Dataset(
         name=builder.name,
         train_images=train_images,
         train_labels=train_labels,
         test_images=test_images,
         test_labels=test_labels,
-        num_classes=num_classes,
+        num_classes=builder.info.features["label"].num_classes,
         source=f"TFDS {builder.info.full_name} in {builder.data_dir}",
-        note=None,
     )
-
-
-def _download_reachable(builder: Any) -> bool:
-    host, port = _download_host(builder)
-    return _host_reachable(host, port, _PROBE_TIMEOUT_S)
-
-
-def _prepare(tfds: Any, builder: Any, manual_dir: Any, reachable: bool) -> None:
-    """Prepares the dataset: from the original files in `manual_dir` if given, else by
-    downloading (when its host is `reachable`); ConfigError in one line when that fails."""
-    if manual_dir is not None:
-        return _prepare_from_manual_dir(tfds, builder, Path(manual_dir))
-    if not reachable:
-        host, port = _download_host(builder)
-        raise ConfigError(
-            "--dataset",
-            f"{builder.name} is not prepared in {builder.data_dir} and TFDS cannot "
-            f"download it: {host}:{port} is unreachable (offline?); use --idx-dir with "
-            "its IDX files, or --data-dir with a prepared copy",
-        )
-    _tensorflow_without_gpu("--dataset", builder.name)
-    try:
-        builder.download_and_prepare(file_format="array_record")
-    except Exception as error:  # any failure: the CLI reports it in one line
-        raise ConfigError(
-            "--dataset", f"could not download {builder.name}: {_first_line(error)}"
-        ) from error
 
 
 def _import_tfds() -> Any:
@@ -562,40 +507,22 @@ def _import_tfds() -> Any:
     return tfds
 
 
-def _tensorflow_without_gpu(flag: str, dataset_name: str) -> None:
-    """Imports TensorFlow, which TFDS prepares datasets with, and hides every GPU from it.
-
-    tensorflow-cpu cannot see a GPU; plain tensorflow (macOS, Linux aarch64) could reserve its
-    memory, which belongs to JAX.
-    """
-    try:
-        import tensorflow as tf
-    except ModuleNotFoundError as error:
-        raise ConfigError(
-            flag,
-            f"preparing {dataset_name} needs TensorFlow, which is not installed: {_TFDS_EXTRA}",
-        ) from error
-    tf.config.set_visible_devices([], "GPU")
-
-
 def _image_shape(tfds: Any, builder: Any) -> tuple[int, int, int]:
     """(H, W, C) of the dataset's fixed-size uint8 "image" feature; ConfigError otherwise."""
     features = builder.info.features
     keys = list(features.keys()) if hasattr(features, "keys") else []
     image = features["image"] if "image" in keys else None
     label = features["label"] if "label" in keys else None
-    if not isinstance(image, tfds.features.Image) or not isinstance(
-        label, tfds.features.ClassLabel
-    ):
+    if not (isinstance(image, tfds.features.Image) and isinstance(label, tfds.features.ClassLabel)):
         raise ConfigError(
-            "--dataset",
+            "dataset",
             f"{builder.name} is not an image-classification dataset (needs 'image' and 'label' "
             f"features, has {', '.join(keys) or 'none'}); allowed: {_ALLOWED}",
         )
     shape = tuple(image.shape)
     if len(shape) != 3 or None in shape or np.dtype(image.np_dtype) != np.uint8:
         raise ConfigError(
-            "--dataset",
+            "dataset",
             f"{builder.name} images are {np.dtype(image.np_dtype)}{list(shape)}; an MLP needs "
             "uint8 images of one fixed size [H, W, C]",
         )
@@ -615,14 +542,19 @@ def _read_prepared(builder: Any, image_shape: tuple[int, int, int]) -> Any:
         splits = list(builder.info.splits)
         if "train" not in splits or "test" not in splits:
             raise ConfigError(
-                "--dataset",
+                "dataset",
                 f"{builder.name} has no 'train' and 'test' splits (it has {', '.join(splits)})",
             ) from error
         if not isinstance(error, NotImplementedError):
             raise
-        # Prepared as TFRecord, which has no random access: read it through TensorFlow.
-        return tuple(_read_split_with_tensorflow(builder, split) for split in ("train", "test"))
-    return tuple(_read_source(source, image_shape) for source in sources)
+        # Prepared as TFRecord (TFDS's default, e.g. by another program): read it with TensorFlow.
+        import tensorflow_datasets as tfds
+
+        arrays = [
+            tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1)) for s in ("train", "test")
+        ]
+        return [(a["image"].astype(np.uint8), a["label"].astype(np.int32)) for a in arrays]
+    return [_read_source(source, image_shape) for source in sources]
 
 
 def _read_source(source: Any, image_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -632,76 +564,62 @@ def _read_source(source: Any, image_shape: tuple[int, int, int]) -> tuple[np.nda
     labels = np.empty((num_examples,), np.int32)
     for start in range(0, num_examples, _READ_BATCH):
         keys = list(range(start, min(start + _READ_BATCH, num_examples)))
-        for key, example in zip(keys, _get_examples(source, keys), strict=True):
+        try:
+            examples = source.__getitems__(keys)  # one batched read: twice as fast as key by key
+        except TypeError:  # tfds.testing.mock_data (TFDS 4.9) installs an unbound __getitems__
+            examples = [source[key] for key in keys]
+        for key, example in zip(keys, examples, strict=True):
             images[key] = example["image"]
             labels[key] = example["label"]
     return images, labels
 
 
-def _get_examples(source: Any, keys: list[int]) -> list[dict[str, Any]]:
-    try:
-        return source.__getitems__(keys)  # one batched read: twice as fast as one key at a time
-    except TypeError:
-        # tfds.testing.mock_data (TFDS 4.9) installs an unbound __getitems__ on its fake source.
-        return [source[key] for key in keys]
-
-
-def _read_split_with_tensorflow(builder: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
-    import tensorflow_datasets as tfds
-
-    arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-    return arrays["image"].astype(np.uint8), arrays["label"].astype(np.int32)
-
-
-def _prepare_from_manual_dir(tfds: Any, builder: Any, manual_dir: Path) -> None:
-    """Prepares the dataset from its original downloads, checked first so failures are quick.
-
-    TFDS takes a file from manual_dir when its name and sha256 match a download URL, and silently
-    downloads whatever does not match: with no network that means minutes of retries.
-    """
-    if not manual_dir.is_dir():
-        raise ConfigError("--manual-dir", f"{manual_dir} is not a directory")
-    url_infos = builder.url_infos or {}
-    if not url_infos:
-        raise ConfigError("--manual-dir", f"TFDS lists no download files for {builder.name}")
-    expected = [
-        info.filename or Path(urllib.parse.urlsplit(url).path).name
-        for url, info in url_infos.items()
-    ]
-    missing = [filename for filename in expected if not (manual_dir / filename).is_file()]
-    if missing:
-        raise ConfigError(
-            "--manual-dir",
-            f"{manual_dir} lacks {', '.join(missing)}; {builder.name} needs the original files "
-            f"{', '.join(expected)}",
-        )
-    for url, info in url_infos.items():
-        path = manual_dir / (info.filename or Path(urllib.parse.urlsplit(url).path).name)
-        if _sha256(path) != info.checksum:
+def _prepare(tfds: Any, builder: Any, manual_dir: str | os.PathLike | None) -> None:
+    """Prepares the dataset as array_record: from the original files in `manual_dir` if given,
+    else by downloading; ConfigError("manual_dir" or "dataset") in one line when that fails."""
+    argument, download_config = "dataset", None
+    if manual_dir is not None:
+        argument = "manual_dir"
+        # TFDS takes each original download from manual_dir by name (and checks its sha256), but
+        # downloads one that is missing there: with no network, minutes of retries.
+        expected = [
+            info.filename or Path(urllib.parse.urlsplit(url).path).name
+            for url, info in (builder.url_infos or {}).items()
+        ]
+        missing = [name for name in expected if not (Path(manual_dir) / name).is_file()]
+        if missing:
             raise ConfigError(
-                "--manual-dir",
-                f"{path} is not the original download of {url} (sha256 differs; recompressed?); "
-                "for other copies of IDX files use --idx-dir",
+                "manual_dir",
+                f"{manual_dir} lacks {', '.join(missing)}; {builder.name} needs the original "
+                f"files {', '.join(expected)}",
             )
-    _tensorflow_without_gpu("--manual-dir", builder.name)
+        download_config = tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+    _tensorflow_without_gpu(argument, builder.name)
     try:
-        builder.download_and_prepare(
-            file_format="array_record",
-            download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
-        )
+        builder.download_and_prepare(file_format="array_record", download_config=download_config)
     except Exception as error:  # any failure: the CLI reports it in one line
+        how = (
+            f"download {builder.name}"
+            if manual_dir is None
+            else f"prepare {builder.name} from {manual_dir}"
+        )
+        raise ConfigError(argument, f"could not {how}: {_first_line(error)}") from error
+
+
+def _tensorflow_without_gpu(argument: str, dataset_name: str) -> None:
+    """Imports TensorFlow, which TFDS prepares datasets with, and hides every GPU from it.
+
+    tensorflow-cpu cannot see a GPU; plain tensorflow (macOS, Linux aarch64) could reserve its
+    memory, which belongs to JAX.
+    """
+    try:
+        import tensorflow as tf
+    except ModuleNotFoundError as error:
         raise ConfigError(
-            "--manual-dir",
-            f"could not prepare {builder.name} from {manual_dir}: {_first_line(error)}",
+            argument,
+            f"preparing {dataset_name} needs TensorFlow, which is not installed: {_TFDS_EXTRA}",
         ) from error
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    tf.config.set_visible_devices([], "GPU")
 
 
 def _download_host(builder: Any) -> tuple[str, int]:

@@ -7,19 +7,14 @@ from __future__ import annotations
 import signal
 
 from mlp_jax.config import Config, ConfigError
-from mlp_jax.workdir import CheckpointError, NoCheckpointError, RunFileError, WorkdirError
-
-__all__ = ["ConfigError", "NoCheckpointError", "RunFileError", "exit_code"]
+from mlp_jax.workdir import CheckpointError, NoCheckpointError, WorkdirError
 
 
 class DivergedError(RuntimeError):
     """The running train loss became NaN or inf; the message lists what can cause it."""
 
-    def __init__(
-        self, epoch: int, loss: float, lr: float, config: Config | None = None, std: float = 1.0
-    ):
+    def __init__(self, epoch: int, loss: float, lr: float, config: Config, std: float = 1.0):
         self.epoch, self.loss, self.lr = epoch, loss, lr
-        config = config if config is not None else Config()
         causes = []
         if config.weight_decay > 0:
             causes.append(f"--weight-decay {config.weight_decay:g} too large")
@@ -38,20 +33,20 @@ class DivergedError(RuntimeError):
         )
 
 
+def _stopped(cause: str, epoch: int, epochs: int, checkpoint: str | None, unsaved: str) -> str:
+    """`{cause} after epoch 3/10: {what was saved}`."""
+    saved = f"checkpoint {checkpoint} is saved; run the same command to resume"
+    return f"{cause} after epoch {epoch}/{epochs}: {saved if checkpoint else unsaved}"
+
+
 class StoppedByOutput(Exception):
     """stdout could not be written (a pager quit, a full disk): the run saved and stopped."""
 
     def __init__(self, error: OSError, epoch: int, epochs: int, checkpoint: str | None):
         self.error = error
-        where = (
-            f"checkpoint {checkpoint} is saved; run the same command to resume"
-            if checkpoint
-            else "nothing new was saved" + ("" if epoch else " (no epoch had started)")
-        )
-        super().__init__(
-            f"stdout cannot be written ({error.strerror or error}), so the run stopped after "
-            f"epoch {epoch}/{epochs}: {where}"
-        )
+        cause = f"stdout cannot be written ({error.strerror or error}), so the run stopped"
+        unsaved = "nothing new was saved" + ("" if epoch else " (no epoch had started)")
+        super().__init__(_stopped(cause, epoch, epochs, checkpoint, unsaved))
 
 
 class StoppedBySignal(Exception):
@@ -59,14 +54,9 @@ class StoppedBySignal(Exception):
 
     def __init__(self, signum: int, epoch: int, epochs: int, checkpoint: str | None):
         self.signum = signum
-        where = (
-            f"checkpoint {checkpoint} is saved; run the same command to resume"
-            if checkpoint
-            else "nothing was saved (no --workdir)"
-        )
-        super().__init__(
-            f"stopped by {signal.Signals(signum).name} after epoch {epoch}/{epochs}: {where}"
-        )
+        cause = f"stopped by {signal.Signals(signum).name}"
+        unsaved = "nothing was saved (no --workdir)"
+        super().__init__(_stopped(cause, epoch, epochs, checkpoint, unsaved))
 
 
 def exit_code(error: BaseException) -> int | None:

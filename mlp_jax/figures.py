@@ -40,7 +40,7 @@ def plot_curves(history: Sequence[dict[str, Any]], title: str) -> Figure:
     evaluated. A --seeds/--lr-sweep run's records (one per model and epoch) give, per peak lr,
     the mean over seeds as a line and the range over seeds as a band.
     """
-    groups = split_models(history)
+    groups = _runs_per_lr(history)
     figure = Figure(figsize=(10, 4))
     loss_axes, error_axes = figure.subplots(1, 2)
     curves = (
@@ -51,10 +51,18 @@ def plot_curves(history: Sequence[dict[str, Any]], title: str) -> Figure:
     for name, models in groups.items():
         prefix = f"{name}: " if len(groups) > 1 else ""
         for split, style, label in curves:
-            for axes, of in ((loss_axes, _loss), (error_axes, _error)):
-                epochs, values = _curve(models, split, of)
-                if not epochs:
-                    continue
+            # per model, its records of the epochs where `split` was scored
+            scored = [
+                {r["epoch"]: r for r in records if r.get(f"{split}_accuracy") is not None}
+                for records in models
+            ]
+            epochs = sorted(set.intersection(*map(set, scored)))  # those of every model
+            if not epochs:
+                continue
+            table = [[by_epoch[e] for e in epochs] for by_epoch in scored]  # [models][epochs]
+            loss = np.array([[r[f"{split}_loss"] for r in row] for row in table])
+            accuracy = np.array([[r[f"{split}_accuracy"] for r in row] for row in table])
+            for axes, values in ((loss_axes, loss), (error_axes, 100 * (1 - accuracy))):
                 (line,) = axes.plot(epochs, values.mean(0), style, label=prefix + label)
                 if len(models) > 1:  # the spread over seeds
                     axes.fill_between(
@@ -71,25 +79,7 @@ def plot_curves(history: Sequence[dict[str, Any]], title: str) -> Figure:
     return figure
 
 
-def _loss(record: dict[str, Any], split: str) -> float:
-    return record[f"{split}_loss"]
-
-
-def _error(record: dict[str, Any], split: str) -> float:
-    return 100 * (1 - record[f"{split}_accuracy"])
-
-
-def _curve(models: list[list[dict[str, Any]]], split: str, of) -> tuple[list[int], np.ndarray]:
-    """(epochs where every model has `split`'s value, values float[models, epochs])."""
-    have = [
-        {r["epoch"]: of(r, split) for r in records if r.get(f"{split}_accuracy") is not None}
-        for records in models
-    ]
-    epochs = sorted(set.intersection(*(set(h) for h in have)))
-    return epochs, np.array([[h[e] for e in epochs] for h in have])
-
-
-def split_models(history: Sequence[dict[str, Any]]) -> dict[str, list[list[dict[str, Any]]]]:
+def _runs_per_lr(history: Sequence[dict[str, Any]]) -> dict[str, list[list[dict[str, Any]]]]:
     """Records per peak lr, then per seed: {"": [all]} for one run, {"lr 0.1": [[seed 0's],
     [seed 1's]], ...} for a sweep."""
     groups: dict[str, dict[Any, list[dict[str, Any]]]] = {}
@@ -126,21 +116,14 @@ def plot_templates(
     Red pixels raise the class score, blue ones lower it (a shared, symmetric colour scale).
     """
     kernel = np.asarray(kernel)
-    height, width = image_shape[:2]
     limit = np.abs(kernel).max()
     columns = min(5, kernel.shape[1])
     rows = -(-kernel.shape[1] // columns)
     figure = Figure(figsize=(2.2 * columns + 1.2, 2.4 * rows + 0.6))
-    grid = np.atleast_1d(figure.subplots(rows, columns)).reshape(-1)
-    for column, axes in enumerate(grid):
-        axes.set_xticks([])
-        axes.set_yticks([])
-        if column >= kernel.shape[1]:
-            axes.set_axis_off()
-            continue
-        image = axes.imshow(
-            kernel[:, column].reshape(height, width), cmap="bwr", vmin=-limit, vmax=limit
-        )
+    grid = _image_grid(figure, rows, columns, kernel.shape[1])
+    for column, axes in enumerate(grid[: kernel.shape[1]]):
+        template = kernel[:, column].reshape(image_shape[:2])
+        image = axes.imshow(template, cmap="bwr", vmin=-limit, vmax=limit)
         axes.set_title(names[column], fontsize=10)
     figure.colorbar(image, ax=list(grid), shrink=0.8, label="weight (red: evidence for the class)")
     figure.suptitle(title)
@@ -158,23 +141,22 @@ def plot_predictions(
     """A grid of images uint8[N, H, W, 1] titled "true -> predicted"; misclassified ones in red."""
     rows = -(-len(images) // columns)
     figure = Figure(figsize=(1.6 * columns, 1.9 * rows))
-    grid = np.atleast_2d(figure.subplots(rows, columns))
-    for index, axes in enumerate(grid.flat):
-        axes.set_xticks([])
-        axes.set_yticks([])
-        if index >= len(images):
-            axes.set_axis_off()
-            continue
-        wrong = predictions[index] != labels[index]
-        axes.imshow(images[index, ..., 0], cmap="gray_r")
-        axes.set_title(
-            f"{names[labels[index]]}\n-> {names[predictions[index]]}",
-            fontsize=8,
-            color="red" if wrong else "black",
-        )
-        if wrong:  # a red frame, so misclassified images stand out at a glance
+    grid = _image_grid(figure, rows, columns, len(images))
+    for image, label, predicted, axes in zip(images, labels, predictions, grid, strict=False):
+        color = "red" if predicted != label else "black"
+        axes.imshow(image[..., 0], cmap="gray_r")
+        axes.set_title(f"{names[label]}\n-> {names[predicted]}", fontsize=8, color=color)
+        if predicted != label:  # a red frame, so misclassified images stand out at a glance
             for spine in axes.spines.values():
                 spine.set(color="red", linewidth=2.5)
     figure.suptitle(title + "  (true -> predicted; red: misclassified)")
     figure.tight_layout()
     return figure
+
+
+def _image_grid(figure: Figure, rows: int, columns: int, count: int) -> np.ndarray:
+    """rows x columns axes without ticks, flat; those after the first `count` hidden."""
+    grid = figure.subplots(rows, columns, squeeze=False, subplot_kw={"xticks": [], "yticks": []})
+    for axes in grid.ravel()[count:]:
+        axes.set_axis_off()
+    return grid.ravel()

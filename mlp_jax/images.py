@@ -59,7 +59,9 @@ def read_grayscale(path: str | os.PathLike) -> np.ndarray:
             with Image.open(path) as image:
                 image = ImageOps.exif_transpose(image)  # phone photos: apply the rotation flag
                 if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey
-                    return _to_8_bits(np.asarray(image))
+                    gray = np.asarray(image, np.float64)
+                    top = 65535.0 if image.mode != "F" else max(1.0, float(np.nanmax(gray)))
+                    return np.clip(np.rint(gray * (255.0 / top)), 0, 255).astype(np.uint8)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                     rgba = image.convert("RGBA")
                     paper = Image.new("RGBA", rgba.size, "white")
@@ -67,17 +69,10 @@ def read_grayscale(path: str | os.PathLike) -> np.ndarray:
                 return np.asarray(image.convert("L"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"{path}: too large to read safely ({error})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        reason = (
-            "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else error
-        )
-        raise ImageError(f"{path}: cannot read it ({reason})") from None
-
-
-def _to_8_bits(gray: np.ndarray) -> np.ndarray:
-    """uint8 grey levels of a 16-bit (0..65535) or float greyscale image."""
-    top = 65535.0 if gray.dtype.kind in "iu" else max(1.0, float(np.nanmax(gray)))
-    return np.clip(np.rint(gray.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: cannot read it (not an image Pillow can read)") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{path}: cannot read it ({error})") from None
 
 
 def to_training_format(
@@ -90,7 +85,14 @@ def to_training_format(
     (Fashion-MNIST): the same, but the longer side fills the field and the bounding box is
     centred. "none": the pixels as they are, which must already have the training shape.
     """
-    height, width, channels = _check_shape(image_shape, style)
+    if style not in STYLES:
+        raise ValueError(f"unknown preprocessing style {style!r}; allowed: {', '.join(STYLES)}")
+    if len(image_shape) != 3 or image_shape[2] != 1:
+        raise ImageError(
+            f"the model was trained on images of shape {tuple(image_shape)}; only grayscale "
+            "[H, W, 1] models can read image files"
+        )
+    height, width = int(image_shape[0]), int(image_shape[1])
     gray = np.asarray(gray, np.uint8)
     if style == "none":
         if gray.shape != (height, width):
@@ -98,7 +100,7 @@ def to_training_format(
                 f"is {gray.shape[0]}x{gray.shape[1]} pixels; --preprocess none needs "
                 f"{height}x{width} (or use --preprocess digit/object to resize)"
             )
-        return gray.reshape(height, width, channels)
+        return gray.reshape(height, width, 1)
     ink = _ink(gray)
     strong = ink >= INK_THRESHOLD * 255  # what counts for the crop: no faint specks, no noise
     rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
@@ -119,7 +121,7 @@ def to_training_format(
         mass_row, mass_col = ndimage.center_of_mass(field.astype(np.float64))
         shift = (round(height // 2 - mass_row), round(width // 2 - mass_col))
         field = ndimage.shift(field, shift, order=0, mode="constant", cval=0)
-    return field.reshape(height, width, channels)
+    return field.reshape(height, width, 1)
 
 
 def read_images(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[np.ndarray]]:
@@ -179,14 +181,3 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     if contrast == 0:
         return np.zeros_like(gray)
     return np.round(255 * ink / contrast).astype(np.uint8)
-
-
-def _check_shape(image_shape: Sequence[int], style: str) -> tuple[int, int, int]:
-    if style not in STYLES:
-        raise ValueError(f"unknown preprocessing style {style!r}; allowed: {', '.join(STYLES)}")
-    if len(image_shape) != 3 or image_shape[2] != 1:
-        raise ImageError(
-            f"the model was trained on images of shape {tuple(image_shape)}; only grayscale "
-            "[H, W, 1] models can read image files"
-        )
-    return int(image_shape[0]), int(image_shape[1]), 1

@@ -29,7 +29,7 @@ from mlp_jax.results import RunResult, SweepResult, per_model, split_models, sta
 from mlp_jax.resume import Progress, as_saved, dataset_facts, resume, run_config
 from mlp_jax.runtime import active_compilation_cache, use_compilation_cache
 from mlp_jax.selection import monitored_value, new_selection
-from mlp_jax.signals import StopRequest
+from mlp_jax.signals import stop_after_epoch
 from mlp_jax.state import (
     build_model,
     check_fits,
@@ -190,7 +190,7 @@ class _Loop:
             raise StoppedByOutput(stdout_error(), progress.epoch, config.epochs, None)
         writers = self._writers(progress.epoch)
         try:
-            with StopRequest(PROG, saves=self.workdir is not None) as stop:
+            with stop_after_epoch(PROG, saves=self.workdir is not None) as stop:
                 progress, test = self._epochs(progress, programs, writers, stop)
         finally:  # the last asynchronous save is on disk after the checkpointer's close
             close_all([*writers, self.checkpointer] if self.checkpointer else writers)

@@ -65,11 +65,9 @@ class ManualDense(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
-        bias = (
-            self.param("bias", nn.initializers.zeros_init(), (self.features,))
-            if self.use_bias
-            else None
-        )
+        bias = None
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         return dense(x, kernel, bias)
 
 

@@ -30,12 +30,11 @@ def make_schedule(
         return optax.exponential_decay(peak, steps_per_epoch, config.gamma)
     if config.schedule == "cosine":
         return optax.cosine_decay_schedule(peak, total_steps)
-    if config.schedule == "warmup_cosine":
-        warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-        return optax.warmup_cosine_decay_schedule(
-            0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1)
-        )
-    raise ValueError(f"unknown schedule {config.schedule!r}")  # Config.validate stops this first
+    # warmup_cosine, the last name Config.validate allows
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    return optax.warmup_cosine_decay_schedule(
+        0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1)
+    )
 
 
 def max_norm(max_norm: float) -> optax.GradientTransformation:
@@ -143,7 +142,5 @@ def step_plateau(config: Config, opt_state, value: jax.Array):
 
 def plateau_scale(opt_state) -> jax.Array | float:
     """The factor by which the plateau schedule has cut the lr so far (1.0 without one)."""
-    found = [
-        node.scale for node in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(node)
-    ]
-    return found[0] if found else 1.0
+    nodes = jax.tree.leaves(opt_state, is_leaf=_is_plateau)
+    return next((node.scale for node in nodes if _is_plateau(node)), 1.0)

@@ -11,7 +11,6 @@ import numpy as np
 
 if TYPE_CHECKING:  # report.py imports numpy only: train's first line prints before JAX loads
     from mlp_jax.results import SweepResult
-    from mlp_jax.selection import Selection
 
 Record = dict[str, Any]
 Log = Callable[[str], None]
@@ -73,36 +72,23 @@ def sample_std(values: Sequence[float] | np.ndarray) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-# (prefix, label) of the loss/accuracy pairs a record may hold, in the order they are shown.
-_SPLITS = (("train", "train"), ("val", "val"), ("test", "test"))
-
-
 def format_epoch(record: Record, epochs: int) -> str:
     """`epoch 3/10  train loss 0.2 err 5.00%  [val ...]  test loss 0.1 acc 97.00%  lr ...  1.2s`"""
     parts = [f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}"]
-    for prefix, label in _SPLITS:
-        loss, accuracy = record.get(f"{prefix}_loss"), record.get(f"{prefix}_accuracy")
-        if loss is None and accuracy is None:
-            continue
-        text = label
-        if loss is not None:
-            text += f" loss {loss:.4f}"
-        if accuracy is not None:  # training shows the error rate, as the lectures do
-            text += (
-                f" err {100 * (1 - accuracy):5.2f}%"
-                if prefix == "train"
-                else f" acc {100 * accuracy:5.2f}%"
-            )
-        parts.append(text)
-    if record.get("grad_norm") is not None:  # only with --diagnostics
-        parts.append(f"grad norm {record['grad_norm']:.3g}")
-    if record.get("lr") is not None:
-        parts.append(f"lr {record['lr']:.4g}")
-    if record.get("epoch_seconds") is not None:
-        speed = record.get("examples_per_second")
-        parts.append(
-            f"{record['epoch_seconds']:.2f}s" + (f" {speed:,.0f} ex/s" if speed is not None else "")
-        )
+    for split in ("train", "val", "test"):
+        loss, accuracy = record.get(f"{split}_loss"), record.get(f"{split}_accuracy")
+        text = split + (f" loss {loss:.4f}" if loss is not None else "")
+        if accuracy is not None and split == "train":  # the error rate, as the lectures show it
+            text += f" err {100 * (1 - accuracy):5.2f}%"
+        elif accuracy is not None:
+            text += f" acc {100 * accuracy:5.2f}%"
+        if text != split:
+            parts.append(text)
+    # (grad_norm: only with --diagnostics)
+    tail = (("grad_norm", "grad norm {:.3g}"), ("lr", "lr {:.4g}"), ("epoch_seconds", "{:.2f}s"))
+    parts += [text.format(record[key]) for key, text in tail if record.get(key) is not None]
+    if record.get("epoch_seconds") is not None and record.get("examples_per_second") is not None:
+        parts[-1] += f" {record['examples_per_second']:,.0f} ex/s"
     return "  ".join(parts)
 
 
@@ -144,26 +130,17 @@ def scores(record: Record) -> str:
 def report_run(
     result: SweepResult, checkpoint_of: Callable[[int], str] | None, log: Log
 ) -> dict[str, Any] | None:
-    """The final report of a run of one model or many; returns what DIR/selection.json records."""
+    """The final report of a run: one model's final test accuracy, then its last and selected
+    epochs (many models: `report_sweep`). Returns what DIR/selection.json records (None when
+    nothing was monitored)."""
     if len(result.seeds) > 1:
         return report_sweep(result, log)
-    selection = result.selections[0] if result.selections else None
-    return report_model(result, selection, checkpoint_of, log)
-
-
-def report_model(
-    result: SweepResult,
-    selection: Selection | None,
-    checkpoint_of: Callable[[int], str] | None,
-    log: Log,
-) -> dict[str, Any] | None:
-    """One model's final test accuracy, then its last and selected epochs; returns what
-    DIR/selection.json records (None when nothing was monitored)."""
     test, history = result.test[0], result.history[0]
     log(
         f"test accuracy {100 * test['accuracy']:.2f}% (loss {float(test['loss']):.4f}) "
         f"on {int(test['count'])} test images"
     )
+    selection = result.selections[0] if result.selections else None
     if selection is None or not history:
         return None
     last = history[-1]
@@ -189,18 +166,17 @@ def report_sweep(result: SweepResult, log: Log) -> dict[str, Any] | None:
     """Each model's final test accuracy, then per lr mean ± std over seeds; with a validation
     split, per lr the validation and test accuracy at the selected epochs and the lr that
     validation picks. Returns what DIR/selection.json records. Nothing is picked on test."""
-    for k, (seed, lr) in enumerate(zip(result.seeds, result.lrs, strict=True)):
+    for seed, lr, test in zip(result.seeds, result.lrs, result.test, strict=True):
         log(
-            f"seed {seed} lr {lr:g}: test accuracy {100 * result.test[k]['accuracy']:.2f}% "
-            f"(loss {float(result.test[k]['loss']):.4f})"
+            f"seed {seed} lr {lr:g}: test accuracy {100 * test['accuracy']:.2f}% "
+            f"(loss {float(test['loss']):.4f})"
         )
     summary = result.summary()
     for row in summary:
         diverged = f", {row['diverged']} diverged" if row["diverged"] else ""
         log(
-            f"lr {row['lr']:g}: test accuracy {100 * row['test_accuracy_mean']:.2f} "
-            f"± {100 * row['test_accuracy_std']:.2f}% (mean ± std over {len(row['seeds'])} "
-            f"seeds{diverged})"
+            f"lr {row['lr']:g}: test accuracy {_pm(row, 'test_accuracy')} (mean ± std over "
+            f"{len(row['seeds'])} seeds{diverged})"
         )
     if result.dataset.val_labels is None:
         return None
@@ -212,7 +188,7 @@ def report_sweep(result: SweepResult, log: Log) -> dict[str, Any] | None:
             f"test accuracy {_pm(row, 'selected_test_accuracy')} "
             f"(epochs {', '.join(map(str, row['selected_epochs']))})"
         )
-    pick = result.pick("val_accuracy")
+    pick = result.pick()
     if pick is not None:
         log(
             f"validation picks lr {pick['lr']:g} (highest mean val accuracy "
@@ -224,6 +200,7 @@ def report_sweep(result: SweepResult, log: Log) -> dict[str, Any] | None:
 
 
 def _pm(row: Record, name: str) -> str:
+    """`89.20 ± 0.31%`: a summary row's mean ± std of `name`, in percent."""
     return f"{100 * row[f'{name}_mean']:.2f} ± {100 * row[f'{name}_std']:.2f}%"
 
 

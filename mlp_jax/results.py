@@ -67,11 +67,9 @@ class SweepResult:
         return self.history[k][-1] if best is None else self.history[k][best - 1]
 
     def summary(self) -> list[Record]:
-        """Per peak learning rate: mean and std over seeds of the final test accuracy and loss,
-        and, with a validation split, of each model's selected epoch's val and test accuracy.
-
-        std is `sample_std` (ddof=1; 0 for a single seed). Diverged models
-        (non-finite train loss) are counted in `diverged` and left out of the statistics.
+        """Per peak learning rate: mean and `sample_std` over seeds of the final test accuracy
+        and loss and, with a validation split, of each model's selected epoch's val and test
+        accuracy. Diverged models (non-finite train loss) are counted in `diverged`, not averaged.
         """
         rows = []
         for lr in dict.fromkeys(self.lrs):  # first-seen order
@@ -93,17 +91,14 @@ class SweepResult:
             rows.append(row)
         return rows
 
-    def pick(self, by: str = "val_accuracy") -> Record | None:
-        """The summary row of the learning rate that validation picks: the best mean `by`
-        (val_accuracy or val_loss) at the selected epochs. None without a validation split:
-        a sweep never picks on test."""
+    def pick(self) -> Record | None:
+        """The summary row of the learning rate that validation picks: the best mean val
+        accuracy at the selected epochs. None without a validation split: a sweep never picks
+        on test."""
         if self.dataset.val_labels is None:
             return None
-        rows = [row for row in self.summary() if np.isfinite(row[f"selected_{by}_mean"])]
-        if not rows:
-            return None
-        sign = -1.0 if by.endswith("accuracy") else 1.0
-        return min(rows, key=lambda row: sign * row[f"selected_{by}_mean"])
+        rows = [row for row in self.summary() if np.isfinite(row["selected_val_accuracy_mean"])]
+        return max(rows, key=lambda row: row["selected_val_accuracy_mean"], default=None)
 
 
 def _mean_std(name: str, values: Sequence[float | None]) -> Record:

@@ -1,8 +1,6 @@
 """Resuming a run and restoring its checkpoints: what must match, what may change, what is
-restored. A checkpoint's record describes its model, so `restore_checkpoint` needs no dataset.
-
-A run of K models is one `Progress`; a checkpoint holds all of it, and with the epoch keys
-(state.epoch_keys) that is all a resume needs to continue bit for bit.
+restored. A run of K models is one `Progress`; a checkpoint holds all of it, and with the epoch
+keys (state.epoch_keys) that is all a resume needs to continue bit for bit.
 """
 
 from __future__ import annotations
@@ -34,32 +32,14 @@ Record = dict[str, Any]
 # resume with any of them different would not continue the same run. Everything else (epochs, lr
 # and the schedule, evaluation, where the data lives, checkpointing) may change on resume.
 MUST_MATCH = (
-    "dataset",
-    "idx_dir",
-    "normalize",
-    "layers",
-    "hidden_sizes",
-    "activation",
-    "dropout",
-    "bias",
-    "optimizer",
-    "momentum",
-    "weight_decay",
-    "clip_norm",
-    "batch_size",
-    "seed",
-    "seeds",
-    "lr_sweep",  # --seeds and --lr-sweep stack K models into one state
+    *("dataset", "idx_dir", "normalize", "layers", "hidden_sizes", "activation", "dropout"),
+    *("bias", "optimizer", "momentum", "weight_decay", "clip_norm", "batch_size", "seed"),
+    *("seeds", "lr_sweep"),  # --seeds and --lr-sweep stack K models into one state
     "validation_split",  # which images are trained on
     "monitored",  # what the early-stopping state and the best checkpoint refer to
     "plateau_schedule",  # adds its state to the optimizer state
     # Augmentation, regularisers and the loss change what the state means (--ema its shapes).
-    "augment",
-    "input_dropout",
-    "max_norm",
-    "label_smoothing",
-    "ema",
-    "loss",
+    *("augment", "input_dropout", "max_norm", "label_smoothing", "ema", "loss"),
 )
 # What identifies the data a run was trained on (the config alone does not: offline fallback).
 DATASET_FACTS = ("name", "num_train", "num_test", "image_shape", "num_classes")
@@ -87,27 +67,19 @@ class Progress:
 
 
 def dataset_facts(dataset: Dataset) -> dict[str, Any]:
-    """What config.json and each checkpoint record about the data (DATASET_FACTS and more)."""
-    return {
-        "name": dataset.name,
-        "source": dataset.source,
-        "note": dataset.note,
-        "num_train": dataset.num_train,
-        "num_test": dataset.num_test,
-        "image_shape": list(dataset.image_shape),
-        "num_classes": dataset.num_classes,
-        "validation": dataset.validation,  # the split: sizes and how it was drawn
-    }
+    """What config.json and each checkpoint record about the data: DATASET_FACTS, where it came
+    from, and `validation` (the split's sizes and how it was drawn)."""
+    names = ("name", "source", "note", "num_train", "num_test", "image_shape", "num_classes")
+    facts = {name: getattr(dataset, name) for name in (*names, "validation")}
+    return facts | {"image_shape": list(dataset.image_shape)}
 
 
 def as_saved(config: Config) -> Config:
     """`config` with absolute data paths: evaluate and plot may run from another directory."""
-    paths = {
-        name: os.path.abspath(getattr(config, name))
-        for name in ("idx_dir", "data_dir", "manual_dir")
-        if getattr(config, name) is not None
-    }
-    return config.replace(**paths)
+    paths = {name: getattr(config, name) for name in ("idx_dir", "data_dir", "manual_dir")}
+    return config.replace(
+        **{name: os.path.abspath(path) for name, path in paths.items() if path is not None}
+    )
 
 
 def run_config(config: Config, run_info: dict[str, Any], layer_sizes: list[int]) -> dict:
@@ -126,13 +98,12 @@ def check_resumable(config: Config, info: dict[str, Any], facts: dict[str, Any])
     saved = Config.from_dict(info["config"])
     if saved.idx_dir is not None:  # older runs saved it as typed
         saved = saved.replace(idx_dir=os.path.abspath(saved.idx_dir))
+    saved_facts = info.get("dataset", {})
     differences = [
         f"{name} {_show(getattr(saved, name, None))} -> {_show(getattr(config, name, None))}"
         for name in MUST_MATCH
         if getattr(saved, name, None) != getattr(config, name, None)
-    ]
-    saved_facts = info.get("dataset", {})
-    differences += [
+    ] + [
         f"dataset {name} {_show(saved_facts.get(name))} -> {_show(facts.get(name))}"
         for name in DATASET_FACTS
         if name in saved_facts and saved_facts[name] != facts.get(name)
@@ -167,39 +138,35 @@ def resume(
         return start
     workdir.read_metrics()  # a hand-edited or corrupted line refuses before anything changes
     checkpoint, reader = _newest_checkpoint(config, workdir, start.states, run_info)
-    if checkpoint is None and os.path.exists(workdir.file(CONFIG)):
-        check_resumable(as_saved(config), workdir.read_config(), run_info["dataset"])
-    done = checkpoint.epoch if checkpoint is not None else 0
-    if done > config.epochs:
-        raise ConfigError(
-            "--epochs",
-            f"the run in {workdir.shown} is at epoch {done}; use --epochs {done} or more",
-        )
+    progress = start
     if checkpoint is None:
-        states, selections = start.states, start.selections
+        if os.path.exists(workdir.file(CONFIG)):
+            check_resumable(as_saved(config), workdir.read_config(), run_info["dataset"])
+        done, skipped = 0, ()
+        where = f"{workdir.shown}: no checkpoint yet, starting at epoch 1"
     else:
-        states, selections = _restored(config, checkpoint, start)
-    if not _writes(workdir):  # process 0 alone changes the workdir
-        return Progress(done, states, start.history, selections)
+        done, skipped = checkpoint.epoch, checkpoint.skipped
+        if done > config.epochs:
+            raise ConfigError(
+                "--epochs",
+                f"the run in {workdir.shown} is at epoch {done}; use --epochs {done} or more",
+            )
+        progress = _restored(config, checkpoint, start)
+        where = (
+            f"from checkpoint {checkpoint.path} (epoch {done}/{config.epochs}, "
+            f"step {checkpoint.info['step']})"
+        )
+    if jax.process_index() != 0:  # process 0 alone changes the workdir
+        return progress
     newer = sorted((e for e in reader.epochs() if e > done), reverse=True) if reader else []
-    for epoch, reason in zip(newer, checkpoint.skipped if checkpoint else (), strict=True):
+    for epoch, reason in zip(newer, skipped, strict=True):
         log(f"{reason}: moved it to {reader.set_aside(epoch)}")
     records, dropped = workdir.keep_metrics_until(done)
     note = f"; dropped {dropped} metrics.jsonl lines after epoch {done}" if dropped else ""
-    if checkpoint is None:
-        log(f"resuming {workdir.shown}: no checkpoint yet, starting at epoch 1{note}")
-        return Progress(0, states, start.history, selections)
     if sorted({record["epoch"] for record in records}) != list(range(1, done + 1)):
         note += f"; metrics.jsonl lacks some of epochs 1..{done}"
-    log(
-        f"resuming from checkpoint {checkpoint.path} (epoch {done}/{config.epochs}, "
-        f"step {checkpoint.info['step']}){note}"
-    )
-    return Progress(done, states, _per_model(config, records, len(start.history)), selections)
-
-
-def _writes(workdir: Workdir) -> bool:
-    return jax.process_index() == 0
+    log(f"resuming {where}{note}")
+    return dataclasses.replace(progress, history=_per_model(config, records, len(start.history)))
 
 
 def _newest_checkpoint(
@@ -224,10 +191,8 @@ def _newest_checkpoint(
     return checkpoint, reader
 
 
-def _restored(
-    config: Config, checkpoint: Checkpoint, start: Progress
-) -> tuple[TrainState, list[Selection] | None]:
-    """The checkpoint's states (with today's peak lr, which may change) and selections."""
+def _restored(config: Config, checkpoint: Checkpoint, start: Progress) -> Progress:
+    """The checkpoint's progress (its states with today's peak lr, which may change)."""
     states = checkpoint.state
     if checkpoint.config.lr != config.lr:  # the peak lr lives in the optimizer state: take today's
         hyperparams = start.states.opt_state.hyperparams
@@ -236,7 +201,7 @@ def _restored(
     selections = start.selections
     if selections is not None and saved:
         selections = [selection_from_json(config, s) for s in saved]
-    return states, selections
+    return Progress(checkpoint.epoch, states, start.history, selections)
 
 
 def saved_selections(info: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -250,8 +215,7 @@ def _per_model(config: Config, records: list[Record], num_models: int) -> list[l
     """metrics.jsonl's records regrouped per model (a sweep's carry their seed and peak lr)."""
     if num_models == 1:
         return [records]
-    seeds, lrs = sweep_models(config)
-    index = {(seed, lr): k for k, (seed, lr) in enumerate(zip(seeds, lrs, strict=True))}
+    index = {model: k for k, model in enumerate(zip(*sweep_models(config), strict=True))}
     history: list[list[Record]] = [[] for _ in range(num_models)]
     for record in records:
         k = index.get((record.get("seed"), record.get("peak_lr")))
@@ -267,9 +231,8 @@ def model_from_info(info: dict[str, Any]) -> MLP:
     """The MLP of a checkpoint record, with the normalisation constants it was trained with."""
     config = Config.from_dict(info["config"])
     if "hidden_sizes" in info:  # as trained: the default widths' rule may change
-        config = config.replace(
-            hidden=tuple(info["hidden_sizes"]), layers=len(info["hidden_sizes"]) + 1
-        )
+        hidden = tuple(info["hidden_sizes"])
+        config = config.replace(hidden=hidden, layers=len(hidden) + 1)
     return mlp_from_config(config, info["dataset"]["num_classes"], info["mean"], info["std"])
 
 
@@ -313,13 +276,14 @@ def restore_checkpoint(
     checkpointer = Checkpointer(workdir, read_only=True)
     checkpoint = checkpointer.restore(abstract_state, epoch=epoch)
     num_models = checkpoint.config.num_models
-    _check_model(model, num_models, workdir)
+    if model is not None and not 0 <= model < num_models:
+        trained = f"models 0 .. {num_models - 1}" if num_models > 1 else "one model (model 0)"
+        raise NoCheckpointError(f"model {model}: the run in {workdir.shown} trained {trained}")
     if best:
-        selections = saved_selections(checkpoint.info) or []
         if model is None and num_models > 1:
             model = default_model(checkpoint.info)
-        selected = [s.get("best_epoch") for s in selections]
-        chosen = selected[model or 0] if selected else None
+        selections = saved_selections(checkpoint.info)
+        chosen = selections[model or 0].get("best_epoch") if selections else None
         if chosen is None:
             raise NoCheckpointError(
                 f"the run in {workdir.shown} selected no best epoch (it monitored nothing: "
@@ -328,14 +292,6 @@ def restore_checkpoint(
         if chosen != checkpoint.epoch:
             checkpoint = checkpointer.restore(abstract_state, epoch=chosen)
     return checkpoint if model is None or num_models == 1 else one_model(checkpoint, model)
-
-
-def _check_model(model: int | None, num_models: int, workdir: Workdir) -> None:
-    if model is not None and not 0 <= model < num_models:
-        raise NoCheckpointError(
-            f"model {model}: the run in {workdir.shown} trained "
-            + (f"models 0 .. {num_models - 1}" if num_models > 1 else "one model (model 0)")
-        )
 
 
 def default_model(info: dict[str, Any]) -> int:
@@ -358,13 +314,11 @@ def one_model(checkpoint: Checkpoint, k: int) -> Checkpoint:
     """Model k of a sweep's checkpoint, unstacked, with a config that trains it alone."""
     config = checkpoint.config
     seeds, lrs = sweep_models(config)
-    alone = config.replace(seed=seeds[k], seeds=1, lr=lrs[k], lr_sweep=None)
-    info = {**checkpoint.info, "config_models": config.num_models}
     return dataclasses.replace(
         checkpoint,
         state=jax.tree.map(lambda leaf: leaf[k], checkpoint.state),
-        config=alone,
-        info=info,
+        config=config.replace(seed=seeds[k], seeds=1, lr=lrs[k], lr_sweep=None),
+        info={**checkpoint.info, "config_models": config.num_models},
         model=k,
     )
 
@@ -383,14 +337,14 @@ def dataset_of(
     config, saved = checkpoint.config, checkpoint.info["dataset"]
     if saved["name"] == "mnist_subset":  # also when training fell back to it offline
         config = config.replace(dataset="mnist_subset", idx_dir=None)
-    if data_dir is not None:
-        config = config.replace(data_dir=os.path.abspath(data_dir))
-    if idx_dir is not None:
-        config = config.replace(idx_dir=os.path.abspath(idx_dir))
+    moved = {"data_dir": data_dir, "idx_dir": idx_dir}
+    config = config.replace(
+        **{name: os.path.abspath(path) for name, path in moved.items() if path is not None}
+    )
     dataset = load_dataset(config)
     facts = dataset_facts(dataset)
-    moved = ("name",) if idx_dir is not None else ()  # an IDX dataset is named by its folder
-    differing = [n for n in DATASET_FACTS if n not in moved and saved.get(n) != facts[n]]
+    moved_name = ("name",) if idx_dir is not None else ()  # an IDX dataset is named by its folder
+    differing = [n for n in DATASET_FACTS if n not in moved_name and saved.get(n) != facts[n]]
     if differing:
         raise ConfigError(
             "--idx-dir" if config.idx_dir is not None else "--data-dir",

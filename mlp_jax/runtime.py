@@ -30,23 +30,19 @@ def compilation_cache_dir(setting: str) -> Path | None:
 
 
 def use_compilation_cache(setting: str, log: Callable[[str], None] = print) -> Path | None:
-    """Points JAX's persistent compilation cache at `setting`'s folder (or turns it off).
-
-    Call before the first compilation: JAX opens the cache once per process. "auto" respects
-    JAX_ENABLE_COMPILATION_CACHE=false and JAX_COMPILATION_CACHE_DIR.
-    Returns the folder, or None when off. ConfigError if a folder given by name cannot be
-    written; "auto" then runs without the cache and logs one line saying so.
+    """Points JAX's persistent compilation cache at `setting`'s folder, before the first
+    compilation (JAX opens the cache once per process); "auto" respects
+    JAX_ENABLE_COMPILATION_CACHE=false. Returns the folder, or None when off. A folder given by
+    name that cannot be written is a ConfigError; "auto" then runs without the cache, saying so.
     """
     folder = compilation_cache_dir(setting)
     if setting == "auto" and not jax.config.jax_enable_compilation_cache:
         folder = None  # JAX_ENABLE_COMPILATION_CACHE=false: the user turned JAX's cache off
-    if folder is None:
-        jax.config.update("jax_enable_compilation_cache", False)
-        return None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):  # writable (a read-only mount fails even root)
-            pass
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):  # writable (a read-only mount fails even root)
+                pass
     except OSError as error:
         reason = f"cannot write {folder}: {error.strerror or error}"
         if setting != "auto":
@@ -54,14 +50,14 @@ def use_compilation_cache(setting: str, log: Callable[[str], None] = print) -> P
                 "--compilation-cache", f"{reason}; give a writable folder or off"
             ) from None
         log(f"compilation cache off: {reason} (--compilation-cache DIR names another)")
-        jax.config.update("jax_enable_compilation_cache", False)
-        return None
-    jax.config.update("jax_enable_compilation_cache", True)
-    jax.config.update("jax_compilation_cache_dir", str(folder))
-    # JAX's defaults skip programs that compile in under 1 s; on a fast machine that is our epoch,
-    # whose compilation still delays the first epoch line. Cache every program.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        folder = None
+    jax.config.update("jax_enable_compilation_cache", folder is not None)
+    if folder is not None:
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        # JAX's defaults skip programs that compile in under 1 s; on a fast machine that is our
+        # epoch, whose compilation still delays the first epoch line. Cache every program.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return folder
 
 

@@ -57,17 +57,13 @@ class Selection:
     def should_stop(self) -> bool:
         return bool(self.early_stopping.should_stop)
 
-    @property
-    def best_value(self) -> float:
-        return float(self.early_stopping.best_metric)
-
     def to_json(self) -> dict[str, Any]:
         stopper = self.early_stopping
+        best = float(stopper.best_metric)
         return {
             "monitor": self.monitor,
             "best_epoch": self.best_epoch,
-            # JSON has no inf: a best of inf (nothing seen yet) is written as None.
-            "best_value": self.best_value if math.isfinite(self.best_value) else None,
+            "best_value": best if math.isfinite(best) else None,  # JSON has no inf (none seen yet)
             "patience_count": int(stopper.patience_count),
             "should_stop": bool(stopper.should_stop),
             "has_improved": bool(stopper.has_improved),

@@ -32,7 +32,7 @@ def initialize_distributed(config: Config) -> None:
         return
     flags = (config.coordinator, config.num_processes, config.process_id)
     launched = _launched_as_several_processes()
-    if not any(value is not None for value in flags) and not launched:
+    if all(value is None for value in flags) and not launched:
         return
     if config.coordinator is None and not launched and (config.num_processes or 1) > 1:
         raise ConfigError(
@@ -56,7 +56,6 @@ def initialize_distributed(config: Config) -> None:
                 initialization_timeout=config.coordinator_timeout + 10,
             )
         except Exception as error:  # jax raises ValueError/RuntimeError/XlaRuntimeError here
-            give_up.cancel()
             reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
             raise ConfigError(
                 "--coordinator",
@@ -64,7 +63,8 @@ def initialize_distributed(config: Config) -> None:
                 f"{config.coordinator_timeout}s ({type(error).__name__}: {reason}); start every "
                 "process with the same --coordinator and --num-processes, process 0 first",
             ) from None
-        give_up.cancel()
+        finally:
+            give_up.cancel()
 
 
 def _coordinator_timed_out(config: Config) -> None:
@@ -95,13 +95,12 @@ def available_devices() -> list[jax.Device]:
 def _launched_as_several_processes() -> bool:
     """True inside a multi-task `srun` or `mpirun`, on a multi-host TPU slice, or with JAX's env."""
     env = os.environ
-    if "JAX_COORDINATOR_ADDRESS" in env:
-        return True
-    if "SLURM_STEP_NODELIST" in env and _count(env, "SLURM_NTASKS") > 1:
-        return True
-    if "OMPI_MCA_orte_hnp_uri" in env and _count(env, "OMPI_COMM_WORLD_SIZE") > 1:
-        return True
-    return "," in env.get("TPU_WORKER_HOSTNAMES", "")
+    return (
+        "JAX_COORDINATOR_ADDRESS" in env
+        or ("SLURM_STEP_NODELIST" in env and _count(env, "SLURM_NTASKS") > 1)
+        or ("OMPI_MCA_orte_hnp_uri" in env and _count(env, "OMPI_COMM_WORLD_SIZE") > 1)
+        or "," in env.get("TPU_WORKER_HOSTNAMES", "")
+    )
 
 
 def _count(env: dict[str, str], name: str) -> int:
@@ -118,26 +117,20 @@ def is_main_process() -> bool:
 
 
 def make_mesh(config: Config) -> Mesh:
-    """The 1-D `data` mesh over --devices (auto: every device of every process).
-
-    Raises ConfigError if --devices asks for more devices than there are, or if the global batch
-    does not split evenly across them.
-    """
+    """The 1-D `data` mesh over --devices (auto: every device of every process); ConfigError if
+    --devices asks for more devices than there are, or the global batch does not split evenly."""
     available = jax.device_count()
-    if config.devices == "auto":
-        count = available
-    else:
-        count = int(config.devices)
-        if count > available:
-            raise ConfigError(
-                "--devices", f"asks for {count} devices but {available} are visible; use auto"
-            )
-        if jax.process_count() > 1 and count != available:
-            raise ConfigError(
-                "--devices",
-                f"with {jax.process_count()} processes the mesh spans all {available} devices; "
-                "use auto",
-            )
+    count = available if config.devices == "auto" else int(config.devices)
+    if count > available:
+        raise ConfigError(
+            "--devices", f"asks for {count} devices but {available} are visible; use auto"
+        )
+    if jax.process_count() > 1 and count != available:
+        raise ConfigError(
+            "--devices",
+            f"with {jax.process_count()} processes the mesh spans all {available} devices; "
+            "use auto",
+        )
     check_batch_divides(config.batch_size, count)
     # Auto axes: XLA propagates shardings (linen's Dropout fails under jax 0.10's Explicit default).
     return jax.make_mesh(
@@ -150,8 +143,7 @@ def check_batch_divides(batch_size: int, num_devices: int) -> None:
     if batch_size % num_devices == 0:
         return
     below = batch_size // num_devices * num_devices
-    above = below + num_devices
-    nearest = f"{below} or {above}" if below > 0 else f"{above}"
+    nearest = f"{below} or {below + num_devices}" if below > 0 else f"{num_devices}"
     raise ConfigError(
         "--batch-size",
         f"the global batch {batch_size} does not split evenly over {num_devices} devices; "
@@ -171,10 +163,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def put_replicated(tree: Tree, mesh: Mesh) -> Tree:
     """Place a pytree on every device of the mesh; each process passes its own, identical copy."""
-    sharding = replicated(mesh)
-    return jax.tree.map(
-        lambda leaf: jax.make_array_from_process_local_data(sharding, np.asarray(leaf)), tree
-    )
+    return _from_process_data(tree, replicated(mesh))
 
 
 def process_rows(global_batch_size: int) -> slice:
@@ -189,10 +178,12 @@ def shard_batch(local_batch: Tree, mesh: Mesh) -> Tree:
 
     For loops that feed train_step from the host; train_epoch instead reads a resident train set.
     """
-    sharding = batch_sharding(mesh)
+    return _from_process_data(local_batch, batch_sharding(mesh))
+
+
+def _from_process_data(tree: Tree, sharding: NamedSharding) -> Tree:
     return jax.tree.map(
-        lambda leaf: jax.make_array_from_process_local_data(sharding, np.asarray(leaf)),
-        local_batch,
+        lambda leaf: jax.make_array_from_process_local_data(sharding, np.asarray(leaf)), tree
     )
 
 

@@ -10,36 +10,48 @@ import os
 import signal
 import sys
 import threading
+import types
+from collections.abc import Callable
 from typing import Any
 
 
+def _exit_now(prog: str, signum: int, message: str) -> None:
+    """`prog: message` on fd 2 (safe in a signal handler, unlike print), then exit at once."""
+    os.write(2, f"{prog}: {message}\n".encode())
+    os._exit(128 + signum)
+
+
 @contextlib.contextmanager
-def exit_at_once(prog: str):
+def _handling(handler: Callable[[int, Any], None], keep_ignored: bool = False):
+    """`handler` for SIGINT and SIGTERM within the block, then the previous ones again. Only
+    the main thread may set handlers; `keep_ignored` leaves a SIG_IGN signal ignored."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if not (keep_ignored and signal.getsignal(signum) is signal.SIG_IGN):
+                previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+
+def exit_at_once(prog: str) -> contextlib.AbstractContextManager:
     """Within the block, SIGINT/SIGTERM print one line and leave without unwinding through JAX
     (which can crash natively when interrupted mid-import). A signal the caller ignores
     (SIG_IGN, e.g. a background job's SIGINT) stays ignored."""
-    previous: dict[int, Any] = {}
 
     def leave(signum: int, frame: Any) -> None:
         from mlp_jax.workdir import clear_held_locks  # already imported once a lock is held
 
-        name = signal.Signals(signum).name
         with contextlib.suppress(Exception):  # keep the lines already printed
             sys.stdout.flush()
-        line = f"{prog}: {name}: exiting now (no epoch was running; saved checkpoints are intact)"
-        os.write(2, (line + "\n").encode())
         clear_held_locks()
-        os._exit(128 + signum)
+        intact = "no epoch was running; saved checkpoints are intact"
+        _exit_now(prog, signum, f"{signal.Signals(signum).name}: exiting now ({intact})")
 
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(signum) is not signal.SIG_IGN:
-                previous[signum] = signal.signal(signum, leave)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    return _handling(leave, keep_ignored=True)
 
 
 @contextlib.contextmanager
@@ -62,8 +74,7 @@ def exit_on_signal_while_blocked(prog: str, what: str):
             for signum in received:
                 if signum in (signal.SIGINT, signal.SIGTERM):
                     name = signal.Signals(signum).name
-                    os.write(2, f"{prog}: {name}: exiting now (while {what})\n".encode())
-                    os._exit(128 + signum)
+                    _exit_now(prog, signum, f"{name}: exiting now (while {what})")
 
     helper = threading.Thread(target=wait, name="mlp_jax-signals", daemon=True)
     helper.start()
@@ -76,43 +87,27 @@ def exit_on_signal_while_blocked(prog: str, what: str):
         os.close(read_end)
 
 
-class StopRequest:
-    """The first SIGINT/SIGTERM asks the loop to stop after the current epoch; the second exits.
+@contextlib.contextmanager
+def stop_after_epoch(prog: str, saves: bool = True):
+    """Within the epochs: the first SIGINT/SIGTERM sets the yielded request's `signum` (the loop
+    stops after the current epoch, saving if `saves`); the second exits at once. The handlers
+    only write to fd 2 and set a flag: safe whatever the loop is doing."""
+    request = types.SimpleNamespace(signum=None)
 
-    Handlers go in only in the main thread (Python allows no other), and the previous ones are
-    restored on exit. They only write to fd 2 and set a flag: safe whatever the loop is doing.
-    """
-
-    def __init__(self, prog: str, saves: bool = True):
-        self.prog, self.saves = prog, saves  # whether stopping after the epoch saves anything
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-
-    def _exit(self, signum: int, message: str) -> None:
-        os.write(2, f"{self.prog}: {message}\n".encode())
-        os._exit(128 + signum)
-
-    def _handle(self, signum: int, frame: Any) -> None:
+    def handle(signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
-        if self.signum is not None:
-            self._exit(signum, f"{name} again: exiting now, without saving")
+        if request.signum is not None:
+            _exit_now(prog, signum, f"{name} again: exiting now, without saving")
         # SIGTERM asks a process to end; with nothing to save there is no reason to wait. A first
         # Ctrl-C still ends the epoch (a notebook's interrupt must not kill the kernel).
-        if signum == signal.SIGTERM and not self.saves:
-            self._exit(signum, f"{name}: exiting now (no --workdir: nothing to save)")
-        self.signum = signum
+        if signum == signal.SIGTERM and not saves:
+            _exit_now(prog, signum, f"{name}: exiting now (no --workdir: nothing to save)")
+        request.signum = signum
         os.write(
             2,
-            f"{self.prog}: {name}: finishing this epoch, then saving and stopping "
+            f"{prog}: {name}: finishing this epoch, then saving and stopping "
             f"({name} again exits at once)\n".encode(),
         )
+
+    with _handling(handle):
+        yield request

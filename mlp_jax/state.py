@@ -44,10 +44,21 @@ def data_key(seed: int | jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), 1)
 
 
-def init_state(config: Config, dataset: Dataset, model: MLP) -> TrainState:
-    """Params and optimizer state for `model`, initialised from `config.seed`."""
-    tx = make_optimizer(config, steps_per_epoch(len(dataset.train_labels), config.batch_size))
-    return new_train_state(config, init_key(config.seed), model, tx, dataset.train_images[:1])
+def epoch_key(config: Config, epoch: int) -> jax.Array:
+    """The key that orders epoch `epoch` (1-based): fold_in(data_key, epoch)."""
+    return jax.random.fold_in(data_key(config.seed), epoch)
+
+
+@jax.jit
+def _stacked_epoch_keys(seeds: jax.Array, epoch: int | jax.Array) -> jax.Array:
+    return jax.vmap(lambda seed: jax.random.fold_in(data_key(seed), epoch))(seeds)
+
+
+def epoch_keys(seeds: Sequence[int] | jax.Array, epoch: int, stacked: bool = False) -> jax.Array:
+    """`epoch_key` of each seed: uint32[2] for one seed (unless `stacked`), uint32[K, 2] for K."""
+    if len(seeds) == 1 and not stacked:
+        return jax.random.fold_in(data_key(int(seeds[0])), epoch)
+    return _stacked_epoch_keys(jnp.asarray(seeds), epoch)
 
 
 def new_train_state(
@@ -58,33 +69,9 @@ def new_train_state(
     return create_train_state(key, model, tx, sample_input, loss=loss, ema_decay=config.ema)
 
 
-def epoch_key(config: Config, epoch: int) -> jax.Array:
-    """The key that orders epoch `epoch` (1-based): fold_in(data_key, epoch)."""
-    return jax.random.fold_in(data_key(config.seed), epoch)
-
-
-def sweep_models(
-    config: Config, seeds: Sequence[int] | None = None, lrs: Sequence[float] | None = None
-) -> tuple[list[int], list[float]]:
-    """(seed, peak lr) of every model: each seed for each learning rate, lr-major.
-
-    Defaults: seeds config.seed .. config.seed + config.seeds - 1; lrs config.lr_sweep, else
-    (config.lr,).
-    """
-    if seeds is None:
-        seeds = range(config.seed, config.seed + config.seeds)
-    if lrs is None:
-        lrs = config.lr_sweep if config.lr_sweep is not None else (config.lr,)
-    pairs = [(int(seed), float(lr)) for lr in lrs for seed in seeds]
-    return [seed for seed, _ in pairs], [lr for _, lr in pairs]
-
-
-def with_learning_rate(state: TrainState, lr: float | jax.Array) -> TrainState:
-    """`state` with its peak learning rate (optax.inject_hyperparams' hyperparameter) set to lr."""
-    opt_state = state.opt_state
-    old = opt_state.hyperparams["learning_rate"]
-    hyperparams = dict(opt_state.hyperparams, learning_rate=jnp.asarray(lr, jnp.result_type(old)))
-    return state.replace(opt_state=opt_state._replace(hyperparams=hyperparams))
+def init_state(config: Config, dataset: Dataset, model: MLP) -> TrainState:
+    """Params and optimizer state for `model`, initialised from `config.seed`."""
+    return init_states(config, dataset, model, [config.seed], [config.lr])
 
 
 def init_states(
@@ -95,9 +82,8 @@ def init_states(
     lrs: Sequence[float],
     stacked: bool = False,
 ) -> TrainState:
-    """The K models' initial states: one state for K = 1 (unless `stacked`), else a stack
-    (leading axis K); model k is initialised as a separate run with seeds[k] and peak lr
-    lrs[k]."""
+    """The K models' initial states, model k as a separate run with seeds[k] and peak lr lrs[k]:
+    one state for K = 1 (unless `stacked`), else a stack (leading axis K)."""
     tx = make_optimizer(config, steps_per_epoch(len(dataset.train_labels), config.batch_size))
     sample_input = dataset.train_images[:1]
 
@@ -111,17 +97,25 @@ def init_states(
     return jax.jit(jax.vmap(one))(jnp.asarray(seeds), jnp.asarray(lrs, jnp.float32))
 
 
-@jax.jit
-def _stacked_epoch_keys(seeds: jax.Array, epoch: int | jax.Array) -> jax.Array:
-    return jax.vmap(lambda seed: jax.random.fold_in(data_key(seed), epoch))(seeds)
+def with_learning_rate(state: TrainState, lr: float | jax.Array) -> TrainState:
+    """`state` with its peak learning rate (optax.inject_hyperparams' hyperparameter) set to lr."""
+    opt_state = state.opt_state
+    old = opt_state.hyperparams["learning_rate"]
+    hyperparams = dict(opt_state.hyperparams, learning_rate=jnp.asarray(lr, jnp.result_type(old)))
+    return state.replace(opt_state=opt_state._replace(hyperparams=hyperparams))
 
 
-def epoch_keys(seeds: Sequence[int] | jax.Array, epoch: int, stacked: bool = False) -> jax.Array:
-    """The keys that order `epoch` for each seed, as `epoch_key` does: uint32[2] for one seed
-    (unless `stacked`), uint32[K, 2] for K."""
-    if len(seeds) == 1 and not stacked:
-        return jax.random.fold_in(data_key(int(seeds[0])), epoch)
-    return _stacked_epoch_keys(jnp.asarray(seeds), epoch)
+def sweep_models(
+    config: Config, seeds: Sequence[int] | None = None, lrs: Sequence[float] | None = None
+) -> tuple[list[int], list[float]]:
+    """(seeds, peak lrs) of the models, lr-major: each seed for each learning rate. Defaults:
+    seeds config.seed .. config.seed + config.seeds - 1; lrs config.lr_sweep, else (config.lr,)."""
+    if seeds is None:
+        seeds = range(config.seed, config.seed + config.seeds)
+    if lrs is None:
+        lrs = config.lr_sweep if config.lr_sweep is not None else (config.lr,)
+    pairs = [(int(seed), float(lr)) for lr in lrs for seed in seeds]
+    return [seed for seed, _ in pairs], [lr for _, lr in pairs]
 
 
 MAX_STEPS = 2**31 - 1  # the step counter (and the schedules' step) is int32
@@ -148,49 +142,37 @@ def check_fits(config: Config, dataset: Dataset) -> None:
 _OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
 
 
-def estimate_memory(config: Config, dataset: Dataset) -> dict[str, int]:
-    """Bytes a run needs on one device, computed from shapes before anything is allocated.
-
-    params (float32) x (params + gradients + optimizer moments), times the models of a sweep;
-    activations of one training batch (kept for backprop, with their gradients) and of one
-    evaluation batch; both splits as uint8 (replicated on every device). An estimate: XLA
-    may need some more for temporaries.
+def check_memory(config: Config, dataset: Dataset, device: jax.Device) -> None:
+    """ConfigError with the estimate if the run cannot fit in what `device` has free (its
+    allocator's limit, else the host's RAM). Estimated from shapes, before allocating: float32
+    params x (params + gradients + optimizer moments) x models; the activations of one training
+    batch (kept for backprop, with gradients) and one evaluation batch; both splits as uint8
+    (replicated on every device). XLA may need some more for temporaries.
     """
-    num_inputs = int(np.prod(dataset.image_shape))
-    sizes = [num_inputs, *config.hidden_sizes_for(dataset.num_classes), dataset.num_classes]
+    sizes = [int(np.prod(dataset.image_shape)), *config.hidden_sizes_for(dataset.num_classes)]
+    sizes.append(dataset.num_classes)
     params = sum(
         a * b + (b if config.bias else 0) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
     )
-    copies = 2 + _OPTIMIZER_COPIES[config.optimizer]
     # Evaluation never uses a batch larger than its split (evaluate pads to min(batch, N)).
     eval_batch = min(config.eval_batch_size, max(len(dataset.test_labels), dataset.num_val))
-    widths = sum(sizes)
-    return {
+    activations = 3 * config.batch_size * sum(sizes) + eval_batch * max(sizes)
+    copies = 2 + _OPTIMIZER_COPIES[config.optimizer]
+    needs = {
         "params and optimizer state": 4 * params * copies * config.num_models,
-        "activations": 4
-        * config.num_models
-        * (3 * config.batch_size * widths + eval_batch * max(sizes)),
+        "activations": 4 * config.num_models * activations,
         "data": int(dataset.train_images.nbytes + dataset.test_images.nbytes),
     }
-
-
-def available_memory(device: jax.Device) -> tuple[int, str]:
-    """(bytes free, what they are) on `device`: its allocator's limit, else the host's RAM."""
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "bytes_limit" in stats:
         free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-        return free, f"{device} has {_bytes(free)} free"
-    import psutil  # a CPU device uses host memory
+        what = f"{device} has {_bytes(free)} free"
+    else:
+        import psutil  # a CPU device uses host memory
 
-    free = psutil.virtual_memory().available
-    return free, f"{device} (host memory) has {_bytes(free)} available"
-
-
-def check_memory(config: Config, dataset: Dataset, device: jax.Device) -> None:
-    """Raise ConfigError with the estimate if the run cannot fit on `device`."""
-    needs = estimate_memory(config, dataset)
+        free = psutil.virtual_memory().available
+        what = f"{device} (host memory) has {_bytes(free)} available"
     total = sum(needs.values())
-    free, what = available_memory(device)
     if total > free:
         parts = ", ".join(f"{name} {_bytes(size)}" for name, size in needs.items())
         raise ConfigError(

@@ -31,12 +31,10 @@ Metrics = dict[str, jax.Array]
 class Loss:
     """The training loss, held by the TrainState (like apply_fn) so train_step needs no flag.
 
-    `kind` "cross_entropy": softmax cross-entropy; "mse": 1/2 sum_k (sigmoid(z_k) - y_k)^2 against
-    one-hot targets y (the TA deck's cost). `label_smoothing` A trains on
-    (1 - A) * one_hot + A / classes. Frozen, so equal losses compare equal in jit's cache.
-
-    A loss of your own needs no new kind: `create_train_state(..., loss=fn)` takes any hashable
-    callable with this `__call__`'s contract, e.g. a frozen dataclass (see create_train_state).
+    `kind` "cross_entropy": softmax cross-entropy; "mse": the TA deck's 1/2 sum_k (sigmoid(z_k) -
+    y_k)^2 against one-hot targets y. `label_smoothing` A trains on (1 - A) * one_hot + A / classes.
+    Frozen, so equal losses compare equal in jit's cache. Your own loss needs no new kind: see
+    create_train_state.
     """
 
     kind: str = "cross_entropy"
@@ -50,7 +48,9 @@ class Loss:
         if self.label_smoothing > 0:
             targets = optax.smooth_labels(targets, self.label_smoothing)
         if self.kind == "mse":
-            losses = sigmoid_mse(logits, targets)
+            # dC/dz_k = (y^_k - y_k) y^_k (1 - y^_k) vanishes where a sigmoid saturates, even on a
+            # wrong answer: why cross-entropy (dC/dz = softmax(z) - y) trains faster.
+            losses = 0.5 * jnp.sum(jnp.square(jax.nn.sigmoid(logits) - targets), axis=-1)
         else:
             losses = optax.softmax_cross_entropy(logits, targets)
         return _masked_mean(losses, mask)
@@ -59,10 +59,9 @@ class Loss:
 class TrainState(train_state.TrainState):
     """flax TrainState (params, tx, opt_state, step) plus the PRNG key for dropout/augmentation.
 
-    Step t uses the key fold_in(rng, t), so a state alone determines the rest of training.
-    `loss` is the training loss (a Loss, or your own: see create_train_state). With `ema_decay`,
-    `ema_params` is the exponential moving average of the params after each step, and
-    evaluation uses it (`eval_params`); else it is None.
+    Step t uses the key fold_in(rng, t), so a state alone determines the rest of training. `loss`
+    is the training loss (see create_train_state). With `ema_decay`, `ema_params` is the moving
+    average of the params after each step, and evaluation uses it; else it is None.
     """
 
     rng: jax.Array
@@ -80,43 +79,42 @@ def create_train_state(
     loss: Callable[..., jax.Array] = Loss(),
     ema_decay: float | None = None,
 ) -> TrainState:
-    """The initial state: params, optimizer state, and the key for dropout and augmentation.
+    """The initial state (params, optimizer state, the key for dropout and augmentation), built by
+    one compiled program: a pure pytree (jit, vmap over seeds, meshes).
 
-    `model` is either a linen module, called as `model.apply(variables, images, train=bool,
-    rngs=...)`, whose params are initialised from `rng` and `sample_input` (any batch, e.g.
-    images[:1]); or an `nnx.Module` you wrote, whose own initialised weights are used:
-
-    - `__call__(self, images, *, train: bool = False, rngs: nnx.Rngs | None = None)` returns the
-      logits; `rngs` has the streams "dropout" and "augment" in training, None in inference;
-    - dropout is `nnx.Dropout(rate)(x, deterministic=not train, rngs=rngs)`;
-    - its nnx.Param weights become `params` (a copy, as a plain dict) and apply_fn (NnxApply)
-      merges them back into the module; other state (BatchNorm statistics, an nnx.Rngs kept by
-      a layer) raises ValueError. `sample_input` is unused, and every `rng` starts from the
-      same weights.
-
-    Either way `rng` seeds dropout and augmentation, and the state is a pure pytree (jit, vmap
-    over seeds, meshes). `loss` is any hashable callable `(logits, labels, mask) -> scalar`,
-    `mask` a bool[B] or None, that averages over the unmasked examples: a Loss, or your own
-    (e.g. a frozen dataclass with `__call__`). train_step minimises and reports it; evaluate and
-    eval_step still report the plain cross-entropy. With `ema_decay`, the average starts at the
-    initial params. One compiled program: run eagerly, flax's init compiles each of its dozens
-    of ops apart.
+    `model` is a linen module, its params initialised from `rng` and `sample_input` (any batch,
+    e.g. images[:1]), or an `nnx.Module` whose own nnx.Param weights are copied (the same for every
+    `rng`): its `__call__(self, images, *, train=False, rngs: nnx.Rngs | None = None)` returns
+    the logits, with `rngs` holding the streams "dropout" and "augment" in training (dropout is
+    `nnx.Dropout(rate)(x, deterministic=not train, rngs=rngs)`); other state (BatchNorm
+    statistics, a stored nnx.Rngs) raises ValueError. `loss` is any hashable callable
+    `(logits, labels, mask: bool[B] | None) -> scalar` averaging over the unmasked examples (a
+    Loss, or your own, e.g. a frozen dataclass); evaluate still reports the cross-entropy. With
+    `ema_decay`, the average starts at the initial params.
     """
     options = {"tx": tx, "loss": loss, "ema_decay": ema_decay}
-    if _is_nnx(model):
-        apply_fn, params = _split_nnx(model)
-        init = functools.partial(_state_from_params, apply_fn=apply_fn, **options)
-        return jax.jit(init)(jax.random.split(rng)[1], params)
-    init = jax.jit(functools.partial(_initial_state, model=model, **options))
-    return init(rng, sample_input)
+    nnx = sys.modules.get("flax.nnx")  # an NNX model means its user imported flax.nnx
+    if nnx is None or not isinstance(model, nnx.Module):
+        return jax.jit(functools.partial(_initial_state, model=model, **options))(rng, sample_input)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if jax.tree.leaves(rest):
+        paths = ", ".join(".".join(map(str, path)) for path, _ in nnx.to_flat_state(rest))
+        raise ValueError(
+            f"create_train_state keeps only the nnx.Param weights of an NNX model, but "
+            f"{type(model).__name__} also holds {paths}: state such as BatchNorm statistics is "
+            "not supported, and dropout takes its rngs at call time, "
+            "nnx.Dropout(rate)(x, deterministic=not train, rngs=rngs), not in its constructor"
+        )
+    init = functools.partial(_state_from_params, apply_fn=NnxApply(graphdef), **options)
+    return jax.jit(init)(jax.random.split(rng)[1], nnx.to_pure_dict(params))
 
 
 @dataclasses.dataclass(frozen=True)
 class NnxApply:
     """An NNX model's apply_fn: `(variables, images, train=False, rngs=None) -> logits`.
 
-    Holds only the module's graphdef (its structure and static attributes, hashable, no
-    arrays), so the state stays a pure pytree and jit does not retrace from step to step.
+    It holds only the graphdef (structure and static attributes, hashable, no arrays), so the
+    state stays a pure pytree and jit does not retrace from step to step.
     """
 
     graphdef: nnx.GraphDef
@@ -128,60 +126,18 @@ class NnxApply:
         return model(images, train=train, rngs=None if rngs is None else nnx.Rngs(**rngs))
 
 
-def _is_nnx(model: Any) -> bool:
-    nnx = sys.modules.get("flax.nnx")  # an NNX model means its user imported flax.nnx
-    return nnx is not None and isinstance(model, nnx.Module)
-
-
-def _split_nnx(model: nnx.Module) -> tuple[NnxApply, dict[str, Any]]:
-    """The apply function and weights of an NNX model; ValueError if it holds other state."""
-    from flax import nnx
-
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    if jax.tree.leaves(rest):
-        paths = ", ".join(".".join(map(str, path)) for path, _ in nnx.to_flat_state(rest))
-        raise ValueError(
-            f"create_train_state keeps only the nnx.Param weights of an NNX model, but "
-            f"{type(model).__name__} also holds {paths}: state such as BatchNorm statistics is "
-            "not supported, and dropout takes its rngs at call time, "
-            "nnx.Dropout(rate)(x, deterministic=not train, rngs=rngs), not in its constructor"
-        )
-    return NnxApply(graphdef), nnx.to_pure_dict(params)
-
-
-def _initial_state(
-    rng: jax.Array,
-    sample_input: jax.Array,
-    *,
-    model: nn.Module,
-    tx: optax.GradientTransformation,
-    loss: Callable[..., jax.Array],
-    ema_decay: float | None,
-) -> TrainState:
+def _initial_state(rng: jax.Array, sample_input: jax.Array, *, model: nn.Module, **options):
     params_rng, dropout_rng = jax.random.split(rng)
     params = model.init(params_rng, sample_input, train=False)["params"]
-    return _state_from_params(dropout_rng, params, model.apply, tx, loss, ema_decay)
+    return _state_from_params(dropout_rng, params, apply_fn=model.apply, **options)
 
 
-def _state_from_params(
-    dropout_rng: jax.Array,
-    params: Any,
-    apply_fn: Callable[..., jax.Array],
-    tx: optax.GradientTransformation,
-    loss: Callable[..., jax.Array],
-    ema_decay: float | None,
-) -> TrainState:
+def _state_from_params(dropout_rng: jax.Array, params: Any, *, ema_decay, **fields) -> TrainState:
     # Copies, so that train_step's donation can never reach the caller's arrays (NNX weights).
     params = jax.tree.map(jnp.copy, params)
     ema_params = jax.tree.map(jnp.copy, params) if ema_decay is not None else None
     state = TrainState.create(
-        apply_fn=apply_fn,
-        params=params,
-        tx=tx,
-        rng=dropout_rng,
-        ema_params=ema_params,
-        loss=loss,
-        ema_decay=ema_decay,
+        params=params, rng=dropout_rng, ema_params=ema_params, ema_decay=ema_decay, **fields
     )
     return state.replace(step=jnp.zeros((), jnp.int32))  # an array, so its type never changes
 
@@ -197,15 +153,6 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array | N
     return _masked_mean(losses, mask)
 
 
-def sigmoid_mse(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Per example 1/2 sum_k (sigmoid(z_k) - y_k)^2: the TA deck's cost C = 1/2 sum (y^ - y)^2.
-
-    Its gradient dC/dz_k = (y^_k - y_k) y^_k (1 - y^_k) vanishes when a sigmoid saturates, even
-    on a wrong answer: why cross-entropy (dC/dz = softmax(z) - y) trains faster.
-    """
-    return 0.5 * jnp.sum(jnp.square(jax.nn.sigmoid(logits) - targets), axis=-1)
-
-
 def _masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
     if mask is None:
         return jnp.mean(values)
@@ -216,11 +163,10 @@ def _masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
 def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     """One SGD step on a minibatch: forward, loss, backprop (jax.value_and_grad), optax update.
 
-    Returns the new state and `{"loss", "accuracy", "count", "grad_norm"}` for this batch, measured
-    in training mode (with dropout and augmentation) on the params before the update: the
-    lectures' running loss, as `state.loss` defines it. With `state.ema_decay` d, the average
-    becomes d * ema + (1 - d) * new params. The input state's buffers are donated: do not use it
-    after the call.
+    Returns the new state and `{"loss", "accuracy", "count", "grad_norm"}` of this batch, measured
+    in training mode (dropout, augmentation) on the params before the update, with `state.loss`.
+    With `state.ema_decay` d, the average becomes d * ema + (1 - d) * new params. The input
+    state's buffers are donated: do not use it after the call.
     """
     mask = batch.get("mask")
     dropout_rng = jax.random.fold_in(state.rng, state.step)
@@ -250,8 +196,7 @@ def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
 def eval_step(state: TrainState, batch: Batch) -> Metrics:
     """Per-example evaluation, vmapped over the batch: loss, correct and prediction, each [B].
 
-    The loss is the cross-entropy whatever the training loss; with --ema the params are the
-    average (`eval_params`).
+    The loss is the cross-entropy whatever the training loss; the params are `eval_params`.
     """
 
     def one_example(image, label):
@@ -268,18 +213,16 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
 @jax.jit
 def predict(state: TrainState, images: jax.Array) -> jax.Array:
     """Class probabilities float32[B, num_classes] of images uint8[B, *image_shape] (or float in
-    [0, 1]), in inference mode (no dropout), with `eval_params` (the average with --ema). The
-    model normalises them itself; no labels needed.
+    [0, 1]), in inference mode, with `eval_params`. The model normalises them; no labels needed.
     """
     logits = state.apply_fn({"params": eval_params(state)}, images, train=False)
     return jax.nn.softmax(logits, axis=-1)
 
 
 def _batch_indices(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array | None]:
-    """Split index vector [N] into int32[steps, batch_size], padding the last batch.
+    """`order` [N] as int32[steps, batch_size], and its bool mask (None when nothing was padded).
 
-    Returns the indices and a bool mask of the same shape (None when nothing was padded). Padding
-    points at example `order[0]` so that the gather stays in bounds; its mask is False.
+    Padding points at example `order[0]`, so the gather stays in bounds; its mask is False.
     """
     n = order.shape[0]
     steps = -(-n // batch_size)
@@ -292,22 +235,12 @@ def _batch_indices(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Ar
 
 
 def _split_over_devices(batch: Batch, sharding: jax.sharding.Sharding | None) -> Batch:
-    """Data parallelism: each device computes on its slice of the batch (no-op without a sharding).
+    """Data parallelism: each device computes on its slice of the batch (no-op without sharding).
 
     The gather that built the batch reads a replicated train set, so each device gathers only its
     own rows and the one collective left is XLA's all-reduce of the gradient.
     """
     return batch if sharding is None else jax.lax.with_sharding_constraint(batch, sharding)
-
-
-def default_unroll(batch_size: int) -> int:
-    """How many scan steps train_epoch fuses per loop iteration when the caller does not say.
-
-    Small batches are bound by per-step overhead (loop bookkeeping, copies of the carried params):
-    on a 2-core CPU, unroll 4 ran batch 12 about 1.2x faster, while at batch 128 and 1024 it made
-    no measurable difference (experiments/benchmark.py, README "Performance").
-    """
-    return 4 if batch_size <= 64 else 1
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -332,32 +265,29 @@ def train_epoch(
 ) -> tuple[TrainState, Metrics]:
     """One pass over the training set in one compiled call: lax.scan over a fresh permutation.
 
-    images uint8[N, H, W, C] and labels int32[N] stay on the device; `key` orders the epoch
-    (the loop passes fold_in(data_key, epoch)). If N is not a multiple of `batch_size`, the last
-    batch holds the remaining N mod batch_size examples (the rest is masked padding), so every
-    example is seen exactly once per epoch. Returns the example-weighted mean loss and accuracy,
-    and `per_step_loss` float32[steps], each step's minibatch loss in order (for step-level logs).
-    With `batch_sharding` (sharding.py), each gathered batch is split over the devices.
-    `unroll` (default: `default_unroll(batch_size)`) is for speed: it leaves the params
-    bit-identical (tested); the epoch's metrics may differ in their last bits.
-    With `diagnostics`, the metrics add `grad_norm`, the mean over the steps of train_step's
-    gradient norm; without, that norm is never computed (it costs ~15% of the epoch at batch 12)
-    and the params are bit-identical (tested).
+    images uint8[N, H, W, C] and labels int32[N] stay on the device; `key` orders the epoch (the
+    loop passes fold_in(data_key, epoch)). Every example is seen exactly once: the last batch
+    holds the N mod batch_size left over (the rest is masked padding). Returns the
+    example-weighted mean `train_loss` and `train_accuracy`, `examples`, and `per_step_loss`
+    float32[steps], each minibatch's loss in order. With `batch_sharding` (sharding.py), each
+    batch is split over the devices. `unroll` (default 4 for batches up to 64, else 1) is for
+    speed: the params stay bit-identical, the metrics may differ in their last bits. With
+    `diagnostics`, `grad_norm` is the mean of train_step's gradient norms; without, it is never
+    computed (~15% of the epoch at batch 12) and the params are bit-identical.
     """
     order = jax.random.permutation(key, images.shape[0])
     indices, masks = _batch_indices(order, batch_size)
 
     def body(state, xs):
-        batch = {"image": images[xs["index"]], "label": labels[xs["index"]]}
-        if "mask" in xs:
-            batch["mask"] = xs["mask"]
+        batch = {"image": images[xs["index"]], "label": labels[xs["index"]], "mask": xs["mask"]}
         state, metrics = train_step(state, _split_over_devices(batch, batch_sharding))
         if not diagnostics:  # an output nobody reads: XLA drops the norm's computation
             del metrics["grad_norm"]
         return state, metrics
 
-    xs = {"index": indices} if masks is None else {"index": indices, "mask": masks}
-    unroll = default_unroll(batch_size) if unroll is None else unroll
+    if unroll is None:  # small batches are bound by per-step overhead (docs/performance.md)
+        unroll = 4 if batch_size <= 64 else 1
+    xs = {"index": indices, "mask": masks}  # no mask (None) when nothing was padded
     state, per_step = jax.lax.scan(body, state, xs, unroll=unroll)
     weights = per_step["count"] / jnp.sum(per_step["count"])
     metrics = {
@@ -379,11 +309,11 @@ def evaluate(
     batch_size: int = 1000,
     batch_sharding: jax.sharding.Sharding | None = None,
 ) -> dict[str, Any]:
-    """Score a whole split in one compiled call; every example counts exactly once.
+    """Score a whole split in one compiled call, with `eval_params`; every example counts once.
 
-    Returns `loss` (the cross-entropy, whatever the training loss) and `accuracy` (means over the
-    split, of `eval_params(state)`), `error_rate`, `count`, and
-    `confusion` int32[C, C] with rows = true class and columns = predicted class.
+    Returns the means over the split `loss` (the cross-entropy, whatever the training loss) and
+    `accuracy`, `error_rate`, `count`, and `confusion` int32[C, C] (rows: true class; columns:
+    predicted class).
     """
     n = images.shape[0]
     indices, masks = _batch_indices(jnp.arange(n), min(batch_size, n))

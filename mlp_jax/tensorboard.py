@@ -30,15 +30,8 @@ Record = dict[str, Any]
 SPLITS = ("train", "val", "test")  # record keys `<split>_<metric>` become tags `<split>/<metric>`
 NOT_SCALARS = ("seed", "peak_lr")  # per-model constants of a sweep: they are hyperparameters
 # Config fields about where and how a run executes, not what it learns: left out of hparams.
-NOT_HPARAMS = (
-    "workdir",
-    "data_dir",
-    "manual_dir",
-    "fresh",
-    "coordinator",
-    "num_processes",
-    "process_id",
-    "devices",
+NOT_HPARAMS = frozenset(
+    "workdir data_dir manual_dir fresh coordinator num_processes process_id devices".split()
 )
 # The metrics the hparams dashboard shows next to the hyperparameters (the last value of each).
 HPARAM_METRICS = ("test/accuracy", "test/loss", "val/accuracy", "val/loss", "train/loss")
@@ -109,10 +102,6 @@ class TensorBoardWriter:
             run.add_image(
                 "test/confusion_matrix", pixels, epoch * self.steps_per_epoch, dataformats="HWC"
             )
-
-    def flush(self) -> None:
-        for run in self._runs.values():
-            run.flush()
 
     def close(self) -> None:
         for run in self._runs.values():

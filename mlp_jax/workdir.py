@@ -1,9 +1,6 @@
-"""A run's folder and nothing about the arrays in it: the path (resolved once), the lock,
-config.json, metrics.jsonl (append, read, trim, validate), moving an old run aside for --fresh.
-
-`checkpoint.py` writes DIR/checkpoints/ with orbax; everything else under DIR is written here.
-One run writes a workdir at a time: it holds `DIR/.lock` (an flock) for its whole life; readers
-(evaluate, plot) take no lock.
+"""A run's folder, not the arrays in it (checkpoint.py writes DIR/checkpoints/): the path, the
+lock, config.json, metrics.jsonl, moving an old run aside for --fresh. One run writes a workdir
+at a time, holding the flock'ed DIR/.lock for its whole life; readers (evaluate, plot) take none.
 """
 
 from __future__ import annotations
@@ -13,6 +10,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,10 +22,8 @@ CHECKPOINTS = "checkpoints"  # DIR/checkpoints/<epoch>/{state, info}
 UNREADABLE = "unreadable-checkpoints"  # where checkpoints that failed to restore are moved
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
-TENSORBOARD = "tensorboard"  # DIR/tensorboard/: event files (tensorboard.py)
 SELECTION = "selection.json"  # the last and the selected epoch (a sweep: the lr validation picks)
-RUN_FILES = (CONFIG, METRICS, CHECKPOINTS)  # any of these means DIR holds a run
-LOCK = ".lock"  # flock'ed by the run writing DIR; holds "pid host started-at" for messages
+LOCK = ".lock"  # flock'ed by the run writing DIR; says who holds it, for messages
 
 Record = dict[str, Any]
 # What a run's error about a bad config.json/metrics.jsonl line advises (readers pass their own).
@@ -87,9 +83,7 @@ class Workdir:
         return os.path.join(self.shown, *names)
 
     def holds_run(self) -> bool:
-        return any(os.path.exists(self.file(name)) for name in RUN_FILES)
-
-    # ------------------------------------------------------------------------- config.json
+        return any(os.path.exists(self.file(name)) for name in (CONFIG, METRICS, CHECKPOINTS))
 
     def write_config(self, info: dict[str, Any]) -> None:
         write_atomically(self.file(CONFIG), json.dumps(info, indent=2), self.show(CONFIG))
@@ -98,20 +92,15 @@ class Workdir:
         """config.json, checked to hold what a run writes; RunFileError names the bad line."""
         shown = self.show(CONFIG)
         try:
-            with open(self.file(CONFIG), "rb") as file:
-                info = json.loads(file.read())
-        except json.JSONDecodeError as error:
-            raise RunFileError(
-                f"{shown} line {error.lineno}", f"not JSON ({error.msg})", advice
-            ) from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise RunFileError(shown, f"cannot be read ({_reason(error)})", advice) from None
+            info = json.loads(self._read(CONFIG, advice))
+        except ValueError as error:  # not JSON, or not UTF-8
+            line = f" line {error.lineno}" if isinstance(error, json.JSONDecodeError) else ""
+            problem = f"not JSON ({getattr(error, 'msg', error)})"
+            raise RunFileError(shown + line, problem, advice) from None
         problem = _config_problem(info, for_resume)
         if problem:
             raise RunFileError(shown, problem, advice)
         return info
-
-    # ------------------------------------------------------------------------- metrics.jsonl
 
     def append_metrics(self, records: Iterable[Record]) -> None:
         """Append one line per record, fsynced: on disk before the epoch's checkpoint is."""
@@ -121,25 +110,17 @@ class Workdir:
                 file.flush()
                 os.fsync(file.fileno())
         except OSError as error:
-            raise WorkdirError(f"cannot write {self.show(METRICS)}: {_reason(error)}") from None
+            raise WorkdirError(f"cannot write {self.show(METRICS)}: {reason(error)}") from None
 
     def read_metrics(self, advice: str = FIX_OR_FRESH) -> tuple[list[Record], int]:
         """The records of DIR/metrics.jsonl and whether its last line is torn (0 or 1).
 
         A kill can leave a last line without its newline (a torn write): it is not a record.
-        Any other line that is not a record (edited by hand, corrupted) raises RunFileError
-        naming the file and the line.
+        Any other line that is not a record raises RunFileError naming the file and the line.
         """
-        path = self.file(METRICS)
-        if not os.path.exists(path):
+        if not os.path.exists(self.file(METRICS)):
             return [], 0
-        try:
-            with open(path, "rb") as file:
-                lines = file.read().split(b"\n")
-        except OSError as error:
-            raise RunFileError(
-                self.show(METRICS), f"cannot be read ({_reason(error)})", advice
-            ) from None
+        lines = self._read(METRICS, advice).split(b"\n")
         records = []
         for number, line in enumerate(lines[:-1], start=1):  # after the last newline: torn
             problem = _record_problem(line)
@@ -161,19 +142,14 @@ class Workdir:
             write_atomically(self.file(METRICS), text, self.show(METRICS))
         return kept, dropped
 
-    # ------------------------------------------------------------------------- --fresh
-
-    def move_aside(self) -> str:
-        """Rename DIR to `DIR.previous-<timestamp>` (one atomic rename) and recreate it.
-
-        Returns the new name as the user would type it.
-        """
-        aside = unused_path(f"{os.path.normpath(self.path)}.previous-{timestamp()}")
-        os.rename(self.path, aside)
-        os.makedirs(self.path)
-        return os.path.join(os.path.dirname(os.path.normpath(self.shown)), os.path.basename(aside))
-
-    # ------------------------------------------------------------------------- the lock
+    def _read(self, name: str, advice: str) -> bytes:
+        try:
+            with open(self.file(name), "rb") as file:
+                return file.read()
+        except OSError as error:
+            raise RunFileError(
+                self.show(name), f"cannot be read ({reason(error)})", advice
+            ) from None
 
     @contextlib.contextmanager
     def lock(self, log: Callable[[str], None]) -> Iterator[None]:
@@ -183,34 +159,33 @@ class Workdir:
         by a dead process is simply taken, with a line naming it; the file is kept (removing it
         would let two runs lock two different files).
         """
-        path, shown = self.file(LOCK), self.show(LOCK)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
-            raise WorkdirError(f"cannot create the lock {shown}: {_reason(error)}") from None
+            raise WorkdirError(
+                f"cannot create the lock {self.show(LOCK)}: {reason(error)}"
+            ) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise WorkdirBusy(
                     "--workdir",
-                    f"{self.shown} is in use by {_holder(os.pread(fd, 200, 0))}; wait for that "
-                    "run to end (or stop it), or use another --workdir",
+                    f"{self.shown} is in use by {_holder(fd)}; wait for that run to end (or stop "
+                    "it), or use another --workdir",
                 ) from None
-            previous = os.pread(fd, 200, 0)
-            if previous.strip():  # a holder that ended cleanly empties the file
-                log(f"took over the lock of {self.shown} from {_holder(previous)}, which died")
-            mine = f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            if os.pread(fd, 200, 0).strip():  # a holder that ended cleanly empties the file
+                log(f"took over the lock of {self.shown} from {_holder(fd)}, which died")
+            holder = f"pid {os.getpid()} on {socket.gethostname()} (since {time.strftime('%F %T')})"
             os.ftruncate(fd, 0)
-            os.pwrite(fd, mine.encode(), 0)
+            os.pwrite(fd, holder.encode(), 0)
             _HELD_LOCKS.add(fd)
-            try:
-                yield
-            finally:
+            yield
+        finally:
+            if fd in _HELD_LOCKS:  # ended, even by an exception: the next run takes it silently
                 _HELD_LOCKS.discard(fd)
                 with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)  # ended cleanly: the next run takes it silently
-        finally:
+                    os.ftruncate(fd, 0)
             os.close(fd)  # releases the flock
 
 
@@ -224,91 +199,64 @@ def clear_held_locks() -> None:
             os.ftruncate(fd, 0)
 
 
-def _holder(content: bytes) -> str:
-    """ "pid 1234 on host (since 2026-01-01 10:00:00)" out of a lock file's content."""
-    parts = content.decode(errors="replace").split(maxsplit=2)
-    if len(parts) < 2:
-        return "another process"
-    since = f" (since {parts[2].strip()})" if len(parts) > 2 else ""
-    return f"pid {parts[0]} on {parts[1]}{since}"
+def _holder(fd: int) -> str:
+    """Who holds a lock: "pid 1234 on host (since 2026-01-01 10:00:00)", as it wrote."""
+    return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
 
 
 @contextlib.contextmanager
 def open_workdir(
     config: Config, log: Callable[[str], None], *, lock: bool = True
 ) -> Iterator[Workdir | None]:
-    """config.workdir, created, locked for the block, and with a previous run moved aside first
-    under --fresh; None without --workdir. `lock=False` (the processes other than 0 of a
-    multi-process run, which never write) returns the path and changes nothing."""
-    if config.workdir is None:
-        yield None
+    """config.workdir, created and locked for the block; None without --workdir. With --fresh, a
+    run already there is first moved aside (never deleted: one rename to DIR.previous-<time>).
+    `lock=False` (the processes other than 0 of a multi-process run, which never write) returns
+    the path and changes nothing."""
+    if config.workdir is None or not lock:
+        yield None if config.workdir is None else Workdir.of(config.workdir)
         return
-    workdir = Workdir.of(config.workdir)
-    if not lock:  # another process of a multi-process run: it only reads (resume)
-        yield workdir
-        return
-    _check_not_a_file(workdir)
-    _makedirs(workdir)
-    with workdir.lock(log):
+    workdir = _create(Workdir.of(config.workdir))
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(workdir.lock(log))
         if config.fresh and workdir.holds_run():
-            prepare_workdir(config, log)  # moves DIR aside, with its lock; lock the new DIR
-            with workdir.lock(log):
-                yield workdir
-        else:
-            yield prepare_workdir(config, log)
+            aside = unused_path(f"{workdir.path}.previous-")  # path: absolute, normalised
+            try:
+                os.rename(workdir.path, aside)  # with its lock: lock the new DIR too
+            except OSError as error:
+                raise ConfigError(
+                    "--fresh", f"cannot move the run in {workdir.shown} aside: {error.strerror}"
+                ) from None
+            parent = os.path.dirname(os.path.normpath(workdir.shown))
+            shown = os.path.join(parent, os.path.basename(aside))
+            log(f"--fresh: moved the previous run in {workdir.shown} to {shown}")
+            locks.enter_context(_create(workdir).lock(log))
+        for name, is_dir in ((CHECKPOINTS, True), (CONFIG, False), (METRICS, False)):
+            path = workdir.file(name)
+            if os.path.exists(path) and os.path.isdir(path) != is_dir:
+                raise ConfigError(
+                    "--workdir",
+                    f"{workdir.show(name)} is {'a file' if is_dir else 'a directory'}, where the "
+                    f"run keeps its {'checkpoints' if is_dir else name}; move it away, or start "
+                    "over with --fresh (moves the run aside)",
+                )
+        yield workdir
 
 
-def _check_not_a_file(workdir: Workdir) -> None:
+def _create(workdir: Workdir) -> Workdir:
     if os.path.exists(workdir.path) and not os.path.isdir(workdir.path):
         raise ConfigError(
             "--workdir", f"{workdir.shown} is a file; expected a directory (new or empty)"
         )
-
-
-def _makedirs(workdir: Workdir) -> None:
     try:
         os.makedirs(workdir.path, exist_ok=True)
     except OSError as error:
-        raise ConfigError("--workdir", f"cannot create {workdir.shown}: {_reason(error)}") from None
-
-
-def prepare_workdir(config: Config, log: Callable[[str], None]) -> Workdir | None:
-    """Create config.workdir. With --fresh, first move a run already there aside (never delete)."""
-    if config.workdir is None:
-        return None
-    workdir = Workdir.of(config.workdir)
-    shown = workdir.shown
-    _check_not_a_file(workdir)
-    if config.fresh and os.path.isdir(workdir.path) and workdir.holds_run():
-        try:
-            aside = workdir.move_aside()
-        except OSError as error:
-            raise ConfigError(
-                "--fresh", f"cannot move the run in {shown} aside: {error.strerror}"
-            ) from None
-        log(f"--fresh: moved the previous run in {shown} to {aside}")
-    _makedirs(workdir)
-    for name, is_dir in ((CHECKPOINTS, True), (CONFIG, False), (METRICS, False)):
-        path = workdir.file(name)
-        if os.path.exists(path) and os.path.isdir(path) != is_dir:
-            raise ConfigError(
-                "--workdir",
-                f"{workdir.show(name)} is {'a file' if is_dir else 'a directory'}, where the "
-                f"run keeps its {'checkpoints' if is_dir else name}; move it away, or start "
-                "over with --fresh (moves the run aside)",
-            )
+        raise ConfigError("--workdir", f"cannot create {workdir.shown}: {reason(error)}") from None
     return workdir
 
 
-# Path-taking forms of the metrics functions, for research code and tests.
-
-
 def read_metrics(workdir: str | Workdir, advice: str = FIX_OR_FRESH) -> tuple[list[Record], int]:
+    """`Workdir.read_metrics` of a path, for research code and tests."""
     return Workdir.of(workdir).read_metrics(advice)
-
-
-def keep_metrics_until(workdir: str | Workdir, epoch: int) -> tuple[list[Record], int]:
-    return Workdir.of(workdir).keep_metrics_until(epoch)
 
 
 def write_atomically(path: str, text: str | bytes, shown: str | None = None) -> None:
@@ -326,7 +274,7 @@ def write_atomically(path: str, text: str | bytes, shown: str | None = None) -> 
     except OSError as error:
         with contextlib.suppress(OSError):
             os.remove(temp)
-        raise WorkdirError(f"cannot write {shown or path}: {_reason(error)}") from None
+        raise WorkdirError(f"cannot write {shown or path}: {reason(error)}") from None
 
 
 def _config_problem(info: Any, for_resume: bool) -> str | None:
@@ -371,16 +319,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _reason(error: BaseException) -> str:
+def reason(error: BaseException) -> str:
+    """'No space left on device (errno 28)' out of an OSError or a TensorStore error, else the
+    error's first line."""
     if isinstance(error, OSError) and error.strerror:
         return f"{error.strerror} (errno {error.errno})"
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
+    # TensorStore's messages put the code after varying text (a file name, or a JSON spec):
+    # the code is what is reliable, and the OS names it.
+    match = re.search(r"\[os_error_code='?(\d+)", str(error))
+    if match:
+        return f"{os.strerror(int(match.group(1)))} (errno {match.group(1)})"
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
 
 
-def timestamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
-
-
-def unused_path(path: str) -> str:
-    candidates: Iterable[str] = (path if i == 0 else f"{path}-{i}" for i in range(1000))
+def unused_path(prefix: str) -> str:
+    """`prefix` + the time, with -1, -2... added if that is taken."""
+    path = prefix + time.strftime("%Y%m%d-%H%M%S")
+    candidates = (path if i == 0 else f"{path}-{i}" for i in range(1000))
     return next(candidate for candidate in candidates if not os.path.exists(candidate))

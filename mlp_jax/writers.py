@@ -13,7 +13,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from tqdm import tqdm
 
@@ -24,15 +24,17 @@ from mlp_jax.workdir import CheckpointError, Workdir, WorkdirError
 Record = dict[str, Any]
 
 
-class MetricWriter(Protocol):
+class MetricWriter:
     """Receives each epoch's records, one per model (a single run has one), and its arrays,
     each with a leading model axis: `per_step_loss` float[K, steps] and `confusion`
     int[K, C, C] of the test split (None except at the run's last epoch). A new logger is a
     new writer: the loop does not change."""
 
-    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None: ...
+    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
+        pass
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        pass
 
 
 def default_writers(
@@ -88,7 +90,7 @@ def close_all(closers: list[Any]) -> None:
         raise WorkdirError(f"cannot finish writing the run: {failures[0]}") from None
 
 
-class CallbackWriter:
+class CallbackWriter(MetricWriter):
     """`on_epoch(epoch, records)` as a writer (train_many's hook)."""
 
     def __init__(self, on_epoch: Callable[[int, list[Record]], None]):
@@ -96,9 +98,6 @@ class CallbackWriter:
 
     def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
         self.on_epoch(records[0]["epoch"], list(records))
-
-    def close(self) -> None:
-        pass
 
 
 _stdout_error: list[OSError] = []  # the first failed write to stdout, if any
@@ -136,7 +135,7 @@ def stdout_error() -> OSError | None:
     return _stdout_error[0] if _stdout_error else None
 
 
-class ConsoleWriter:
+class ConsoleWriter(MetricWriter):
     """One line per epoch through `log`: the record's values, or mean ± std over many models."""
 
     def __init__(self, epochs: int, log: Callable[[str], None] = print_line):
@@ -148,11 +147,8 @@ class ConsoleWriter:
         else:
             self.log(report.format_models_epoch(records, self.epochs))
 
-    def close(self) -> None:
-        pass
 
-
-class ProgressBar:
+class ProgressBar(MetricWriter):
     """A tqdm bar over the epochs, shown only when stdout is a terminal."""
 
     def __init__(self, epochs: int, done: int = 0):
@@ -165,7 +161,7 @@ class ProgressBar:
         self._bar.close()
 
 
-class MetricsFileWriter:
+class MetricsFileWriter(MetricWriter):
     """DIR/metrics.jsonl: one line per record, fsynced before the epoch's checkpoint is saved."""
 
     def __init__(self, workdir: Workdir):
@@ -173,6 +169,3 @@ class MetricsFileWriter:
 
     def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
         self.workdir.append_metrics(records)
-
-    def close(self) -> None:
-        pass

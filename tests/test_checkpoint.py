@@ -26,7 +26,7 @@ from mlp_jax.model import summary
 from mlp_jax.optim import make_schedule
 from mlp_jax.resume import model_from_info
 from mlp_jax.train import main
-from mlp_jax.workdir import keep_metrics_until, prepare_workdir, read_metrics
+from mlp_jax.workdir import Workdir, open_workdir, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--dataset", "mnist_subset", "--layers", "2", "--hidden", "32", "--dropout", "0.1"]
@@ -382,7 +382,7 @@ def test_torn_and_later_metrics_lines_are_dropped_atomically(copy_of_reference):
     path = copy_of_reference / "metrics.jsonl"
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines) + lines[-1] + '{"epoch": 5, "train_lo')  # duplicate + torn
-    records, dropped = keep_metrics_until(str(copy_of_reference), 3)
+    records, dropped = Workdir.of(copy_of_reference).keep_metrics_until(3)
     assert [r["epoch"] for r in records] == [1, 2, 3] and dropped == 3
     assert path.read_text() == "".join(lines[:3])
     assert [p.name for p in copy_of_reference.iterdir() if "tmp" in p.name] == []
@@ -392,10 +392,11 @@ def test_fresh_moves_the_old_run_aside(copy_of_reference):
     before = snapshot(copy_of_reference)
     lines = []
     config = Config(dataset="mnist_subset", workdir=str(copy_of_reference), fresh=True)
-    prepare_workdir(config, lines.append)
+    with open_workdir(config, lines.append):
+        pass
     aside = Path(lines[0].split(" to ")[-1])
     assert aside.name.startswith("run.previous-") and snapshot(aside) == before
-    assert list(copy_of_reference.iterdir()) == []
+    assert [p.name for p in copy_of_reference.iterdir()] == [".lock"]  # the new run's, released
 
 
 def test_checkpointer_keeps_each_models_selected_epoch_and_the_newest_across_restarts(tmp_path):
@@ -485,9 +486,7 @@ def test_sweep_killed_mid_save_resumes_bit_identically(tmp_path):
     ],
 )
 def test_the_os_reason_of_a_tensorstore_error_names_the_errno(message):
-    from mlp_jax.checkpoint import _os_reason
+    from mlp_jax.workdir import reason
 
-    assert _os_reason(ValueError(message)) == "File too large (errno 27)"
-    assert (
-        _os_reason(OSError(28, "No space left on device")) == "No space left on device (errno 28)"
-    )
+    assert reason(ValueError(message)) == "File too large (errno 27)"
+    assert reason(OSError(28, "No space left on device")) == "No space left on device (errno 28)"
