@@ -1,4 +1,5 @@
-"""Data augmentation on the device: random shifts, mirror images and erased squares, in the step.
+"""Data augmentation on the device: random shifts, mirror images, erased squares and elastic
+distortions, in the step.
 
 Pure functions of (key, images): the model calls them in training mode with a key derived from
 the step, so the training set stays uint8 on the device and a run stays reproducible bit for bit.
@@ -6,8 +7,11 @@ the step, so the training set stays uint8 on the device and a run stays reproduc
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.scipy.ndimage import map_coordinates
 
 from mlp_jax.config import Augmentation
 
@@ -20,12 +24,13 @@ def augment_images(
     `augmentations` is `Config.augmentations`, e.g. (("flip", 0), ("shift", 2)); they are applied
     in that order, each with its own key folded from `key`.
     """
-    for index, (name, size) in enumerate(augmentations):
+    for index, (name, *sizes) in enumerate(augmentations):
         op_key = jax.random.fold_in(key, index)
         if name == "flip":
             images = random_flip(op_key, images)
         else:
-            images = {"shift": random_shift, "erase": random_erase}[name](op_key, images, size)
+            operation = {"shift": random_shift, "erase": random_erase, "elastic": random_elastic}
+            images = operation[name](op_key, images, *sizes)
     return images
 
 
@@ -69,3 +74,39 @@ def random_erase(key: jax.Array, images: jax.Array, size: int) -> jax.Array:
     cols = jnp.arange(width)[None, None, :, None]
     inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
     return jnp.where(erase & inside, jnp.zeros((), images.dtype), images)
+
+
+def random_elastic(key: jax.Array, images: jax.Array, alpha: float, sigma: float) -> jax.Array:
+    """Simard et al. 2003's elastic distortion, a new field for each image: uniform(-1, 1)
+    displacements per pixel, smoothed by a Gaussian of std `sigma` pixels, scaled by `alpha`;
+    each pixel is read (bilinearly) from where its displacement points, black outside the image.
+    Integer images are rounded back to their dtype.
+
+    The Gaussian is two small matmuls, not dm_pix.elastic_deformation: its depthwise convolution
+    made the whole function about 16x slower on a 2-core CPU (batch 128 of 28x28 images).
+    """
+    batch, height, width, channels = images.shape
+    noise = jax.random.uniform(key, (batch, 2, height, width), minval=-1.0, maxval=1.0)
+    field = alpha * jnp.einsum(
+        "bkhw,hu,wv->bkuv", noise, _gaussian(height, sigma), _gaussian(width, sigma)
+    )
+    rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+    where = jnp.stack([rows, cols]).astype(jnp.float32) + field  # [B, 2, H, W]: (row, col)
+
+    def one(image: jax.Array, at: jax.Array) -> jax.Array:
+        read = functools.partial(map_coordinates, coordinates=[at[0], at[1]], order=1)
+        return jnp.stack([read(image[..., c], mode="constant") for c in range(channels)], -1)
+
+    moved = jax.vmap(one)(images.astype(jnp.float32), where)
+    if jnp.issubdtype(images.dtype, jnp.integer):
+        limits = jnp.iinfo(images.dtype)
+        moved = jnp.clip(jnp.round(moved), limits.min, limits.max)
+    return moved.astype(images.dtype)
+
+
+def _gaussian(size: int, sigma: float) -> jax.Array:
+    """G[i, j] = the weight of j in the Gaussian blur at i (zeros beyond the edges)."""
+    offsets = jnp.arange(-size + 1, size, dtype=jnp.float32)
+    norm = jnp.exp(-(offsets**2) / (2 * sigma**2)).sum()
+    index = jnp.arange(size, dtype=jnp.float32)
+    return jnp.exp(-((index[:, None] - index[None, :]) ** 2) / (2 * sigma**2)) / norm

@@ -12,7 +12,10 @@ from typing import Any
 # The --augment vocabulary (augment.py): name -> the largest size K of name:K (0: takes none).
 # Parsed here, not in augment.py, so that config stays free of JAX (the first line prints first).
 AUGMENTATIONS = {"shift": 8, "flip": 0, "erase": 16}
-Augmentation = tuple[str, int]  # (name, size): ("shift", 2) or ("flip", 0)
+# elastic:ALPHA:SIGMA (Simard et al. 2003) takes two numbers, each within these bounds.
+ELASTIC_BOUNDS = {"ALPHA": (0.0, 100.0), "SIGMA": (1.0, 10.0)}
+# (name, size) e.g. ("shift", 2), ("flip", 0); or ("elastic", alpha, sigma)
+Augmentation = tuple
 
 # Default hidden widths halve from 512 but never drop below this (nor below the class count).
 MIN_DEFAULT_WIDTH = 16
@@ -195,7 +198,9 @@ class Config:
         "comma-separated, applied in order: shift:K (translate by up to K pixels in x and y, zeros "
         "fill in), flip (mirror left-right with probability 1/2: for left-right symmetric classes "
         "like Fashion-MNIST's, not digits), erase:K (with probability 1/2, zero a K x K square at "
-        "a random place). E.g. shift:2,flip",
+        "a random place), elastic:ALPHA:SIGMA (Simard et al. 2003's elastic distortion: a random "
+        "displacement field smoothed by a Gaussian of std SIGMA pixels, scaled by ALPHA; Simard "
+        "used elastic:34:4 on MNIST; ALPHA in [0, 100], SIGMA in [1, 10]). E.g. shift:2,flip",
     )
     input_dropout: float = _field(0.0, "dropout rate on the input pixels", "[0, 1)")
     max_norm: float | None = _field(
@@ -302,9 +307,13 @@ class Config:
         allowed = ", ".join(
             f"{name}:K (K = 1..{size})" if size else name for name, size in AUGMENTATIONS.items()
         )
+        allowed += ", elastic:ALPHA:SIGMA"
         parsed = []
         for part in self.augment.split(","):
             name, _, size = part.strip().partition(":")
+            if name == "elastic":
+                parsed.append(_elastic(part.strip(), allowed))
+                continue
             largest = AUGMENTATIONS.get(name)
             unknown = f"unknown {name!r} in {self.augment!r}; allowed: {allowed}"
             _check(largest is not None, "--augment", unknown)
@@ -404,6 +413,20 @@ class Config:
 def _is_number(text: str) -> bool:
     """Whether `text` is a whole number in ASCII digits ("²" and "٣" are digits to str.isdigit)."""
     return text.isascii() and text.isdigit()
+
+
+def _elastic(part: str, allowed: str) -> Augmentation:
+    """ "elastic:34:4" -> ("elastic", 34.0, 4.0), within ELASTIC_BOUNDS."""
+    numbers = part.split(":")[1:]
+    message = f"{part!r}: elastic takes ALPHA:SIGMA, e.g. elastic:34:4; allowed: {allowed}"
+    decimal = [n.replace(".", "", 1) for n in numbers]  # 34, 4.5: ASCII digits, one point
+    _check(len(numbers) == 2 and all(map(_is_number, decimal)), "--augment", message)
+    values = tuple(float(n) for n in numbers)
+    for (what, (low, high)), value in zip(ELASTIC_BOUNDS.items(), values, strict=True):
+        _check(
+            low <= value <= high, "--augment", f"{part!r}: {what} must be in [{low:g}, {high:g}]"
+        )
+    return ("elastic", *values)
 
 
 def _check_path(flag: str, path: str | None) -> None:

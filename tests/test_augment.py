@@ -1,4 +1,5 @@
-"""augment.py: shifts, flips and erasing change images as specified, reproducibly, per step."""
+"""augment.py: shifts, flips, erasing and elastic distortions change images as specified,
+reproducibly, per step."""
 
 import itertools
 
@@ -10,7 +11,13 @@ import optax
 import pytest
 
 from mlp_jax import Config, ConfigError
-from mlp_jax.augment import augment_images, random_erase, random_flip, random_shift
+from mlp_jax.augment import (
+    augment_images,
+    random_elastic,
+    random_erase,
+    random_flip,
+    random_shift,
+)
 from mlp_jax.model import MLP, mlp_from_config
 from mlp_jax.steps import create_train_state, train_step
 
@@ -109,9 +116,61 @@ def test_augment_flag_parses_in_order_and_rejects_bad_specs():
         ("erase", "erase:K"),
         ("erase:0", "erase:K"),
         ("erase:17", "erase:K"),
+        ("elastic", "elastic takes ALPHA:SIGMA"),
+        ("elastic:34", "elastic takes ALPHA:SIGMA"),
+        ("elastic:34:x", "elastic takes ALPHA:SIGMA"),
+        ("elastic:34:0.5", "SIGMA must be in \\[1, 10\\]"),
+        ("elastic:101:4", "ALPHA must be in \\[0, 100\\]"),
     ]:
         with pytest.raises(ConfigError, match=f"--augment: .*{message}"):
             Config(augment=bad)
+    assert Config(augment="elastic:34:4,shift:1").augmentations == (
+        ("elastic", 34.0, 4.0),
+        ("shift", 1),
+    )
+
+
+def _digit_like(n, size=28):
+    """uint8[n, size, size, 1]: a bright square stroke on black, like a digit's ink."""
+    images = np.zeros((n, size, size, 1), np.uint8)
+    images[:, 8:20, 8:11] = images[:, 8:11, 8:20] = 255
+    return images
+
+
+def test_elastic_with_alpha_0_is_the_identity_and_keeps_the_dtype():
+    images = jnp.asarray(_digit_like(4))
+    same = random_elastic(jax.random.PRNGKey(0), images, 0.0, 4.0)
+    assert same.dtype == jnp.uint8
+    chex.assert_trees_all_equal(same, images)
+    floats = images.astype(jnp.float32) / 255
+    chex.assert_trees_all_close(random_elastic(jax.random.PRNGKey(0), floats, 0.0, 4.0), floats)
+
+
+def test_elastic_moves_ink_by_a_few_pixels_smoothly_and_differently_per_image():
+    images = jnp.asarray(_digit_like(64))
+    moved = np.asarray(random_elastic(jax.random.PRNGKey(1), images, 34.0, 4.0))
+    assert moved.shape == images.shape and moved.dtype == np.uint8
+    changed = (moved != np.asarray(images)).mean(axis=(1, 2, 3))
+    assert (changed > 0.02).all()  # every image moved
+    assert len({m.tobytes() for m in moved}) == 64  # each image its own field
+    # Smooth and small (Simard's sigma 4, alpha 34: about 1-2 pixels): most ink stays near the
+    # stroke, and the total ink changes by interpolation only, not by tearing.
+    ink = moved.astype(float).sum(axis=(1, 2, 3)) / np.asarray(images, float).sum(axis=(1, 2, 3))
+    assert 0.5 < ink.min() and ink.max() < 1.6  # strokes stretch and thin, locally
+    near = np.zeros((28, 28), bool)
+    near[4:24, 4:15] = near[4:15, 4:24] = True  # the stroke grown by 4 pixels
+    assert moved[..., 0][:, ~near].sum() < 0.05 * moved.sum()
+    # A larger alpha moves pixels further.
+    far = np.asarray(random_elastic(jax.random.PRNGKey(1), images, 100.0, 4.0))
+    assert (far != np.asarray(images)).mean() > (moved != np.asarray(images)).mean()
+
+
+def test_elastic_is_a_function_of_its_key_under_jit():
+    images = jnp.asarray(_digit_like(8))
+    spec = (("elastic", 34.0, 4.0),)
+    draw = jax.jit(lambda key: augment_images(key, images, spec))
+    chex.assert_trees_all_equal(draw(jax.random.PRNGKey(3)), draw(jax.random.PRNGKey(3)))
+    assert not np.array_equal(draw(jax.random.PRNGKey(3)), draw(jax.random.PRNGKey(4)))
 
 
 def _state(augmentations):
