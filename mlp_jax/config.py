@@ -118,6 +118,12 @@ class Config:
     momentum: float = _field(0.9, "momentum for momentum/nesterov", "[0, 1)")
     weight_decay: float = _field(0.0, "L2 weight decay (decoupled for adamw)", "[0, inf)")
     clip_norm: float | None = _field(None, "clip gradients to this global norm", "(0, inf)")
+    grad_accum: int = _field(
+        1,
+        "gradient accumulation: average the gradients of N batches, then update once (optax."
+        "MultiSteps), as one batch N times larger; the schedule counts these updates",
+        "[1, 1024]",
+    )
     schedule: str = _field(
         "cosine",
         "learning-rate schedule",

@@ -15,7 +15,7 @@ from mlp_jax.config import Config
 
 
 def make_schedule(
-    config: Config, steps_per_epoch: int, peak_lr: float | None = None
+    config: Config, steps_per_epoch: float, peak_lr: float | None = None
 ) -> optax.Schedule:
     """Learning rate as a function of the step count; epochs are converted to steps here."""
     peak = config.lr if peak_lr is None else peak_lr
@@ -62,8 +62,12 @@ def max_norm(max_norm: float) -> optax.GradientTransformation:
 
 def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
     """Gradient clipping (optional) -> weight decay -> the optimizer, at lr = peak * shape(step)
-    -> the max-norm constraint (optional)."""
-    shape = make_schedule(config, steps_per_epoch, peak_lr=1.0)
+    -> the max-norm constraint (optional); with --grad-accum N all of it inside optax.MultiSteps,
+    which applies it to the mean gradient of every N batches (its schedule counts those)."""
+    updates_per_epoch = (
+        steps_per_epoch / config.grad_accum if config.grad_accum > 1 else steps_per_epoch
+    )
+    shape = make_schedule(config, updates_per_epoch, peak_lr=1.0)
 
     def optimizer(learning_rate: float) -> optax.GradientTransformation:
         def schedule(count):
@@ -81,6 +85,9 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransf
             core = optax.chain(core, _scale_by_plateau(config))
         if config.max_norm is not None:  # last: it projects the params after the whole update
             core = optax.chain(core, max_norm(config.max_norm))
+        if config.grad_accum > 1:  # inside inject_hyperparams: the peak lr stays where it was
+            core = optax.MultiSteps(core, every_k_schedule=config.grad_accum)
+            core = core.gradient_transformation()
         return core
 
     return optax.inject_hyperparams(optimizer)(learning_rate=config.lr)

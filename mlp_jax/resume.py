@@ -34,6 +34,7 @@ Record = dict[str, Any]
 MUST_MATCH = (
     *("dataset", "idx_dir", "normalize", "layers", "hidden_sizes", "activation", "dropout"),
     *("bias", "optimizer", "momentum", "weight_decay", "clip_norm", "batch_size", "seed"),
+    "grad_accum",  # adds the accumulated gradients to the optimizer state
     *("seeds", "lr_sweep"),  # --seeds and --lr-sweep stack K models into one state
     "validation_split",  # which images are trained on
     "monitored",  # what the early-stopping state and the best checkpoint refer to
