@@ -118,6 +118,12 @@ class Config:
     momentum: float = _field(0.9, "momentum for momentum/nesterov", "[0, 1)")
     weight_decay: float = _field(0.0, "L2 weight decay (decoupled for adamw)", "[0, inf)")
     clip_norm: float | None = _field(None, "clip gradients to this global norm", "(0, inf)")
+    dtype: str = _field(
+        "float32",
+        "compute dtype of the Dense layers; bfloat16 is mixed precision (params, optimizer state, "
+        "loss and softmax stay float32): for GPUs and TPUs, slower on CPUs without bf16 units",
+        ("float32", "bfloat16"),
+    )
     grad_accum: int = _field(
         1,
         "gradient accumulation: average the gradients of N batches, then update once (optax."

@@ -27,7 +27,8 @@ class MLP(nn.Module):
     In training mode (`train=True`), `augmentations` change the images first, with keys from the
     "augment" rng stream (augment.py), and `input_dropout_rate` drops pixels to black.
     Otherwise, `test_flip=True` returns the mean of the logits of each image [B, H, W, C] and of
-    its mirror image (test-time augmentation: --tta flip).
+    its mirror image (test-time augmentation: --tta flip). `dtype` is the Dense layers' compute
+    dtype (--dtype bfloat16: mixed precision); params stay float32 and the logits come out float32.
     """
 
     hidden_sizes: Sequence[int]
@@ -38,6 +39,7 @@ class MLP(nn.Module):
     mean: float = 0.0
     std: float = 1.0
     augmentations: tuple[Augmentation, ...] = ()
+    dtype: str = "float32"
     input_dropout_rate: float = 0.0
     test_flip: bool = False
 
@@ -59,10 +61,12 @@ class MLP(nn.Module):
         x = (x - self.mean) / self.std
         activation = ACTIVATIONS[self.activation]
         for i, width in enumerate(self.hidden_sizes):
-            x = activation(nn.Dense(width, use_bias=self.use_bias, name=f"hidden_{i}")(x))
+            dense = nn.Dense(width, use_bias=self.use_bias, dtype=self.dtype, name=f"hidden_{i}")
+            x = activation(dense(x))
             if self.dropout_rate > 0:
                 x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = nn.Dense(self.num_classes, use_bias=self.use_bias, name="output")(x)
+        output = nn.Dense(self.num_classes, use_bias=self.use_bias, dtype=self.dtype, name="output")
+        logits = output(x).astype(jnp.float32)  # the loss and softmax in float32
         if mirrored:
             logits = logits.reshape(2, -1, self.num_classes).mean(axis=0)
         return logits
@@ -94,6 +98,7 @@ def mlp_from_config(config: Config, num_classes: int, mean: float = 0.0, std: fl
         augmentations=config.augmentations,
         input_dropout_rate=config.input_dropout,
         test_flip=config.tta == "flip",
+        dtype=config.dtype,
     )
 
 

@@ -109,3 +109,32 @@ def test_config_fields_reach_the_model():
     model = mlp_from_config(config, num_classes=4)
     assert (tuple(model.hidden_sizes), model.num_classes) == ((7, 5), 4)
     assert (model.activation, model.dropout_rate, model.use_bias) == ("tanh", 0.25, False)
+
+
+def test_bfloat16_computes_the_dense_layers_in_bf16_and_keeps_params_and_logits_float32():
+    model = MLP(hidden_sizes=(8,), num_classes=3, dtype="bfloat16")
+    images = jnp.zeros((2, 4, 4, 1), jnp.uint8)
+    params = model.init(jax.random.PRNGKey(0), images)["params"]
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    logits = model.apply({"params": params}, images)
+    assert logits.dtype == jnp.float32
+    jaxpr = str(jax.make_jaxpr(lambda p: model.apply({"params": p}, images))(params))
+    dots = [line for line in jaxpr.splitlines() if "dot_general" in line]
+    assert len(dots) == 2 and all("bf16" in line for line in dots), dots
+
+
+def test_a_bfloat16_run_tracks_the_float32_run_on_the_subset():
+    from mlp_jax import train_and_evaluate
+    from mlp_jax.data import load_mnist_subset
+
+    dataset = load_mnist_subset()
+    config = Config(dataset="mnist_subset", epochs=4)
+    runs = {
+        dtype: train_and_evaluate(config.replace(dtype=dtype), dataset, log=lambda line: None)
+        for dtype in ("float32", "bfloat16")
+    }
+    for f32, bf16 in zip(runs["float32"].history, runs["bfloat16"].history, strict=True):
+        # Stated tolerance: each epoch's mean train loss within 10% + 0.02 of float32's.
+        assert abs(bf16["train_loss"] - f32["train_loss"]) <= 0.1 * f32["train_loss"] + 0.02
+    assert bf16["train_loss"] != f32["train_loss"]  # really another precision
+    assert abs(bf16["test_accuracy"] - f32["test_accuracy"]) <= 0.015
