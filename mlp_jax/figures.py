@@ -160,3 +160,21 @@ def _image_grid(figure: Figure, rows: int, columns: int, count: int) -> np.ndarr
     for axes in grid.ravel()[count:]:
         axes.set_axis_off()
     return grid.ravel()
+
+
+def plot_lr_find(rows: Sequence[dict], suggested: float, title: str) -> Figure:
+    """lr_find's figure: validation loss and accuracy against the peak lr (log axis), the
+    suggestion marked; `rows` hold "lr", "val_loss", "val_accuracy" (NaN where diverged)."""
+    figure = Figure(figsize=(9, 3.8))
+    loss, accuracy = figure.subplots(1, 2)
+    lrs = [row["lr"] for row in rows]
+    loss.plot(lrs, [row["val_loss"] for row in rows], "o-")
+    accuracy.plot(lrs, [100 * row["val_accuracy"] for row in rows], "o-")
+    for axes, label in ((loss, "validation loss"), (accuracy, "validation accuracy (%)")):
+        axes.set(xscale="log", xlabel="peak learning rate", ylabel=label)
+        axes.axvline(suggested, color="C3", linestyle="--", label=f"suggested {suggested:.3g}")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure

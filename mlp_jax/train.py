@@ -14,6 +14,7 @@ from mlp_jax.cli import main as run_command
 from mlp_jax.config import PRESETS, Config, preset_flags
 
 PROG = "mlp_jax.train"
+DESCRIPTION = "Train and evaluate an MLP on MNIST-like data."
 
 
 def _list_of(kind: type) -> Callable[[str], tuple]:
@@ -34,9 +35,9 @@ def _list_of(kind: type) -> Callable[[str], tuple]:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG, description: str = DESCRIPTION) -> OneLineParser:
     """One flag per Config field, with the field's default and help."""
-    parser = OneLineParser(PROG, "Train and evaluate an MLP on MNIST-like data.")
+    parser = OneLineParser(prog, description)
     for field in dataclasses.fields(Config):
         flag = "--" + field.name.replace("_", "-")
         kwargs: dict[str, Any] = {"default": field.default, "help": field.metadata["help"]}
@@ -59,24 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(argv: Sequence[str] | None = None) -> Config:
-    parser = build_parser()
+def config_from_args(
+    argv: Sequence[str] | None = None, parser: OneLineParser | None = None
+) -> Config:
+    """The Config that `argv` asks for (`parser` may add flags of its own: they are left out)."""
+    parser = parser or build_parser()
     preset = parser.parse_known_args(argv)[0].preset
     if preset is not None:
         parser.set_defaults(**PRESETS[preset])
     args = vars(parser.parse_args(argv))
-    del args["preset"]
-    return Config(**args)
+    return Config(**{field.name: args[field.name] for field in dataclasses.fields(Config)})
 
 
 def _what(config: Config) -> str:
     """What the run will do, in a few words: the first line the user sees."""
     data = f"--idx-dir {config.idx_dir}" if config.idx_dir else config.dataset
     models = f", {config.num_models} models" if config.num_models > 1 else ""
-    return (
-        f"{config.layers}-layer MLP on {data}, {config.epochs} epochs of batch "
-        f"{config.batch_size}{models}"
-    )
+    batches = f"{config.epochs} epochs of batch {config.batch_size}"
+    return f"{config.layers}-layer MLP on {data}, {batches}{models}"
 
 
 def _train(argv: Sequence[str] | None) -> int:

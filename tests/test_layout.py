@@ -9,7 +9,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mlp_jax"
 MODULES = sorted(PACKAGE.glob("*.py"))
-CLI_MODULES = ("train", "evaluate", "predict", "export", "plot")
+CLI_MODULES = ("train", "evaluate", "predict", "export", "plot", "lr_find")
 MAX_FUNCTION_LINES = 60
 
 

@@ -1,0 +1,90 @@
+"""`python -m mlp_jax.lr_find [train's flags]`: which peak learning rate to train with.
+
+K learning rates on a log grid each train for a short budget (--epochs, default 2) on 9/10 of the
+train split, all K in one vmapped program (train_many); the rest of the split scores them. The
+suggestion is the grid lr with the lowest validation loss after the budget (a diverged lr has
+none). The test split is not looked at. Writes lr_find.png: loss and accuracy against the lr.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlp_jax import cli
+from mlp_jax.config import ConfigError
+from mlp_jax.train import build_parser as train_parser
+from mlp_jax.train import config_from_args
+
+PROG = "mlp_jax.lr_find"
+
+
+def build_parser() -> cli.OneLineParser:
+    parser = train_parser(PROG, "Find a peak learning rate: a short vmapped sweep on validation.")
+    parser.set_defaults(epochs=2, validation_split=0.1)
+    parser.add_argument("--min-lr", type=float, default=1e-4, help="smallest lr of the grid")
+    parser.add_argument("--max-lr", type=float, default=1.0, help="largest lr of the grid")
+    parser.add_argument("--num-lrs", type=cli.positive_int, default=9, help="lrs on the grid")
+    parser.add_argument("--out", default="lr_find.png", help="where to write the figure")
+    return parser
+
+
+def lr_grid(min_lr: float, max_lr: float, num_lrs: int) -> tuple[float, ...]:
+    """num_lrs learning rates, evenly spaced in log10 from min_lr to max_lr."""
+    if not 0 < min_lr <= max_lr < math.inf:
+        raise ConfigError("--min-lr", f"needs 0 < --min-lr <= --max-lr, got {min_lr}, {max_lr}")
+    if num_lrs == 1:
+        return (min_lr,)
+    step = math.log10(max_lr / min_lr) / (num_lrs - 1)
+    return tuple(float(f"{min_lr * 10 ** (step * i):.4g}") for i in range(num_lrs))
+
+
+def suggest(rows: Sequence[dict]) -> dict | None:
+    """The row (lr, val_loss, val_accuracy) with the lowest finite validation loss, else None."""
+    finite = [row for row in rows if math.isfinite(row["val_loss"])]
+    return min(finite, key=lambda row: row["val_loss"]) if finite else None
+
+
+def _lr_find(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    lrs = lr_grid(args.min_lr, args.max_lr, args.num_lrs)
+    config = config_from_args(argv, parser).replace(lr_sweep=lrs, seeds=1)
+    if config.validation_split == 0:
+        raise ConfigError("--validation-split", "lr_find scores on validation: give one > 0")
+    out = Path(args.out)
+    cli.writable_folder(out.parent, "--out")
+    from mlp_jax.figures import dataset_title, plot_lr_find, save_figure
+    from mlp_jax.loop import train_many
+    from mlp_jax.writers import print_line
+
+    print_line(f"{PROG}: {len(lrs)} lrs from {lrs[0]:g} to {lrs[-1]:g}, {config.epochs} epochs")
+    result = train_many(config)
+    rows = []
+    for lr, history in zip(result.lrs, result.history, strict=True):
+        last = history[-1]
+        diverged = not math.isfinite(last["train_loss"])
+        loss = math.nan if diverged else last["val_loss"]
+        rows.append({"lr": lr, "val_loss": loss, "val_accuracy": last["val_accuracy"]})
+        print_line(
+            f"lr {lr:<9g} train loss {last['train_loss']:.4f}  val loss {loss:.4f}  "
+            f"val acc {100 * last['val_accuracy']:.2f}%" + ("  (diverged)" if diverged else "")
+        )
+    best = suggest(rows)
+    if best is None:
+        raise ConfigError("--max-lr", "every lr of the grid diverged; lower the grid")
+    print_line(f"suggested lr {best['lr']:g} (lowest validation loss after {config.epochs} epochs)")
+    title = f"{dataset_title(result.dataset.name)}: {config.epochs} epochs per lr"
+    save_figure(plot_lr_find(rows, best["lr"], title), out, "--out")
+    print_line(f"wrote {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.main(PROG, _lr_find, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
