@@ -197,6 +197,11 @@ class Config:
         "with --workdir: TensorBoard gets every Nth step's train loss (0: epochs only)",
         "[0, inf)",
     )
+    profile: str | None = _field(
+        None,
+        "with --workdir: a jax.profiler trace of epochs A to B (A:B, or A) in DIR/profile/; open "
+        "its .trace.json.gz in ui.perfetto.dev, or DIR/profile in TensorBoard's profile plugin",
+    )
     # Scale: devices, hosts, many models (sharding.py, sweep.py).
     devices: str = _field("auto", "data-parallel devices: auto (all) or N (the first N)")
     seeds: int = _field(
@@ -316,10 +321,26 @@ class Config:
             "rate would never reach its peak; use fewer warm-up epochs or more --epochs",
         )
         _check(not self.fresh or self.workdir is not None, "--fresh", "needs --workdir")
+        _check(not self.profile or self.workdir is not None, "--profile", "needs --workdir")
+        _ = self.profiled_epochs  # parses --profile, raising ConfigError if it is bad
         for name in ("workdir", "idx_dir", "data_dir", "manual_dir", "compilation_cache"):
             _check_path("--" + name.replace("_", "-"), getattr(self, name))
         _ = self.augmentations  # parses --augment, raising ConfigError if it is bad
         self._validate_selection_and_scale()
+
+    @property
+    def profiled_epochs(self) -> tuple[int, int] | None:
+        """--profile parsed: "2:3" -> (2, 3), "2" -> (2, 2); None without it."""
+        if not self.profile:
+            return None
+        parts = self.profile.split(":")
+        valid = len(parts) <= 2 and all(_is_number(part) for part in parts)
+        first, last = (int(parts[0]), int(parts[-1])) if valid else (0, 0)
+        message = (
+            f"must be A:B or A with 1 <= A <= B <= --epochs {self.epochs}, got {self.profile!r}"
+        )
+        _check(valid and 1 <= first <= last <= self.epochs, "--profile", message)
+        return first, last
 
     @property
     def augmentations(self) -> tuple[Augmentation, ...]:

@@ -31,7 +31,7 @@ SPLITS = ("train", "val", "test")  # record keys `<split>_<metric>` become tags 
 NOT_SCALARS = ("seed", "peak_lr")  # per-model constants of a sweep: they are hyperparameters
 # Config fields about where and how a run executes, not what it learns: left out of hparams.
 NOT_HPARAMS = frozenset(
-    "workdir data_dir manual_dir fresh coordinator num_processes process_id devices".split()
+    "workdir data_dir manual_dir fresh coordinator num_processes process_id devices profile".split()
 )
 # The metrics the hparams dashboard shows next to the hyperparameters (the last value of each).
 HPARAM_METRICS = ("test/accuracy", "test/loss", "val/accuracy", "val/loss", "train/loss")

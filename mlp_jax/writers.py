@@ -61,6 +61,8 @@ def default_writers(
         from mlp_jax.tensorboard import TensorBoardWriter
 
         writers.append(MetricsFileWriter(workdir))
+        if config.profiled_epochs is not None:
+            writers.insert(0, Profiler(workdir.file("profile"), *config.profiled_epochs, done))
         writers.append(
             TensorBoardWriter(
                 workdir.file("tensorboard"),
@@ -169,3 +171,34 @@ class MetricsFileWriter(MetricWriter):
 
     def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
         self.workdir.append_metrics(records)
+
+
+class Profiler(MetricWriter):
+    """--profile A:B: a jax.profiler trace into `folder`, from the end of epoch A-1's line (the
+    start of the run for A = 1) to the end of epoch B's; the epoch is one compiled program, so
+    an epoch is the finest unit. A resumed run traces only the epochs it still runs."""
+
+    def __init__(self, folder: str, first: int, last: int, done: int):
+        self.folder, self.first, self.last, self.active = folder, first, last, False
+        if first <= done + 1 <= last:
+            self._start()
+
+    def _start(self) -> None:
+        import jax
+
+        jax.profiler.start_trace(self.folder)
+        self.active = True
+
+    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
+        epoch = records[0]["epoch"]
+        if epoch == self.first - 1:
+            self._start()
+        elif epoch == self.last:
+            self.close()
+
+    def close(self) -> None:
+        if self.active:
+            import jax
+
+            self.active = False
+            jax.profiler.stop_trace()

@@ -1,0 +1,41 @@
+"""--profile A:B (writers.Profiler): a jax.profiler trace of those epochs in DIR/profile/, and
+the run's results unchanged by it."""
+
+import json
+
+import pytest
+
+from mlp_jax import Config, ConfigError
+from tests.faults import TINY, command
+
+
+def _records(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    timing = ("epoch_seconds", "examples_per_second")
+    return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
+
+
+def test_a_profiled_run_writes_a_trace_and_trains_the_same(tmp_path):
+    runs = {}
+    for name, extra in (("plain", []), ("profiled", ["--profile", "2:3"])):
+        code, out, err = command(
+            tmp_path, "train", *TINY, "--epochs", "3", "--workdir", name, *extra
+        )
+        assert code == 0, err
+        runs[name] = _records(tmp_path / name)
+    assert runs["profiled"] == runs["plain"]
+    traces = list((tmp_path / "profiled" / "profile").rglob("*.trace.json.gz"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 1000
+    assert list((tmp_path / "profiled" / "profile").rglob("*.xplane.pb"))
+    assert not (tmp_path / "plain" / "profile").exists()
+
+
+def test_profile_spells_epochs_within_the_run():
+    assert Config(workdir="w", profile="2:3", epochs=3).profiled_epochs == (2, 3)
+    assert Config(workdir="w", profile="1").profiled_epochs == (1, 1)
+    assert Config().profiled_epochs is None
+    for bad in ("0", "3:2", "11", "1:2:3", "a", "1:"):
+        with pytest.raises(ConfigError, match="--profile: must be A:B or A"):
+            Config(workdir="w", profile=bad)
+    with pytest.raises(ConfigError, match="--profile: needs --workdir"):
+        Config(profile="1")
