@@ -93,6 +93,7 @@ def train_many(
     lrs: Sequence[float] | None = None,
     mesh: Any = None,
     on_epoch: Callable[[int, list[Record]], None] | None = None,
+    model: Any = None,
 ) -> SweepResult:
     """Train one model per (seed, lr) for config.epochs with the loop of `train_and_evaluate`,
     without files or printing: all models in one compiled program.
@@ -100,7 +101,9 @@ def train_many(
     Seeds default to config.seed .. config.seed + config.seeds - 1, lrs to config.lr_sweep or
     (config.lr,). Model k equals train_and_evaluate(config.replace(seed=seeds[k], lr=lrs[k]))
     within float tolerance. A model whose loss becomes NaN keeps going (its records say so).
-    `on_epoch(epoch, records)` gets one metrics record per model after each epoch.
+    `on_epoch(epoch, records)` gets one metrics record per model after each epoch. `model`, a
+    linen or an NNX module of your own (uint8 images -> logits), replaces the Config's MLP; an
+    NNX module's own weights start every model (seeds then change dropout and data order only).
     """
     dataset = dataset if dataset is not None else load_dataset(config)
     mesh = mesh if mesh is not None else sharding.make_mesh(config)
@@ -111,6 +114,7 @@ def train_many(
         *sweep_models(config, seeds, lrs),
         on_epoch=on_epoch,
         stop_on_divergence=False,
+        model=model,
     )
     return loop.run()
 
@@ -154,6 +158,7 @@ class _Loop:
         log=_silent,
         on_epoch=None,
         stop_on_divergence=True,
+        model=None,
     ):
         check_fits(config, dataset)
         self.config, self.dataset, self.mesh = config, dataset, mesh
@@ -163,23 +168,18 @@ class _Loop:
         self.stop_on_divergence = stop_on_divergence  # when every model's loss is NaN or inf
         self.batches = steps_per_epoch(dataset.num_train, config.batch_size)
         self.schedules = [make_schedule(config, self.batches, peak_lr=lr) for lr in self.lrs]
-        self.checkpointer = None
+        self.checkpointer, self.model = None, model
 
     def run(self) -> SweepResult:
         config, dataset = self.config, self.dataset
         start = time.perf_counter()
-        self.model = build_model(config, dataset)
+        self.model = build_model(config, dataset) if self.model is None else self.model
         states = init_states(config, dataset, self.model, self.seeds, self.lrs)
         selection = new_selection(config)
         selections = None if selection is None else [selection] * self.num_models
         progress = Progress(0, states, [[] for _ in self.seeds], selections)
-        self._log_model(states, time.perf_counter() - start)
-        self.run_info = {
-            "dataset": dataset_facts(dataset),
-            "mean": self.model.mean,
-            "std": self.model.std,
-            "hidden_sizes": list(self.model.hidden_sizes),
-        }
+        if self.log is not _silent:
+            self._log_model(states, time.perf_counter() - start)
         if self.workdir is not None:
             progress = self._open_workdir(progress)
         # Replicated on every device (MNIST-sized sets fit): each device gathers its batch rows.
@@ -213,6 +213,9 @@ class _Loop:
     def _open_workdir(self, progress):
         from mlp_jax.checkpoint import Checkpointer  # orbax: only with a workdir
 
+        model, facts = self.model, dataset_facts(self.dataset)
+        info = {"mean": model.mean, "std": model.std, "hidden_sizes": list(model.hidden_sizes)}
+        self.run_info = {"dataset": facts, **info}
         progress = resume(self.config, self.workdir, progress, self.run_info, self.log)
         if sharding.is_main_process():
             keep_best = progress.selections is not None

@@ -216,3 +216,27 @@ def test_nnx_train_step_on_a_2_device_mesh_matches_one_device():
     plain, sharded = results["step"]
     assert abs(plain - sharded) <= 1e-5, results
     assert results["epoch_params_max_diff"] <= 1e-5, results
+
+
+def test_train_many_trains_an_nnx_model_like_the_linen_mlp_with_its_weights(subset):
+    from mlp_jax import Config, train_many
+    from mlp_jax.state import build_model, init_states
+
+    config = Config(dataset="mnist_subset", layers=2, hidden=(32,), normalize="scale", epochs=2)
+    linen = build_model(config, subset)
+    model = NnxMLP(rngs=nnx.Rngs(5))
+    _copy_weights(model, init_states(config, subset, linen, [0], [config.lr]).params)
+    runs = {
+        name: train_many(config, subset, seeds=[0, 1], model=module)
+        for name, module in (("linen", linen), ("nnx", model))
+    }
+    # Seed 0: the same initial weights, dropout keys and data order.
+    for linen_record, nnx_record in zip(
+        runs["linen"].history[0], runs["nnx"].history[0], strict=True
+    ):
+        for key in ("train_loss", "test_loss", "test_accuracy"):
+            assert nnx_record[key] == pytest.approx(linen_record[key], rel=1e-4), key
+    # Seed 1: the NNX module's own weights again (not seed 1's), another data order.
+    nnx_history = runs["nnx"].history
+    assert nnx_history[1][0]["train_loss"] != nnx_history[0][0]["train_loss"]
+    assert min(h[-1]["test_accuracy"] for h in nnx_history) > 0.85
