@@ -12,9 +12,10 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mlp_jax import cli
-from mlp_jax.config import ConfigError
+from mlp_jax.config import Config, ConfigError
 from mlp_jax.train import build_parser as train_parser
 from mlp_jax.train import config_from_args
 
@@ -35,9 +36,7 @@ def lr_grid(min_lr: float, max_lr: float, num_lrs: int) -> tuple[float, ...]:
     """num_lrs learning rates, evenly spaced in log10 from min_lr to max_lr."""
     if not 0 < min_lr <= max_lr < math.inf:
         raise ConfigError("--min-lr", f"needs 0 < --min-lr <= --max-lr, got {min_lr}, {max_lr}")
-    if num_lrs == 1:
-        return (min_lr,)
-    step = math.log10(max_lr / min_lr) / (num_lrs - 1)
+    step = math.log10(max_lr / min_lr) / max(num_lrs - 1, 1)
     return tuple(float(f"{min_lr * 10 ** (step * i):.4g}") for i in range(num_lrs))
 
 
@@ -45,6 +44,22 @@ def suggest(rows: Sequence[dict]) -> dict | None:
     """The row (lr, val_loss, val_accuracy) with the lowest finite validation loss, else None."""
     finite = [row for row in rows if math.isfinite(row["val_loss"])]
     return min(finite, key=lambda row: row["val_loss"]) if finite else None
+
+
+def grid_search(config: Config, dataset: Any = None) -> tuple[list[dict], Any]:
+    """One model per lr of config.lr_sweep (train_many): a row per lr after the last epoch (lr,
+    train_loss, val_loss: NaN if diverged, val_accuracy), and the SweepResult."""
+    from mlp_jax.loop import train_many
+
+    result = train_many(config, dataset)
+    rows = []
+    for lr, history in zip(result.lrs, result.history, strict=True):
+        last = history[-1]
+        diverged = not math.isfinite(last["train_loss"])
+        loss = math.nan if diverged else last["val_loss"]
+        row = {"lr": lr, "train_loss": last["train_loss"], "val_loss": loss}
+        rows.append({**row, "val_accuracy": last["val_accuracy"]})
+    return rows, result
 
 
 def _lr_find(argv: Sequence[str] | None) -> int:
@@ -57,20 +72,15 @@ def _lr_find(argv: Sequence[str] | None) -> int:
     out = Path(args.out)
     cli.writable_folder(out.parent, "--out")
     from mlp_jax.figures import dataset_title, plot_lr_find, save_figure
-    from mlp_jax.loop import train_many
     from mlp_jax.writers import print_line
 
     print_line(f"{PROG}: {len(lrs)} lrs from {lrs[0]:g} to {lrs[-1]:g}, {config.epochs} epochs")
-    result = train_many(config)
-    rows = []
-    for lr, history in zip(result.lrs, result.history, strict=True):
-        last = history[-1]
-        diverged = not math.isfinite(last["train_loss"])
-        loss = math.nan if diverged else last["val_loss"]
-        rows.append({"lr": lr, "val_loss": loss, "val_accuracy": last["val_accuracy"]})
+    rows, result = grid_search(config)
+    for row in rows:
         print_line(
-            f"lr {lr:<9g} train loss {last['train_loss']:.4f}  val loss {loss:.4f}  "
-            f"val acc {100 * last['val_accuracy']:.2f}%" + ("  (diverged)" if diverged else "")
+            f"lr {row['lr']:<9g} train loss {row['train_loss']:.4f}  val loss "
+            f"{row['val_loss']:.4f}  val acc {100 * row['val_accuracy']:.2f}%"
+            + ("  (diverged)" if math.isnan(row["val_loss"]) else "")
         )
     best = suggest(rows)
     if best is None:

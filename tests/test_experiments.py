@@ -359,3 +359,23 @@ def test_losses_compares_mse_and_cross_entropy_at_validation_picked_lrs(tmp_path
         "MSE on softmax",
     }
     _assert_png(tmp_path / "losses_quick.png")
+
+
+def test_lr_find_compare_suggests_from_both_finders_and_scores_them(tmp_path):
+    rows = _run("lr_find_compare", tmp_path)
+    grid = [row for row in rows if row["finder"] == "lr_find"]
+    sweep = [row for row in rows if row["finder"] == "range_test"]
+    assert [float(row["lr"]) for row in grid] == [1e-4, 0.002154, 0.04642, 1.0]
+    # Lightning's schedule: 1e-8 * 1e8 ** (step / 100), one row per step until it stops.
+    assert float(sweep[0]["lr"]) == 1e-8 and 11 < len(sweep) <= 100
+    assert float(sweep[-1]["lr"]) == pytest.approx(1e-8 * 1e8 ** ((len(sweep) - 1) / 100))
+    _assert_png(tmp_path / "lr_find_compare_quick.png")
+
+
+def test_the_range_test_suggests_the_steepest_descent_of_the_smoothed_loss():
+    from experiments.lr_find_compare import suggestion_of
+
+    losses = [5.0] * 10 + [4.0, 3.5, 2.0, 1.9, 1.8, 9.0]
+    lrs = [10.0**i for i in range(len(losses))]
+    # np.gradient of losses[10:-1] = 4.0, 3.5, 2.0, 1.9, 1.8 is steepest (-1.0) at its index 1.
+    assert suggestion_of(lrs, losses) == lrs[11]
