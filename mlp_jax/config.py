@@ -181,6 +181,13 @@ class Config:
     diagnostics: bool = _field(
         False, "also compute each step's gradient norm and log its epoch mean (slower at batch 12)"
     )
+    overfit_batches: int = _field(
+        0,
+        "debugging: train on N batches' worth of train images only (a fixed random choice, the "
+        "same every epoch; validation and test unchanged): a net that cannot reach 100 percent "
+        "train accuracy on them has a bug (Lightning's overfit_batches); 0: off",
+        "[0, inf)",
+    )
     seed: int = _field(0, "seed for init, dropout and data order", f"[0, {MAX_SEED}]")
     workdir: str | None = _field(
         None, "write config.json, metrics.jsonl and checkpoints here; resume the run it holds"

@@ -83,7 +83,22 @@ def load_dataset(config: Config) -> Dataset:
             for path in (config.data_dir, config.manual_dir)
         )
         dataset = load_tfds(config.dataset, data_dir, manual_dir)
-    return validation_split(dataset, config.validation_split)
+    return for_config(dataset, config)
+
+
+def for_config(dataset: Dataset, config: Config) -> Dataset:
+    """`dataset` with config's validation split, then cut to --overfit-batches' train images."""
+    dataset = validation_split(dataset, config.validation_split)
+    if (
+        config.overfit_batches == 0
+        or dataset.num_train <= config.overfit_batches * config.batch_size
+    ):
+        return dataset
+    count = config.overfit_batches * config.batch_size
+    rows = np.sort(np.random.default_rng(0).permutation(dataset.num_train)[:count])
+    return dataset._replace(
+        train_images=dataset.train_images[rows], train_labels=dataset.train_labels[rows]
+    )
 
 
 # ---------------------------------------------------------------------------------------------

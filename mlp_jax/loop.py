@@ -21,7 +21,7 @@ import numpy as np
 
 from mlp_jax import report, sharding
 from mlp_jax.config import Config
-from mlp_jax.data import Dataset, load_dataset, validation_split
+from mlp_jax.data import Dataset, for_config, load_dataset
 from mlp_jax.errors import DivergedError, StoppedByOutput, StoppedBySignal
 from mlp_jax.model import count_params, layer_sizes, summary
 from mlp_jax.optim import make_schedule, plateau_scale, step_plateau
@@ -125,7 +125,7 @@ def _load(config: Config, dataset: Dataset | None, log: Log) -> Dataset:
     seconds = None
     if dataset is None:
         dataset, seconds = load_dataset(config), time.perf_counter() - start
-    dataset = validation_split(dataset, config.validation_split)
+    dataset = for_config(dataset, config)
     for line in report.describe_dataset(dataset, config.validation_split, seconds):
         log(line)
     return dataset

@@ -534,3 +534,32 @@ def test_split_leaving_a_class_without_train_or_validation_image_is_refused(coun
 def test_validation_fraction_outside_zero_one_is_refused(fraction):
     with pytest.raises(ConfigError, match="--validation-split"):
         Config(validation_split=fraction)
+
+
+def test_overfit_batches_keeps_a_fixed_choice_of_train_images_and_every_other_split():
+    subset = data.load_mnist_subset()
+    config = Config(dataset="mnist_subset", validation_split=0.1, overfit_batches=2, batch_size=50)
+    cut = data.for_config(subset, config)
+    whole = data.validation_split(subset, 0.1)
+    assert cut.num_train == 100 and cut.train_images.shape[1:] == (28, 28, 1)
+    np.testing.assert_array_equal(cut.val_labels, whole.val_labels)  # validation unchanged
+    np.testing.assert_array_equal(cut.test_labels, whole.test_labels)
+    flat = whole.train_images.reshape(whole.num_train, -1)
+    rows = {np.flatnonzero((flat == image.ravel()).all(axis=1))[0] for image in cut.train_images}
+    assert len(rows) == 100  # distinct train images, not repeats
+    again = data.for_config(subset, config)
+    np.testing.assert_array_equal(again.train_labels, cut.train_labels)  # fixed, seed-free
+    assert data.for_config(cut, config).num_train == 100  # idempotent
+    assert data.for_config(subset, config.replace(overfit_batches=0)).num_train == whole.num_train
+
+
+def test_a_net_overfits_one_batch_to_zero_train_error():
+    from mlp_jax import train_and_evaluate
+
+    config = Config(
+        dataset="mnist_subset", overfit_batches=1, batch_size=32, epochs=30, layers=2, hidden=(64,)
+    )
+    result = train_and_evaluate(config, log=lambda line: None)
+    assert result.dataset.num_train == 32
+    assert result.history[-1]["train_accuracy"] == 1.0
+    assert result.test["accuracy"] < 0.8  # memorised, not learnt
