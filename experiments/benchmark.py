@@ -670,15 +670,38 @@ def device_memory() -> dict[str, Any] | None:
     return {key: stats[key] for key in ("peak_bytes_in_use", "bytes_in_use") if key in stats}
 
 
-def machine() -> dict[str, Any]:
-    model = platform.processor()
+VECTOR_EXTENSIONS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "neon")
+
+
+def cpu_facts() -> dict[str, Any]:
+    """lscpu's model name, family and model, and the vector extensions XLA's CPU code can use
+    (from /proc/cpuinfo; the platform's name alone where it has none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as file:
-            model = next(line.split(":", 1)[1].strip() for line in file if "model name" in line)
-    except (OSError, StopIteration):
+            for line in file:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
         pass
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
     return {
-        "cpu_model": model,
+        "cpu_model": fields.get("model name", platform.processor() or platform.machine()),
+        "cpu_family": fields.get("cpu family"),
+        "cpu_model_number": fields.get("model"),
+        "vector_extensions": [name for name in VECTOR_EXTENSIONS if name in flags],
+    }
+
+
+def cpu_slug(info: dict[str, Any]) -> str:
+    """A folder name per CPU model: "amd-epyc-family26-model2"."""
+    name = re.sub(r"[^a-z0-9]+", "-", info["cpu_model"].lower()).strip("-") or "cpu"
+    return f"{name}-family{info['cpu_family']}-model{info['cpu_model_number']}"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        **cpu_facts(),
         "cpu_count": os.cpu_count(),
         "jax_devices": [str(device) for device in jax.devices()],
         "jax_backend": jax.default_backend(),
@@ -734,12 +757,16 @@ def accuracy_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write(out: Path, stem: str, report: dict[str, Any], table: str, heading: str) -> None:
+    """OUT/<cpu model>/<stem>.json and .md: one folder per CPU model measured."""
+    info = report["machine"]
+    out = out / cpu_slug(info)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    info = report["machine"]
+    extensions = " ".join(info["vector_extensions"]) or "none of " + " ".join(VECTOR_EXTENSIONS)
     text = (
         f"# {heading}\n\n{table}\n\n"
-        f"Machine: {info['cpu_model']}, {info['cpu_count']} cores; JAX devices "
+        f"Machine: {info['cpu_model']} (family {info['cpu_family']}, model "
+        f"{info['cpu_model_number']}; {extensions}), {info['cpu_count']} cores; JAX devices "
         f"{', '.join(info['jax_devices'])}; load average {report['loadavg_start'][0]:.1f} at the "
         f"start, {report['loadavg_end'][0]:.1f} at the end. Command: `{report['command']}`\n"
     )

@@ -23,9 +23,20 @@ def _run_quick(out: Path, *flags: str) -> subprocess.CompletedProcess:
     return result
 
 
+def report_cpu():
+    from experiments.benchmark import cpu_facts
+
+    return cpu_facts()
+
+
 def test_quick_benchmark_writes_a_row_per_contender_and_batch_size(tmp_path):
     _run_quick(tmp_path)
-    report = json.loads((tmp_path / "benchmark.json").read_text())
+    (folder,) = tmp_path.iterdir()  # one folder per CPU model, named for it
+    assert folder.name.endswith(
+        f"-family{report_cpu()['cpu_family']}-model{report_cpu()['cpu_model_number']}"
+    )
+    report = json.loads((folder / "benchmark.json").read_text())
+    assert report["machine"]["vector_extensions"] == report_cpu()["vector_extensions"]
     expected = ["mlp_jax", "pytorch", "flax_host_loop", "pytorch_1thread", "matmul_chain"]
     expected += ["mlp_jax_cli", "mlp_jax_cli_noworkdir", "keras"]  # not torch.compile, keras_spe
     expected = [name for name in expected if HAS_TORCH or "torch" not in name]
@@ -41,13 +52,15 @@ def test_quick_benchmark_writes_a_row_per_contender_and_batch_size(tmp_path):
         assert cli["timed_epochs"] == 1 and cli["cli_epoch_seconds_median"] > 0
         assert section["permutation_seconds"] > 0
     assert report["flops_per_example"] == 2_641_664
-    table = (tmp_path / "benchmark.md").read_text()
+    table = (folder / "benchmark.md").read_text()
+    assert f"(family {report['machine']['cpu_family']}, model" in table
     assert "| contender | batch |" in table and table.count("| mlp_jax |") == 2
 
 
 def test_quick_time_to_accuracy_writes_one_row_per_recipe(tmp_path):
     _run_quick(tmp_path, "--time-to-accuracy")
-    rows = json.loads((tmp_path / "time_to_accuracy.json").read_text())["time_to_accuracy"]
+    (folder,) = tmp_path.iterdir()
+    rows = json.loads((folder / "time_to_accuracy.json").read_text())["time_to_accuracy"]
     assert len(rows) == (3 if HAS_TORCH else 2)
     assert all(row["epochs_run"] == 2 and 0 <= row["final_accuracy"] <= 1 for row in rows)
-    assert "| recipe |" in (tmp_path / "time_to_accuracy.md").read_text()
+    assert "| recipe |" in (folder / "time_to_accuracy.md").read_text()
