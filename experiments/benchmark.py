@@ -341,7 +341,9 @@ class CliEpochs:
     keeps the CLI's own `epoch_seconds` (train_epoch alone) for comparison.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, workdir: bool = True):
+    def __init__(
+        self, dataset: Dataset, batch_size: int, workdir: bool = True, evaluate: bool = True
+    ):
         self.folder = tempfile.TemporaryDirectory(prefix="mlp_jax_cli_")
         idx_dir = Path(self.folder.name) / "idx"
         write_idx_dir(dataset, idx_dir)
@@ -366,6 +368,8 @@ class CliEpochs:
         ]
         if workdir:  # checkpoints, metrics.jsonl and TensorBoard every epoch
             self.command += ["--workdir", str(Path(self.folder.name) / "run")]
+        if not evaluate:  # the test split only after the last of the 100,000 epochs: never
+            self.command += ["--eval-every", "100000"]
         self.process: subprocess.Popen | None = None
         self.examples = len(dataset.train_labels)
         self.cli_seconds: list[float] = []
@@ -429,6 +433,8 @@ CONTENDERS: dict[str, Callable[[Dataset, int], Contender]] = {
     "mlp_jax_cli": CliEpochs,
     # The CLI without --workdir: the epoch, the test evaluation and the line only.
     "mlp_jax_cli_noworkdir": lambda dataset, batch_size: CliEpochs(dataset, batch_size, False),
+    # The CLI without --workdir and without evaluation: what `mlp_jax` times, plus the loop.
+    "mlp_jax_cli_noeval": lambda dataset, batch_size: CliEpochs(dataset, batch_size, False, False),
     "keras": KerasFit,
     "keras_spe": lambda dataset, batch_size: KerasFit(
         dataset, batch_size, steps_per_execution=KERAS_STEPS_PER_EXECUTION

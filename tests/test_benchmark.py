@@ -38,7 +38,12 @@ def test_quick_benchmark_writes_a_row_per_contender_and_batch_size(tmp_path):
     report = json.loads((folder / "benchmark.json").read_text())
     assert report["machine"]["vector_extensions"] == report_cpu()["vector_extensions"]
     expected = ["mlp_jax", "pytorch", "flax_host_loop", "pytorch_1thread", "matmul_chain"]
-    expected += ["mlp_jax_cli", "mlp_jax_cli_noworkdir", "keras"]  # not torch.compile, keras_spe
+    expected += [
+        "mlp_jax_cli",
+        "mlp_jax_cli_noworkdir",
+        "mlp_jax_cli_noeval",
+        "keras",
+    ]  # not torch.compile, keras_spe
     expected = [name for name in expected if HAS_TORCH or "torch" not in name]
     expected = [name for name in expected if HAS_KERAS or "keras" not in name]
     assert [section["batch_size"] for section in report["sections"]] == [16, 64]
