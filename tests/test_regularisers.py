@@ -162,7 +162,7 @@ def test_cli_refuses_a_bad_augmentation_in_one_line(tmp_path):
     assert process.returncode == 2
     assert process.stderr.strip().splitlines() == [
         "mlp_jax.train: error: --augment: unknown 'rotate' in 'shift:2,rotate'; allowed: "
-        "shift:K (K = 1..8), flip, erase:K (K = 1..16)"
+        "shift:K (K = 1..8), flip, erase:K (K = 1..16), elastic:ALPHA:SIGMA"
     ]
     assert not (tmp_path / "run").exists()
 
