@@ -6,7 +6,6 @@ import json
 import pytest
 
 from mlp_jax import Config, ConfigError
-from tests.faults import TINY, command
 
 
 def _records(workdir):
@@ -16,14 +15,13 @@ def _records(workdir):
 
 
 def test_a_profiled_run_writes_a_trace_and_trains_the_same(tmp_path):
-    runs = {}
-    for name, extra in (("plain", []), ("profiled", ["--profile", "2:3"])):
-        code, out, err = command(
-            tmp_path, "train", *TINY, "--epochs", "3", "--workdir", name, *extra
-        )
-        assert code == 0, err
-        runs[name] = _records(tmp_path / name)
-    assert runs["profiled"] == runs["plain"]
+    from mlp_jax import train_and_evaluate
+
+    config = Config(dataset="mnist_subset", layers=2, hidden=(16,), batch_size=100, epochs=3)
+    for name, profile in (("plain", None), ("profiled", "2:3")):
+        run = config.replace(workdir=str(tmp_path / name), profile=profile)
+        train_and_evaluate(run, log=lambda line: None)
+    assert _records(tmp_path / "profiled") == _records(tmp_path / "plain")
     traces = list((tmp_path / "profiled" / "profile").rglob("*.trace.json.gz"))
     assert len(traces) == 1 and traces[0].stat().st_size > 1000
     assert list((tmp_path / "profiled" / "profile").rglob("*.xplane.pb"))
