@@ -181,6 +181,12 @@ class Config:
     diagnostics: bool = _field(
         False, "also compute each step's gradient norm and log its epoch mean (slower at batch 12)"
     )
+    fast_dev_run: bool = _field(
+        False,
+        "debugging: one epoch of one training batch, evaluated on one batch of each split, every "
+        "writer and (with --workdir) a checkpoint touched, then exit (Lightning's fast_dev_run; "
+        "sets --epochs 1 --overfit-batches 1)",
+    )
     overfit_batches: int = _field(
         0,
         "debugging: train on N batches' worth of train images only (a fixed random choice, the "
@@ -269,6 +275,9 @@ class Config:
         if self.lr_sweep is not None:
             object.__setattr__(self, "lr_sweep", tuple(float(lr) for lr in self.lr_sweep))
         object.__setattr__(self, "devices", str(self.devices))  # Python callers may pass an int
+        if self.fast_dev_run:  # what the flag means, set here so that every reader sees it
+            object.__setattr__(self, "epochs", 1)
+            object.__setattr__(self, "overfit_batches", 1)
         self.validate()
 
     @property

@@ -87,14 +87,25 @@ def load_dataset(config: Config) -> Dataset:
 
 
 def for_config(dataset: Dataset, config: Config) -> Dataset:
-    """`dataset` with config's validation split, then cut to --overfit-batches' train images."""
+    """`dataset` with config's validation split, then cut to --overfit-batches' train images
+    (and with --fast-dev-run, each evaluated split to one batch)."""
     dataset = validation_split(dataset, config.validation_split)
-    if (
-        config.overfit_batches == 0
-        or dataset.num_train <= config.overfit_batches * config.batch_size
-    ):
-        return dataset
+    if config.fast_dev_run:
+        n = config.eval_batch_size
+        val = (
+            (None, None)
+            if dataset.val_images is None
+            else (dataset.val_images[:n], dataset.val_labels[:n])
+        )
+        dataset = dataset._replace(
+            test_images=dataset.test_images[:n],
+            test_labels=dataset.test_labels[:n],
+            val_images=val[0],
+            val_labels=val[1],
+        )
     count = config.overfit_batches * config.batch_size
+    if count == 0 or dataset.num_train <= count:
+        return dataset
     rows = np.sort(np.random.default_rng(0).permutation(dataset.num_train)[:count])
     return dataset._replace(
         train_images=dataset.train_images[rows], train_labels=dataset.train_labels[rows]

@@ -36,7 +36,7 @@ MUST_MATCH = (
     *("bias", "optimizer", "momentum", "weight_decay", "clip_norm", "batch_size", "seed"),
     "grad_accum",  # adds the accumulated gradients to the optimizer state
     *("seeds", "lr_sweep"),  # --seeds and --lr-sweep stack K models into one state
-    *("validation_split", "overfit_batches"),  # which images are trained on
+    *("validation_split", "overfit_batches", "fast_dev_run"),  # which images are used
     "monitored",  # what the early-stopping state and the best checkpoint refer to
     "plateau_schedule",  # adds its state to the optimizer state
     # Augmentation, regularisers and the loss change what the state means (--ema its shapes).
