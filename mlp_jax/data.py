@@ -90,19 +90,11 @@ def for_config(dataset: Dataset, config: Config) -> Dataset:
     """`dataset` with config's validation split, then cut to --overfit-batches' train images
     (and with --fast-dev-run, each evaluated split to one batch)."""
     dataset = validation_split(dataset, config.validation_split)
-    if config.fast_dev_run:
+    if config.fast_dev_run:  # one evaluation batch of each split
         n = config.eval_batch_size
-        val = (
-            (None, None)
-            if dataset.val_images is None
-            else (dataset.val_images[:n], dataset.val_labels[:n])
-        )
-        dataset = dataset._replace(
-            test_images=dataset.test_images[:n],
-            test_labels=dataset.test_labels[:n],
-            val_images=val[0],
-            val_labels=val[1],
-        )
+        splits = ("val_images", "val_labels", "test_images", "test_labels")
+        cut = {name: getattr(dataset, name) for name in splits}
+        dataset = dataset._replace(**{k: None if v is None else v[:n] for k, v in cut.items()})
     count = config.overfit_batches * config.batch_size
     if count == 0 or dataset.num_train <= count:
         return dataset

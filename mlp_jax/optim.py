@@ -64,6 +64,7 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransf
     """Gradient clipping (optional) -> weight decay -> the optimizer, at lr = peak * shape(step)
     -> the max-norm constraint (optional); with --grad-accum N all of it inside optax.MultiSteps,
     which applies it to the mean gradient of every N batches (its schedule counts those)."""
+    # Without accumulation the int is kept: float step counts could change the schedule's bits.
     updates_per_epoch = (
         steps_per_epoch / config.grad_accum if config.grad_accum > 1 else steps_per_epoch
     )

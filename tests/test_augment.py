@@ -220,3 +220,14 @@ def test_tta_flip_averages_the_logits_of_each_image_and_its_mirror():
     )
     with pytest.raises(ConfigError, match="--tta: unknown 'rotate'; allowed: none, flip"):
         Config(tta="rotate")
+
+
+def test_elastic_displacements_have_simards_scale():
+    # On a ramp image (pixel value = its column), bilinear reading returns column + dx exactly,
+    # so the output minus the ramp is the field. Smoothed uniform(-1, 1) noise has std
+    # sqrt(1/3) * sum(w^2) ~ 0.577 / (2 sqrt(pi) sigma) = 0.041 at sigma 4: alpha 34 -> 1.38 px.
+    ramp = jnp.broadcast_to(jnp.arange(28, dtype=jnp.float32)[None, None, :, None], (64, 28, 28, 1))
+    moved = random_elastic(jax.random.PRNGKey(2), ramp, 34.0, 4.0)
+    dx = np.asarray(moved - ramp)[:, 6:22, 6:22, 0]  # inside: nothing read from beyond the edge
+    assert 1.1 < dx.std() < 1.7, dx.std()
+    assert abs(dx.mean()) < 0.3
