@@ -34,13 +34,23 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import jax  # noqa: E402
+import jax.flatten_util  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
 from experiments.benchmark import machine  # noqa: E402
 from experiments.common import markdown_table  # noqa: E402
 from experiments.stats import noise_floor  # noqa: E402
-from mlp_jax import Config, Dataset, load_dataset, train_and_evaluate, train_many  # noqa: E402
+from mlp_jax import (  # noqa: E402
+    Config,
+    Dataset,
+    evaluate,
+    load_dataset,
+    train_and_evaluate,
+    train_epoch,
+    train_many,
+)
+from mlp_jax.state import build_model, epoch_key, init_state  # noqa: E402
 
 try:
     import torch
@@ -155,7 +165,53 @@ def check_seeds(config: Config, dataset: Dataset, reference: dict | None) -> lis
             accuracy_gap <= 0.05,
         ),
     ]
+    paired = _paired(many_acc, single_acc)
+    noise = noise_floor(dataset.num_test, float(np.mean(single_acc)))
+    rows.append(
+        _row(
+            f"{against}: mean test accuracy",
+            f"{np.mean(many_acc):.2%} against {np.mean(single_acc):.2%}: difference {paired}",
+            f"difference within +-{100 * noise:.2f} points (one model's test noise)",
+            abs(np.mean(many_acc) - np.mean(single_acc)) <= noise,
+        )
+    )
     return rows + [compare_with_cpu(config, dataset, many_acc, reference)]
+
+
+def _paired(a: Sequence[float], b: Sequence[float]) -> str:
+    """The mean of a - b with its 95% t interval, in points: "+0.01 [-0.06, +0.09] points"."""
+    differences = 100 * np.subtract(a, b)
+    mean, sem = float(differences.mean()), float(differences.std(ddof=1) / np.sqrt(len(a)))
+    half = float(scipy_stats.t.ppf(0.975, len(a) - 1)) * sem
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] points"
+
+
+def check_one_ulp(config: Config, dataset: Dataset) -> list[Row]:
+    """How far float noise carries in training: one initial weight nudged by one ulp.
+
+    Training is chaotic: a difference in the last bit grows step by step until the two runs
+    are as far apart as two seeds (Summers & Dinneen 2021, "Nondeterminism and instability in
+    neural network optimization"). The --seeds rows above are read against this scale.
+    """
+    base = init_state(config, dataset, build_model(config, dataset))
+    flat, unflatten = jax.flatten_util.ravel_pytree(base.params)
+    i = int(np.argmax(np.abs(flat)))  # a weight, not a zero bias (a denormal would flush to 0)
+    nudged = base.replace(params=unflatten(flat.at[i].set(np.nextafter(flat[i], np.inf))))
+    nudged = jax.tree.map(jax.numpy.copy, nudged)  # train_epoch donates: no shared buffers
+    images, labels = jax.device_put((dataset.train_images, dataset.train_labels))
+    first, states = [], [base, nudged]
+    for epoch in range(1, config.epochs + 1):
+        for k, state in enumerate(states):
+            key = epoch_key(config, epoch)
+            states[k], metrics = train_epoch(state, images, labels, key, config.batch_size)
+            first += [float(metrics["train_loss"])] if epoch == 1 else []
+    loss = abs(first[1] / first[0] - 1)
+    params = _max_relative_difference(states[1].params, states[0].params)
+    tests = [evaluate(state, dataset.test_images, dataset.test_labels) for state in states]
+    gap = 100 * abs(float(tests[1]["accuracy"]) - float(tests[0]["accuracy"]))
+    measured = f"epoch 1 train loss {loss:.1e}, final parameters {params:.1e} relative; "
+    measured += f"test accuracy {gap:.2f} points apart"
+    return [_row("one initial weight nudged by one ulp, same seed", measured, "-", None)]
 
 
 def compare_with_cpu(config: Config, dataset: Dataset, accuracies: list[float], reference):
@@ -163,17 +219,12 @@ def compare_with_cpu(config: Config, dataset: Dataset, accuracies: list[float], 
     what = f"test accuracy of seeds 0-{SEEDS - 1} against the same seeds on a CPU"
     if reference is None or reference["config"] != _describe(config, dataset):
         return _row(what, "no CPU reference for this recipe (--write-cpu-reference)", "-", None)
-    differences = np.subtract(accuracies, reference["test_accuracy"])
-    mean, sem = float(differences.mean()), float(differences.std(ddof=1) / np.sqrt(SEEDS))
-    half = float(scipy_stats.t.ppf(0.975, SEEDS - 1)) * sem
     noise = noise_floor(dataset.num_test, float(np.mean(accuracies)))
-    here, cpu = 100 * np.mean(accuracies), 100 * np.mean(reference["test_accuracy"])
-    measured = (
-        f"{here:.2f}% here, {cpu:.2f}% on {reference['cpu']}: difference "
-        f"{100 * mean:+.2f} [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}] points"
-    )
+    here, cpu = np.mean(accuracies), np.mean(reference["test_accuracy"])
+    measured = f"{here:.2%} here, {cpu:.2%} on {reference['cpu']}: difference "
+    measured += _paired(accuracies, reference["test_accuracy"])
     goal = f"difference within +-{100 * noise:.2f} points (one model's test noise)"
-    return _row(what, measured, goal, abs(mean) <= noise)
+    return _row(what, measured, goal, abs(here - cpu) <= noise)
 
 
 def check_bfloat16(config: Config, dataset: Dataset, float32_accuracy: float) -> list[Row]:
@@ -307,6 +358,7 @@ def run_all(config: Config, dataset: Dataset, args: argparse.Namespace) -> list[
     parts: list[tuple[str, Callable[[], list[Row]]]] = [
         ("rerun", lambda: check_rerun(config, dataset, seen)),
         ("seeds", lambda: check_seeds(config, dataset, reference)),
+        ("one ulp", lambda: check_one_ulp(config, dataset)),
         ("bfloat16", lambda: check_bfloat16(config, dataset, seen["float32_accuracy"])),
         ("batch sizes", lambda: time_batch_sizes(config, dataset, batch_sizes, seen)),
         ("models", lambda: time_models(config, dataset, counts)),

@@ -99,8 +99,8 @@ def train_many(
     without files or printing: all models in one compiled program.
 
     Seeds default to config.seed .. config.seed + config.seeds - 1, lrs to config.lr_sweep or
-    (config.lr,). Model k equals train_and_evaluate(config.replace(seed=seeds[k], lr=lrs[k]))
-    within float tolerance. A model whose loss becomes NaN keeps going (its records say so).
+    (config.lr,). Model k is train_and_evaluate(config.replace(seed=seeds[k], lr=lrs[k])) up to
+    float rounding, which long runs amplify. A model whose loss becomes NaN keeps going (says so).
     `on_epoch(epoch, records)` gets one metrics record per model after each epoch. `model`, a
     linen or an NNX module of your own (uint8 images -> logits), replaces the Config's MLP; an
     NNX module's own weights start every model (seeds then change dropout and data order only).

@@ -38,7 +38,7 @@ def test_quick_run_checks_against_its_cpu_reference_and_writes_one_table(tmp_pat
     rows = {row["what"]: row for row in json.loads(figures.read_text())["rows"]}
     assert table.read_text().count("\n| ") == len(rows) + 1  # the header, then one line a row
     checks = [what for what, row in rows.items() if row["met"] != "-"]
-    assert len(checks) == 6 and all(rows[what]["met"] == "yes" for what in checks)
+    assert len(checks) == 7 and all(rows[what]["met"] == "yes" for what in checks)
     same_cpu = rows["test accuracy of seeds 0-7 against the same seeds on a CPU"]["measured"]
     assert "difference +0.00 [+0.00, +0.00] points" in same_cpu  # the same machine, same bits
     for name in ("epoch at batch 16", "epoch at batch 64", "K = 1 ", "K = 2 ", "K = 4 "):
