@@ -30,7 +30,7 @@ from experiments.common import (
 )
 from mlp_jax import count_params, train_epoch
 from mlp_jax.state import build_model
-from mlp_jax.steps import _batch_indices
+from mlp_jax.steps import batch_indices
 
 LRS = (0.01, 0.05, 0.2, 0.5, 1.0)
 COLORS = {"cross-entropy": "tab:blue", "MSE on softmax": "tab:red"}
@@ -48,7 +48,7 @@ def mse_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array
 def mse_epoch(state, images, labels, key, batch_size: int):
     """train_epoch with the MSE loss: a fresh permutation, every image once (last batch masked)."""
     order = jax.random.permutation(key, images.shape[0])
-    indices, masks = _batch_indices(order, batch_size)
+    indices, masks = batch_indices(order, batch_size)
     masks = jnp.ones(indices.shape, bool) if masks is None else masks
 
     def body(state, xs):

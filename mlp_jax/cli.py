@@ -33,6 +33,9 @@ ARGUMENT_FLAGS = {
     "data_dir": "--data-dir",
     "manual_dir": "--manual-dir",
     "fraction": "--validation-split",
+    "workdir": "--workdir",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
 }
 
 

@@ -492,7 +492,7 @@ def load_tfds(
     splits = _read_prepared(builder, image_shape)
     if splits is None:
         host, port = _download_host(builder)
-        if manual_dir is None and not _host_reachable(host, port, _PROBE_TIMEOUT_S):
+        if manual_dir is None and not host_reachable(host, port, _PROBE_TIMEOUT_S):
             if builder.name == "mnist":
                 note = f"offline: TFDS cannot download mnist; {_SUBSET_NOTE}"
                 return load_mnist_subset()._replace(note=note)
@@ -612,7 +612,7 @@ def _prepare(tfds: Any, builder: Any, manual_dir: str | os.PathLike | None) -> N
                 f"files {', '.join(expected)}",
             )
         download_config = tfds.download.DownloadConfig(manual_dir=str(manual_dir))
-    _tensorflow_without_gpu(argument, builder.name)
+    tensorflow_without_gpu(argument, builder.name)
     try:
         builder.download_and_prepare(file_format="array_record", download_config=download_config)
     except Exception as error:  # any failure: the CLI reports it in one line
@@ -624,7 +624,7 @@ def _prepare(tfds: Any, builder: Any, manual_dir: str | os.PathLike | None) -> N
         raise ConfigError(argument, f"could not {how}: {_first_line(error)}") from error
 
 
-def _tensorflow_without_gpu(argument: str, dataset_name: str) -> None:
+def tensorflow_without_gpu(argument: str, dataset_name: str) -> None:
     """Imports TensorFlow, which TFDS prepares datasets with, and hides every GPU from it.
 
     tensorflow-cpu cannot see a GPU; plain tensorflow (macOS, Linux aarch64) could reserve its
@@ -651,7 +651,7 @@ def _download_host(builder: Any) -> tuple[str, int]:
     return url.hostname or "storage.googleapis.com", url.port or default_port
 
 
-def _host_reachable(host: str, port: int, timeout_s: float) -> bool:
+def host_reachable(host: str, port: int, timeout_s: float) -> bool:
     """Whether a TCP connection to host:port opens within timeout_s in all (DNS included)."""
     reachable = []
 

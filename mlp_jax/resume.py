@@ -111,7 +111,7 @@ def check_resumable(config: Config, info: dict[str, Any], facts: dict[str, Any])
     ]
     if differences:
         raise ConfigError(
-            "--workdir",
+            "workdir",
             f"{config.workdir} holds a run with a different config ({'; '.join(differences)}); "
             "to resume, use its settings; or start over with --fresh (moves the old run aside) "
             "or use another --workdir",
@@ -132,7 +132,7 @@ def resume(
     log: Callable[[str], None],
 ) -> Progress:
     """The run in `workdir` continued from its newest readable checkpoint (`start` if there is
-    none). Everything that can refuse (another config, no readable checkpoint, too few --epochs)
+    none). Everything that can refuse (another config, no readable checkpoint, too few epochs)
     runs before anything in the workdir changes; then unreadable newer checkpoints are set
     aside and metrics.jsonl is cut to the epochs the checkpoint holds."""
     if not workdir.holds_run():
@@ -149,8 +149,7 @@ def resume(
         done, skipped = checkpoint.epoch, checkpoint.skipped
         if done > config.epochs:
             raise ConfigError(
-                "--epochs",
-                f"the run in {workdir.shown} is at epoch {done}; use --epochs {done} or more",
+                "epochs", f"must be {done} or more (the run in {workdir.shown} is at epoch {done})"
             )
         progress = _restored(config, checkpoint, start)
         where = (
@@ -187,7 +186,7 @@ def _newest_checkpoint(
         )
     except NoCheckpointError as error:
         raise ConfigError(
-            "--workdir", f"{error}; --fresh moves this run aside and starts over"
+            "workdir", f"{error}; --fresh moves this run aside and starts over"
         ) from None
     return checkpoint, reader
 

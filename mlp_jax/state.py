@@ -122,19 +122,20 @@ MAX_STEPS = 2**31 - 1  # the step counter (and the schedules' step) is int32
 
 
 def check_fits(config: Config, dataset: Dataset) -> None:
-    """ConfigError unless the batch fits the training set and all steps fit the counter."""
+    """ConfigError("batch_size" or "epochs") unless the batch fits the training set and all
+    steps fit the counter."""
     num_train = len(dataset.train_labels)
     if config.batch_size > num_train:
         raise ConfigError(
-            "--batch-size",
+            "batch_size",
             f"must be 1 .. {num_train} (the training-set size), got {config.batch_size}",
         )
     steps = steps_per_epoch(num_train, config.batch_size)
     if config.epochs * steps > MAX_STEPS:
         raise ConfigError(
-            "--epochs",
+            "epochs",
             f"{config.epochs} epochs of {steps} steps exceed the int32 step counter; at most "
-            f"{MAX_STEPS // steps} epochs at --batch-size {config.batch_size}",
+            f"{MAX_STEPS // steps} epochs at batch size {config.batch_size}",
         )
 
 

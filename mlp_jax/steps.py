@@ -219,7 +219,7 @@ def predict(state: TrainState, images: jax.Array) -> jax.Array:
     return jax.nn.softmax(logits, axis=-1)
 
 
-def _batch_indices(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array | None]:
+def batch_indices(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array | None]:
     """`order` [N] as int32[steps, batch_size], and its bool mask (None when nothing was padded).
 
     Padding points at example `order[0]`, so the gather stays in bounds; its mask is False.
@@ -276,7 +276,7 @@ def train_epoch(
     computed (~15% of the epoch at batch 12) and the params are bit-identical.
     """
     order = jax.random.permutation(key, images.shape[0])
-    indices, masks = _batch_indices(order, batch_size)
+    indices, masks = batch_indices(order, batch_size)
 
     def body(state, xs):
         batch = {"image": images[xs["index"]], "label": labels[xs["index"]], "mask": xs["mask"]}
@@ -316,7 +316,7 @@ def evaluate(
     predicted class).
     """
     n = images.shape[0]
-    indices, masks = _batch_indices(jnp.arange(n), min(batch_size, n))
+    indices, masks = batch_indices(jnp.arange(n), min(batch_size, n))
     if masks is None:
         masks = jnp.ones(indices.shape, bool)
     num_classes = jax.eval_shape(

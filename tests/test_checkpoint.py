@@ -19,7 +19,7 @@ import chex
 import jax
 import pytest
 
-from mlp_jax import Config, restore_checkpoint, restore_params
+from mlp_jax import Config, ConfigError, restore_checkpoint, restore_params
 from mlp_jax.data import load_mnist_subset
 from mlp_jax.loop import StoppedBySignal, train_and_evaluate
 from mlp_jax.model import summary
@@ -324,6 +324,21 @@ def test_config_mismatch_is_refused_and_leaves_the_workdir_unchanged(copy_of_ref
     assert err.count("\n") == 1 and err.startswith("mlp_jax.train: error: --workdir"), err
     assert "hidden_sizes 32 -> 64" in err and "optimizer momentum -> adam" in err
     assert "dropout 0.1 -> 0.0" in err and "epochs" not in err  # epochs may differ
+    assert snapshot(copy_of_reference) == before
+
+
+def test_too_few_epochs_to_resume_are_refused_naming_the_argument(copy_of_reference):
+    before = snapshot(copy_of_reference)
+    config = Config(
+        dataset="mnist_subset",
+        layers=2,
+        hidden=(32,),
+        dropout=0.1,
+        epochs=EPOCHS - 1,
+        workdir=str(copy_of_reference),
+    )
+    with pytest.raises(ConfigError, match=f"^epochs: must be {EPOCHS} or more"):
+        train_and_evaluate(config, load_mnist_subset(), log=lambda line: None)
     assert snapshot(copy_of_reference) == before
 
 

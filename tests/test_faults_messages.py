@@ -82,3 +82,14 @@ def test_plot_of_a_run_without_a_finished_epoch_is_one_line(tmp_path):
     assert code == 2
     one_line(err, "has not finished an epoch")
     assert not (tmp_path / "run" / "curves.png").exists()
+
+
+def test_a_run_that_cannot_resume_names_the_flag_that_helps(run_copy):
+    code, _, err = command(run_copy, "train", *TINY, "--epochs", "1", "--workdir", "run")
+    assert code == 2
+    one_line(err, "error: --epochs: must be 2 or more (the run in run is at epoch 2)")
+    for record in (run_copy / "run" / "checkpoints").glob("*/info/metadata"):
+        record.write_text('{"epoch": "two", "config": 5}')  # every checkpoint unreadable
+    code, _, err = command(run_copy, "train", *TINY, "--epochs", "3", "--workdir", "run")
+    assert code == 2
+    one_line(err, "error: --workdir: no readable checkpoint", "--fresh moves this run aside")

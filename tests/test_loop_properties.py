@@ -118,7 +118,7 @@ def test_checkpoint_keeps_the_train_split_normalisation(dataset, resumed, uninte
 def test_resume_refuses_a_config_that_changes_the_run(dataset, resumed, change):
     workdir, _ = resumed
     name = next(iter(change))
-    with pytest.raises(ConfigError, match=f"--workdir.*{name}"):
+    with pytest.raises(ConfigError, match=f"^workdir: .*{name}"):  # the CLI says --workdir
         train_and_evaluate(
             CONFIG.replace(workdir=workdir, epochs=4, **change), dataset, log=lambda line: None
         )

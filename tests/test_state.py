@@ -12,8 +12,17 @@ import pytest
 from tiny_data import tiny_dataset
 
 from mlp_jax import Config
+from mlp_jax.config import ConfigError
 from mlp_jax.data import train_mean_std
-from mlp_jax.state import build_model, data_key, epoch_key, init_key, init_state
+from mlp_jax.state import (
+    MAX_STEPS,
+    build_model,
+    check_fits,
+    data_key,
+    epoch_key,
+    init_key,
+    init_state,
+)
 from mlp_jax.steps import create_train_state, steps_per_epoch
 
 CONFIG = Config(
@@ -78,6 +87,18 @@ def test_model_standardises_with_the_train_split_statistics():
     standardised = (images - model.mean) / model.std
     assert float(jnp.mean(standardised)) == pytest.approx(0.0, abs=1e-5)
     assert float(jnp.std(standardised)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_batch_or_epochs_that_do_not_fit_name_the_config_field_not_a_flag():
+    dataset = tiny_dataset()  # 37 train examples: 4 steps per epoch at batch size 10
+    most = MAX_STEPS // 4
+    check_fits(CONFIG.replace(epochs=most), dataset)
+    with pytest.raises(ConfigError, match=r"must be 1 \.\. 37") as batch:
+        check_fits(CONFIG.replace(batch_size=38), dataset)
+    with pytest.raises(ConfigError, match=f"at most {most} epochs at batch size 10") as epochs:
+        check_fits(CONFIG.replace(epochs=most + 1), dataset)
+    assert (batch.value.flag, epochs.value.flag) == ("batch_size", "epochs")  # the CLI maps them
+    assert "--" not in str(batch.value) + str(epochs.value)
 
 
 def test_init_state_is_the_seeds_init_key_and_differs_between_seeds():

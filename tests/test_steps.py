@@ -19,7 +19,7 @@ from mlp_jax import (
     train_epoch,
     train_step,
 )
-from mlp_jax.steps import Loss, _batch_indices, _initial_state
+from mlp_jax.steps import batch_indices
 
 
 def _images(n, seed=0, shape=(28, 28, 1)):
@@ -161,7 +161,7 @@ def test_training_overfits_a_tiny_batch():
 @pytest.mark.parametrize("n, batch_size", [(10, 3), (12, 4), (7, 7), (5, 1)])
 def test_epoch_batches_visit_every_example_once(n, batch_size):
     order = jax.random.permutation(jax.random.PRNGKey(n), n)
-    indices, mask = _batch_indices(order, batch_size)
+    indices, mask = batch_indices(order, batch_size)
     chex.assert_shape(indices, (-(-n // batch_size), batch_size))
     used = np.asarray(indices).ravel() if mask is None else np.asarray(indices)[np.asarray(mask)]
     assert sorted(used.tolist()) == list(range(n))
@@ -420,10 +420,13 @@ def test_create_train_state_is_one_compilation_that_matches_eager_init(caplog):
             compiled = create_train_state(rng, model, tx, sample)
     finally:
         jax.config.update("jax_log_compiles", False)
-    eager = _initial_state(rng, sample, model=model, tx=tx, loss=Loss(), ema_decay=None)
+    params_rng, dropout_rng = jax.random.split(rng)  # one half inits params, one drives dropout
+    params = model.init(params_rng, sample, train=False)["params"]  # eager: no jit around it
+    eager = (params, tx.init(params), dropout_rng)
 
     compilations = [r for r in caplog.records if r.getMessage().startswith("Compiling ")]
     assert len(compilations) == 1, [r.getMessage()[:60] for r in compilations]
-    for a, b in zip(jax.tree.leaves(compiled), jax.tree.leaves(eager), strict=True):
+    state = (compiled.params, compiled.opt_state, compiled.rng)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(eager), strict=True):
         np.testing.assert_array_equal(a, b)  # bit for bit: the same params for the same seed
         assert a.dtype == b.dtype
