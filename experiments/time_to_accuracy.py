@@ -57,11 +57,15 @@ def commands(idx_dir: str, max_epochs: int, torch_threads: int) -> dict[str, lis
         "--threads",
         str(torch_threads),
     ]
+    keras = [sys.executable, "-m", "experiments.keras_recipe", "--idx-dir", idx_dir]
     return {
         "mlp_jax default recipe, cold cache": [*train],
         "mlp_jax default recipe, warm cache": [*train],
         "pytorch default recipe, eager": [*torch],
         "pytorch default recipe, torch.compile": [*torch, "--compile", "default"],
+        # Keras' fit on JAX uses JAX's compilation cache as mlp_jax does: cold and warm too.
+        "keras default recipe, fit, cold cache": [*keras],
+        "keras default recipe, fit, warm cache": [*keras],
         "mlp_jax lectures' recipe, cold cache": [*train, *LECTURES, "--epochs", str(max_epochs)],
         "pytorch lectures' recipe, eager": [
             *torch,
