@@ -225,26 +225,31 @@ def time_permutation(num_examples: int) -> float:
 class TorchLoop:
     """The lectures' PyTorch loop: randperm each epoch, index a batch, zero_grad/backward/step."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, threads: int | None = None):
+    def __init__(
+        self, dataset: Dataset, batch_size: int, threads: int | None = None, on: str = "cpu"
+    ):
         self.batch_size = batch_size
         self.threads = threads or TORCH_THREADS
+        self.on = on  # the torch device: the data, the net and the permutation live there
         torch.manual_seed(0)
-        self.images = torch.from_numpy(dataset.train_images).float().div_(255.0)
-        self.labels = torch.from_numpy(dataset.train_labels).long()
+        self.images = torch.from_numpy(dataset.train_images).to(on).float().div_(255.0)
+        self.labels = torch.from_numpy(dataset.train_labels).to(on).long()
         pixels = int(np.prod(dataset.image_shape))
-        self.net = torch_mlp([pixels, *HIDDEN, dataset.num_classes])
+        self.net = torch_mlp([pixels, *HIDDEN, dataset.num_classes]).to(on)
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=LR)
-        self.device = "cpu (torch)"
+        self.device = f"{on} (torch)"
 
     def run_epoch(self, epoch: int) -> int:
         torch.set_num_threads(self.threads)  # per epoch: the 1-thread variant shares the process
-        order = torch.randperm(len(self.labels))
+        order = torch.randperm(len(self.labels), device=self.on)
         for start in range(0, len(order), self.batch_size):
             indices = order[start : start + self.batch_size]
             self.optimizer.zero_grad()
             logits = self.net(self.images[indices])
             torch.nn.functional.cross_entropy(logits, self.labels[indices]).backward()
             self.optimizer.step()
+        if self.on == "cuda":
+            torch.cuda.synchronize()  # the epoch's kernels are done when it returns
         return len(order)
 
 

@@ -46,6 +46,7 @@ from mlp_jax import (  # noqa: E402
     Dataset,
     evaluate,
     load_dataset,
+    steps_per_epoch,
     train_and_evaluate,
     train_epoch,
     train_many,
@@ -55,7 +56,7 @@ from mlp_jax.state import build_model, epoch_key, init_state  # noqa: E402
 try:
     import torch
 
-    from experiments.torch_recipe import torch_mlp
+    from experiments.benchmark import TorchLoop
 except ImportError:  # the optional extra `.[bench]`
     torch = None
 
@@ -110,11 +111,8 @@ def _max_relative_difference(a: Any, b: Any) -> float:
 
 
 def _row(what: str, measured: str, goal: str, met: bool | None) -> Row:
-    return {"what": what, "measured": measured, "goal": goal, "met": _yes_no(met)}
-
-
-def _yes_no(met: bool | None) -> str:
-    return "-" if met is None else ("yes" if met else "**no**")
+    shown = "-" if met is None else ("yes" if met else "**no**")
+    return {"what": what, "measured": measured, "goal": goal, "met": shown}
 
 
 # ----------------------------------------------------------------------------- the checks
@@ -201,8 +199,8 @@ def check_one_ulp(config: Config, dataset: Dataset) -> list[Row]:
     images, labels = jax.device_put((dataset.train_images, dataset.train_labels))
     first, states = [], [base, nudged]
     for epoch in range(1, config.epochs + 1):
+        key = epoch_key(config, epoch)
         for k, state in enumerate(states):
-            key = epoch_key(config, epoch)
             states[k], metrics = train_epoch(state, images, labels, key, config.batch_size)
             first += [float(metrics["train_loss"])] if epoch == 1 else []
     loss = abs(first[1] / first[0] - 1)
@@ -251,7 +249,7 @@ def time_batch_sizes(config: Config, dataset: Dataset, batch_sizes, seen: dict) 
     for batch_size in batch_sizes:
         result = _run(config.replace(batch_size=batch_size, epochs=TIMED_EPOCHS), dataset)
         seconds = seen[f"epoch at batch {batch_size}"] = _steady(result.history)
-        steps = -(-dataset.num_train // batch_size)
+        steps = steps_per_epoch(dataset.num_train, batch_size)
         rows.append(
             _row(
                 f"epoch at batch {batch_size} (1 model, {steps} steps)",
@@ -263,10 +261,11 @@ def time_batch_sizes(config: Config, dataset: Dataset, batch_sizes, seen: dict) 
     return rows
 
 
-def time_models(config: Config, dataset: Dataset, counts: Sequence[int]) -> list[Row]:
+def time_models(config: Config, dataset: Dataset, counts: Sequence[int], seen: dict) -> list[Row]:
     """K models in one vmapped program against K single runs (K x one model's epoch)."""
     config = config.replace(epochs=TIMED_EPOCHS)
-    single = _steady(_run(config, dataset).history)
+    single = seen.get(f"epoch at batch {config.batch_size}")  # time_batch_sizes' when it ran
+    single = single or _steady(_run(config, dataset).history)
     rows = []
     for count in counts:
         together = _steady(train_many(config.replace(seeds=count), dataset).history[0])
@@ -280,38 +279,20 @@ def time_models(config: Config, dataset: Dataset, counts: Sequence[int]) -> list
     return rows
 
 
-def time_torch(config: Config, dataset: Dataset, batch_sizes, seen: dict) -> list[Row]:
-    """PyTorch's eager loop (the lectures') on the same device: randperm, index, step."""
+def time_torch(dataset: Dataset, batch_sizes: Sequence[int], seen: dict) -> list[Row]:
+    """experiments/benchmark.py's PyTorch loop (the lectures': randperm, index, step), here."""
     if torch is None:
         return [_row("PyTorch step time", "torch is not installed", "-", None)]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    images = torch.from_numpy(dataset.train_images).to(device).flatten(1).float().div_(255.0)
-    labels = torch.from_numpy(dataset.train_labels).to(device).long()
     rows = []
     for batch_size in batch_sizes:
-        torch.manual_seed(0)
-        sizes = [
-            images.shape[1],
-            *config.hidden_sizes_for(dataset.num_classes),
-            dataset.num_classes,
-        ]
-        net = torch_mlp(sizes).to(device)
-        optimizer = torch.optim.SGD(net.parameters(), lr=config.lr)
-        seconds = []
-        for _ in range(TIMED_EPOCHS):
+        loop, seconds = TorchLoop(dataset, batch_size, on=device), []
+        for epoch in range(TIMED_EPOCHS):
             start = time.perf_counter()
-            order = torch.randperm(len(labels), device=device)
-            for first in range(0, len(order), batch_size):
-                batch = order[first : first + batch_size]
-                optimizer.zero_grad()
-                loss = torch.nn.functional.cross_entropy(net(images[batch]), labels[batch])
-                loss.backward()
-                optimizer.step()
-            if device == "cuda":
-                torch.cuda.synchronize()
+            loop.run_epoch(epoch)
             seconds.append(time.perf_counter() - start)
         epoch = statistics.median(seconds[1:])
-        steps = -(-len(labels) // batch_size)
+        steps = steps_per_epoch(dataset.num_train, batch_size)
         measured = f"{epoch:.3f} s an epoch ({1e6 * epoch / steps:.0f} us a step) on {device}"
         ours = seen.get(f"epoch at batch {batch_size}")
         measured += f"; mlp_jax {epoch / ours:.1f}x as fast" if ours else ""
@@ -361,8 +342,8 @@ def run_all(config: Config, dataset: Dataset, args: argparse.Namespace) -> list[
         ("one ulp", lambda: check_one_ulp(config, dataset)),
         ("bfloat16", lambda: check_bfloat16(config, dataset, seen["float32_accuracy"])),
         ("batch sizes", lambda: time_batch_sizes(config, dataset, batch_sizes, seen)),
-        ("models", lambda: time_models(config, dataset, counts)),
-        ("torch", lambda: time_torch(config, dataset, batch_sizes, seen)),
+        ("models", lambda: time_models(config, dataset, counts, seen)),
+        ("torch", lambda: time_torch(dataset, batch_sizes, seen)),
     ]
     done = 0
     for name, part in parts:
