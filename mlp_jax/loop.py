@@ -21,7 +21,7 @@ import numpy as np
 
 from mlp_jax import report, sharding
 from mlp_jax.config import Config
-from mlp_jax.data import Dataset, for_config, load_dataset
+from mlp_jax.data import Dataset, class_names, for_config, load_dataset
 from mlp_jax.errors import DivergedError, StoppedByOutput, StoppedBySignal
 from mlp_jax.model import count_params, layer_sizes, summary
 from mlp_jax.optim import make_schedule, plateau_scale, step_plateau
@@ -47,6 +47,7 @@ from mlp_jax.writers import (
     default_writers,
     print_line,
     stdout_error,
+    write_epoch,
 )
 
 DIVERGED = 1e6  # a mean train loss above this (or NaN) has diverged: ln(10) is 2.3 at the start
@@ -264,18 +265,20 @@ class _Loop:
             return [CallbackWriter(self.on_epoch)]
         if not sharding.is_main_process() or self.log is _silent:
             return []
+        config, dataset = self.config, self.dataset
         models = [{"seed": s, "peak_lr": lr} for s, lr in zip(self.seeds, self.lrs, strict=True)]
-        models = models if self.num_models > 1 else [{}]
-        config, workdir = self.config, self.workdir
-        return default_writers(config, workdir, done, self.log, self.dataset, self.batches, models)
+        hparams = [{**config.to_dict(), **model} for model in models]  # a sweep's: per model
+        hparams = hparams if self.num_models > 1 else [config.to_dict()]
+        names = class_names(dataset.name, dataset.num_classes)
+        return default_writers(config, self.workdir, self.log, done, self.batches, names, hparams)
 
     def _epochs(self, progress, programs: _Programs, writers, stop) -> tuple[Any, Any]:
         """Epochs done + 1 .. config.epochs (fewer when early stopping ends every model)."""
         config, test = self.config, None
         while progress.epoch < config.epochs and not progress.stopped:
-            progress, records, arrays, test = self._epoch(progress, programs)
-            for writer in writers:  # metrics.jsonl first: a kill before the checkpoint leaves
-                writer.write_epoch(records, arrays)  # a line that resume drops
+            progress, records, per_step_loss, confusion, test = self._epoch(progress, programs)
+            step = progress.epoch * self.batches
+            write_epoch(writers, step, records, per_step_loss, confusion, config.log_every)
             # A pager that quit (or a full disk) stops the run as a signal does: saved.
             output_failed = sharding.is_main_process() and stdout_error() is not None
             saved = self._maybe_save(progress, forced=bool(stop.signum) or output_failed)
@@ -288,7 +291,8 @@ class _Loop:
         return progress, test
 
     def _epoch(self, progress, programs: _Programs):
-        """Train and evaluate one epoch: (progress, one record per model, arrays, test)."""
+        """Train and evaluate one epoch: (progress, one record per model, per-step losses
+        float[K, steps], test confusion matrices int[K, C, C] at the last epoch, test)."""
         config, epoch, states = self.config, progress.epoch + 1, progress.states
         scales = np.broadcast_to(jax.device_get(plateau_scale(states.opt_state)), self.num_models)
         step = (epoch - 1) * self.batches
@@ -327,12 +331,9 @@ class _Loop:
             progress, epoch=epoch, states=states, history=history, selections=selections
         )
         # TensorBoard's confusion image is drawn once, at the run's last epoch (0.26 s each).
-        last = epoch == config.epochs or progress.stopped
-        arrays = {
-            "per_step_loss": train["per_step_loss"],
-            "confusion": per_model_test["confusion"] if evaluated and last else None,
-        }
-        return progress, records, arrays, test
+        last = evaluated and (epoch == config.epochs or progress.stopped)
+        confusion = per_model_test["confusion"] if last else None
+        return progress, records, train["per_step_loss"], confusion, test
 
     def _record(self, k, epoch, train, val, test, lr, seconds) -> Record:
         """Model k's metrics.jsonl line for `epoch` (a sweep's also name its seed and lr)."""

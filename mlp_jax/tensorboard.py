@@ -1,10 +1,10 @@
 """TensorBoard event files of a run (`DIR/tensorboard/`), written with tensorboardX (no TensorFlow).
 
 A metric writer (writers.py): each epoch's record becomes scalars, e.g. `train/loss`,
-`test/accuracy`, `lr`, `examples_per_second`; the per-step train loss, the confusion matrix (the
-loop sends it at the run's last epoch) and the hyperparameters come too. Every scalar is placed
-at the optimizer step the state has reached, so epoch curves and per-step curves share one x
-axis, and a resumed run purges what it redoes.
+`test/accuracy`, `lr`, `examples_per_second`; the per-step train loss, the confusion matrix (sent
+at the run's last epoch) and the hyperparameters come too. Every value is placed at the optimizer
+step the state has reached, so epoch curves and per-step curves share one x axis, and a resumed
+run purges what it redoes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams as hparams_summaries
 
 from mlp_jax.figures import plot_confusion
+from mlp_jax.writers import MetricWriter
 
 # A diverged model's NaN loss is a real value to log (the epoch line already says it diverged);
 # tensorboardX would warn about it once per scalar, burying the run's own output.
@@ -37,100 +38,57 @@ NOT_HPARAMS = frozenset(
 HPARAM_METRICS = ("test/accuracy", "test/loss", "val/accuracy", "val/loss", "train/loss")
 
 
-class TensorBoardWriter:
-    """Writes `logdir`'s event files; several models (a sweep) get one sub-run each.
+class TensorBoardWriter(MetricWriter):
+    """Writes `logdir`'s event files; several models (a sweep) get one sub-run each, named by
+    the seed and peak lr of their hparams. `purge_step` (a resume) drops what the interrupted run
+    logged from that step on; `class_names` label the confusion matrix."""
 
-    `steps_per_epoch` converts epochs to optimizer steps. `log_every` N > 0 writes the train
-    loss of every N-th step (from the epoch's `per_step_loss`); 0 writes only epoch values.
-    `done_epochs` > 0 (a resume) purges anything logged after that epoch by the interrupted run.
-    """
+    def __init__(self, logdir: str, class_names: Sequence[str], purge_step: int | None = None):
+        self.logdir, self.class_names, self.purge_step = logdir, tuple(class_names), purge_step
+        self._runs: list[SummaryWriter] = []
 
-    def __init__(
-        self,
-        logdir: str,
-        config: Mapping[str, Any],
-        steps_per_epoch: int,
-        class_names: Sequence[str],
-        log_every: int = 10,
-        done_epochs: int = 0,
-        models: Sequence[Record] = ({},),
-    ):
-        self.logdir = logdir
-        self.config = dict(config)
-        self.steps_per_epoch = steps_per_epoch
-        self.class_names = tuple(class_names)
-        self.log_every = log_every
-        self.done_epochs = done_epochs
-        self.models = [dict(model) for model in models]  # a sweep's: {"seed", "peak_lr"} each
-        self._runs: dict[int, SummaryWriter] = {}
+    def write_hparams(self, hparams: Sequence[Record]) -> None:
+        for record in hparams:
+            name = run_name(record) if len(hparams) > 1 else ""
+            # The default file name has whole seconds: a restart within one would overwrite it.
+            run = SummaryWriter(
+                os.path.join(self.logdir, name),
+                purge_step=self.purge_step,
+                filename_suffix=f".{time.time_ns()}",
+            )
+            metrics = dict.fromkeys(HPARAM_METRICS, 0.0)
+            for summary in hparams_summaries(hparam_values(record), metrics):
+                run.file_writer.add_summary(summary)
+            self._runs.append(run)
 
-    def write_epoch(
-        self, records: Sequence[Record], arrays: Mapping[str, Any] | None = None
-    ) -> None:
-        """Each model's arrays (see writers.MetricWriter), then each numeric value of its record
-        at the step reached after its epoch (so steps stay in order)."""
-        for k, record in enumerate(records):
-            if arrays is not None:
-                self.write_arrays(
-                    record["epoch"], {n: a[k] for n, a in arrays.items() if a is not None}, k
-                )
-            run = self._run(k)
-            step = record["epoch"] * self.steps_per_epoch
-            for key, value in record.items():
+    def write_scalars(self, step: int, scalars: Sequence[Record]) -> None:
+        """Each numeric value of each model's mapping, tagged by `scalar_tag`."""
+        for run, values in zip(self._runs, scalars, strict=True):
+            for key, value in values.items():
                 if key in NOT_SCALARS or isinstance(value, bool) or value is None:
                     continue
                 if isinstance(value, int | float):
                     run.add_scalar(scalar_tag(key), value, step)
 
-    def write_arrays(self, epoch: int, arrays: Mapping[str, np.ndarray], k: int = 0) -> None:
-        """Model k's arrays of an epoch: `per_step_loss` float[steps] and `confusion` int[C, C]
-        (rows: true class), the test split's confusion matrix when the loop sends it."""
-        run = self._run(k)
-        per_step_loss = arrays.get("per_step_loss")
-        if per_step_loss is not None and self.log_every > 0:
-            first = (epoch - 1) * self.steps_per_epoch
-            for i, loss in enumerate(np.asarray(per_step_loss)):
-                step = first + i + 1  # the loss of the batch that step `step` trained on
-                if step % self.log_every == 0:
-                    run.add_scalar("train/loss_per_step", float(loss), step)
-        confusion = arrays.get("confusion")
-        if confusion is not None:
-            figure = plot_confusion(confusion, self.class_names, f"test split, epoch {epoch}")
-            canvas = FigureCanvasAgg(figure)
-            canvas.draw()
-            pixels = np.asarray(canvas.buffer_rgba())[..., :3]
-            run.add_image(
-                "test/confusion_matrix", pixels, epoch * self.steps_per_epoch, dataformats="HWC"
-            )
+    def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+        """A confusion matrix int[C, C] per model, drawn as a labelled heat map."""
+        for name, matrices in images.items():
+            for run, matrix in zip(self._runs, matrices, strict=True):
+                figure = plot_confusion(matrix, self.class_names, f"test split, step {step}")
+                canvas = FigureCanvasAgg(figure)
+                canvas.draw()
+                pixels = np.asarray(canvas.buffer_rgba())[..., :3]
+                run.add_image(name, pixels, step, dataformats="HWC")
 
     def close(self) -> None:
-        for run in self._runs.values():
+        for run in self._runs:
             run.close()
         self._runs.clear()
 
-    def _run(self, k: int) -> SummaryWriter:
-        if k not in self._runs:
-            record = self.models[k] if k < len(self.models) else {}
-            name = run_name(record) if len(self.models) > 1 else ""
-            purge = self.done_epochs * self.steps_per_epoch + 1 if self.done_epochs else None
-            # The default file name has whole seconds: a restart within one would overwrite it.
-            run = SummaryWriter(
-                os.path.join(self.logdir, name),
-                purge_step=purge,
-                filename_suffix=f".{time.time_ns()}",
-            )
-            values = hparam_values(self.config)
-            for key in NOT_SCALARS:  # a sweep's model: its own seed and peak lr
-                if key in record:
-                    values[key] = record[key]
-            for summary in hparams_summaries(values, dict.fromkeys(HPARAM_METRICS, 0.0)):
-                run.file_writer.add_summary(summary)
-            self._runs[k] = run
-        return self._runs[k]
-
 
 def scalar_tag(key: str) -> str:
-    """Record key -> TensorBoard tag: `test_accuracy` -> `test/accuracy`, `lr` -> `lr`."""
+    """Record key -> TensorBoard tag: `test_accuracy` -> `test/accuracy`, `lr` -> `lr`,
+    `train_loss_per_step` -> `train/loss_per_step`."""
     split, _, metric = key.partition("_")
     return f"{split}/{metric}" if split in SPLITS and metric else key
 

@@ -1,5 +1,6 @@
-"""One way for metrics to leave the loop, as CLU's metric writers: the loop hands each epoch's
-records to every writer; the console line, the progress bar and metrics.jsonl are writers.
+"""One way for metrics to leave the loop, as CLU's metric writers (`write_scalars`,
+`write_images`, `write_hparams`): the console line, the progress bar, metrics.jsonl and
+TensorBoard are writers, and `write_epoch` hands each epoch to all of them.
 
 A record is a flat dict of JSON values: `epoch`, `train_loss`, `train_accuracy`, `test_loss`,
 `test_accuracy` (None in epochs without evaluation), `lr`, `epoch_seconds`,
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from mlp_jax import report
@@ -25,30 +27,70 @@ Record = dict[str, Any]
 
 
 class MetricWriter:
-    """Receives each epoch's records, one per model (a single run has one), and its arrays,
-    each with a leading model axis: `per_step_loss` float[K, steps] and `confusion`
-    int[K, C, C] of the test split (None except at the run's last epoch). A new logger is a
-    new writer: the loop does not change."""
+    """CLU's metric-writer interface (clu.metric_writers.MetricWriter) with a model axis: a
+    sweep's K models each have their values (a single run has one). `step` is the optimizer
+    step reached. A new logger is a new writer: the loop does not change."""
 
-    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
-        pass
+    def write_scalars(self, step: int, scalars: Sequence[Record]) -> None:
+        """One mapping per model: an epoch's record (it has `epoch`), or `train_loss_per_step`."""
+
+    def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+        """Arrays with a leading model axis: `test/confusion_matrix` int[K, C, C] (rows: true
+        class), sent at the run's last epoch."""
+
+    def write_hparams(self, hparams: Sequence[Record]) -> None:
+        """Once, before epoch 1: each model's hyperparameters (the config, with its seed and lr)."""
 
     def close(self) -> None:
         pass
 
 
+class EpochWriter(MetricWriter):
+    """A writer of whole epochs, one record per model: it skips the per-step values."""
+
+    def write_scalars(self, step: int, scalars: Sequence[Record]) -> None:
+        if "epoch" in scalars[0]:
+            self.write_epoch(scalars)
+
+    def write_epoch(self, records: Sequence[Record]) -> None:
+        pass
+
+
+def write_epoch(
+    writers: Sequence[MetricWriter],
+    step: int,
+    records: Sequence[Record],
+    per_step_loss: np.ndarray,
+    confusion: np.ndarray | None,
+    log_every: int,
+) -> None:
+    """An epoch that ends at `step` to every writer: every `log_every`-th step's train loss
+    (from float[K, steps]; 0: none), the records, then the test confusion matrices if given."""
+    first = step - per_step_loss.shape[1]  # the steps this epoch took are first + 1 .. step
+    logged = range((-first - 1) % log_every, per_step_loss.shape[1], log_every) if log_every else ()
+    for i in logged:  # column i: the loss of the batch that step first + i + 1 trained on
+        values = [{"train_loss_per_step": float(loss)} for loss in per_step_loss[:, i]]
+        for writer in writers:
+            writer.write_scalars(first + i + 1, values)
+    for writer in writers:  # metrics.jsonl first: a kill before the checkpoint leaves a line
+        writer.write_scalars(step, records)  # that resume drops
+    if confusion is not None:
+        for writer in writers:
+            writer.write_images(step, {"test/confusion_matrix": confusion})
+
+
 def default_writers(
     config: Config,
     workdir: Workdir | None,
-    done: int,
     log: Callable[[str], None],
-    dataset: Any,
-    batches: int,
-    models: Sequence[Record],
+    done: int,
+    steps_per_epoch: int,
+    class_names: Sequence[str],
+    hparams: Sequence[Record],
 ) -> list[MetricWriter]:
-    """Where process 0's epoch records go: the console line, the progress bar, and with a
-    workdir metrics.jsonl and TensorBoard (DIR/tensorboard/; `batches` steps per epoch, one
-    sub-run per model of a sweep, named by `models`' seed and peak lr)."""
+    """Where process 0's metrics go, `hparams` already written: the console line, the progress
+    bar, and with a workdir metrics.jsonl and TensorBoard (DIR/tensorboard/, which drops what an
+    interrupted run logged after the `done` epochs that a resume keeps)."""
     writers: list[MetricWriter] = [
         ConsoleWriter(config.epochs, log),
         ProgressBar(config.epochs, done),
@@ -57,23 +99,15 @@ def default_writers(
         # Imported only here: tensorboardX imports torch whenever it is installed (1.7 s of a
         # 3.2 s start-up) and the confusion image needs matplotlib; runs without a workdir
         # need neither.
-        from mlp_jax.data import class_names
         from mlp_jax.tensorboard import TensorBoardWriter
 
         writers.append(MetricsFileWriter(workdir))
         if config.profiled_epochs is not None:
             writers.insert(0, Profiler(workdir.file("profile"), *config.profiled_epochs, done))
-        writers.append(
-            TensorBoardWriter(
-                workdir.file("tensorboard"),
-                config.to_dict(),
-                steps_per_epoch=batches,
-                class_names=class_names(dataset.name, dataset.num_classes),
-                log_every=config.log_every,
-                done_epochs=done,
-                models=models,
-            )
-        )
+        purge = done * steps_per_epoch + 1 if done else None
+        writers.append(TensorBoardWriter(workdir.file("tensorboard"), class_names, purge))
+    for writer in writers:
+        writer.write_hparams(hparams)
     return writers
 
 
@@ -92,13 +126,13 @@ def close_all(closers: list[Any]) -> None:
         raise WorkdirError(f"cannot finish writing the run: {failures[0]}") from None
 
 
-class CallbackWriter(MetricWriter):
+class CallbackWriter(EpochWriter):
     """`on_epoch(epoch, records)` as a writer (train_many's hook)."""
 
     def __init__(self, on_epoch: Callable[[int, list[Record]], None]):
         self.on_epoch = on_epoch
 
-    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
+    def write_epoch(self, records: Sequence[Record]) -> None:
         self.on_epoch(records[0]["epoch"], list(records))
 
 
@@ -137,43 +171,43 @@ def stdout_error() -> OSError | None:
     return _stdout_error[0] if _stdout_error else None
 
 
-class ConsoleWriter(MetricWriter):
+class ConsoleWriter(EpochWriter):
     """One line per epoch through `log`: the record's values, or mean ± std over many models."""
 
     def __init__(self, epochs: int, log: Callable[[str], None] = print_line):
         self.epochs, self.log = epochs, log
 
-    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
+    def write_epoch(self, records: Sequence[Record]) -> None:
         if len(records) == 1:
             self.log(report.format_epoch(records[0], self.epochs))
         else:
             self.log(report.format_models_epoch(records, self.epochs))
 
 
-class ProgressBar(MetricWriter):
+class ProgressBar(EpochWriter):
     """A tqdm bar over the epochs, shown only when stdout is a terminal."""
 
     def __init__(self, epochs: int, done: int = 0):
         self._bar = tqdm(desc="epochs", initial=done, total=epochs, disable=not sys.stdout.isatty())
 
-    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
+    def write_epoch(self, records: Sequence[Record]) -> None:
         self._bar.update(1)
 
     def close(self) -> None:
         self._bar.close()
 
 
-class MetricsFileWriter(MetricWriter):
+class MetricsFileWriter(EpochWriter):
     """DIR/metrics.jsonl: one line per record, fsynced before the epoch's checkpoint is saved."""
 
     def __init__(self, workdir: Workdir):
         self.workdir = workdir
 
-    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
+    def write_epoch(self, records: Sequence[Record]) -> None:
         self.workdir.append_metrics(records)
 
 
-class Profiler(MetricWriter):
+class Profiler(EpochWriter):
     """--profile A:B: a jax.profiler trace into `folder`, from the end of epoch A-1's line (the
     start of the run for A = 1) to the end of epoch B's; the epoch is one compiled program, so
     an epoch is the finest unit. A resumed run traces only the epochs it still runs."""
@@ -189,7 +223,7 @@ class Profiler(MetricWriter):
         jax.profiler.start_trace(self.folder)
         self.active = True
 
-    def write_epoch(self, records: Sequence[Record], arrays: Mapping[str, Any]) -> None:
+    def write_epoch(self, records: Sequence[Record]) -> None:
         epoch = records[0]["epoch"]
         if epoch == self.first - 1:
             self._start()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mlp_jax.tensorboard import TensorBoardWriter, hparam_values, scalar_tag
+from mlp_jax.writers import write_epoch
 
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator",
@@ -41,10 +42,16 @@ def record(epoch, loss, test_accuracy=None):
     }
 
 
+def writer_for(logdir, hparams=({},), purge_step=None):
+    writer = TensorBoardWriter(str(logdir), NAMES, purge_step)
+    writer.write_hparams(list(hparams))
+    return writer
+
+
 def test_epoch_records_become_scalars_at_the_step_reached(tmp_path):
-    writer = TensorBoardWriter(str(tmp_path), {"lr": 0.1}, steps_per_epoch=5, class_names=NAMES)
-    writer.write_epoch([record(1, 0.75)])
-    writer.write_epoch([record(2, 0.25, test_accuracy=0.875)])
+    writer = writer_for(tmp_path, [{"lr": 0.1}])
+    writer.write_scalars(5, [record(1, 0.75)])
+    writer.write_scalars(10, [record(2, 0.25, test_accuracy=0.875)])
     writer.close()
     reader = read_events(tmp_path)
     assert scalars(reader, "train/loss") == [(5, 0.75), (10, 0.25)]
@@ -56,28 +63,28 @@ def test_epoch_records_become_scalars_at_the_step_reached(tmp_path):
 
 
 def test_per_step_loss_every_n_steps_at_its_global_step(tmp_path):
-    writer = TensorBoardWriter(str(tmp_path), {}, steps_per_epoch=5, class_names=NAMES, log_every=2)
-    losses = np.arange(10, dtype=np.float32) / 8  # step t's loss is (t - 1) / 8
-    writer.write_arrays(1, {"per_step_loss": losses[:5], "confusion": None})
-    writer.write_arrays(2, {"per_step_loss": losses[5:], "confusion": None})
+    writer = writer_for(tmp_path)
+    losses = np.arange(10, dtype=np.float32)[None] / 8  # step t's loss is (t - 1) / 8
+    write_epoch([writer], 5, [record(1, 0.5)], losses[:, :5], None, log_every=2)
+    write_epoch([writer], 10, [record(2, 0.5)], losses[:, 5:], None, log_every=2)
     writer.close()
     logged = scalars(read_events(tmp_path), "train/loss_per_step")
     assert logged == [(t, (t - 1) / 8) for t in (2, 4, 6, 8, 10)]
 
 
 def test_log_every_zero_writes_no_step_losses(tmp_path):
-    writer = TensorBoardWriter(str(tmp_path), {}, 5, NAMES, log_every=0)
-    writer.write_arrays(1, {"per_step_loss": np.ones(5, np.float32)})
-    writer.write_epoch([record(1, 0.5)])
+    writer = writer_for(tmp_path)
+    write_epoch([writer], 5, [record(1, 0.5)], np.ones((1, 5), np.float32), None, log_every=0)
     writer.close()
-    assert "train/loss_per_step" not in read_events(tmp_path).Tags()["scalars"]
+    tags = read_events(tmp_path).Tags()["scalars"]
+    assert "train/loss" in tags and "train/loss_per_step" not in tags
 
 
 def test_confusion_matrix_image_and_hparams_are_logged(tmp_path):
     config = {"hidden": (512, 256), "lr": 0.05, "workdir": "/somewhere", "clip_norm": None}
-    writer = TensorBoardWriter(str(tmp_path), config, 5, NAMES)
+    writer = writer_for(tmp_path, [config])
     confusion = np.array([[5, 1, 0], [0, 6, 0], [1, 0, 7]])
-    writer.write_arrays(2, {"per_step_loss": None, "confusion": confusion})
+    writer.write_images(10, {"test/confusion_matrix": confusion[None]})
     writer.close()
     reader = read_events(tmp_path)
     (image,) = reader.Images("test/confusion_matrix")
@@ -99,23 +106,24 @@ def test_hparams_are_scalars_and_strings_without_run_locations():
 
 
 def test_resume_purges_what_the_interrupted_run_logged_after_its_checkpoint(tmp_path):
-    first = TensorBoardWriter(str(tmp_path), {}, steps_per_epoch=5, class_names=NAMES)
+    first = writer_for(tmp_path)
     for epoch, loss in [(1, 0.5), (2, 0.25), (3, 0.125)]:  # killed after epoch 3's line ...
-        first.write_epoch([record(epoch, loss)])
+        first.write_scalars(5 * epoch, [record(epoch, loss)])
     first.close()
-    # ... but its newest checkpoint was of epoch 2: the resumed run redoes epoch 3.
-    resumed = TensorBoardWriter(str(tmp_path), {}, 5, NAMES, done_epochs=2)
-    resumed.write_epoch([record(3, 0.1875)])
+    # ... but its newest checkpoint was of epoch 2 (step 10): the resumed run redoes epoch 3.
+    resumed = writer_for(tmp_path, purge_step=11)
+    resumed.write_scalars(15, [record(3, 0.1875)])
     resumed.close()
     assert scalars(read_events(tmp_path), "train/loss") == [(5, 0.5), (10, 0.25), (15, 0.1875)]
 
 
 def test_sweep_models_get_one_sub_run_each_with_step_losses_and_confusion(tmp_path):
     models = [{"seed": 0, "peak_lr": 0.1}, {"seed": 0, "peak_lr": 0.01}]
-    writer = TensorBoardWriter(str(tmp_path), {}, 5, NAMES, log_every=5, models=models)
+    writer = writer_for(tmp_path, models)
     confusion = np.stack([np.eye(3, dtype=int) * 4, np.ones((3, 3), int)])
-    arrays = {"per_step_loss": np.array([[1.0] * 5, [2.0] * 5]), "confusion": confusion}
-    writer.write_epoch([{**record(1, 0.5), **models[0]}, {**record(1, 0.75), **models[1]}], arrays)
+    records = [{**record(1, 0.5), **models[0]}, {**record(1, 0.75), **models[1]}]
+    per_step_loss = np.array([[1.0] * 5, [2.0] * 5])
+    write_epoch([writer], 5, records, per_step_loss, confusion, log_every=5)
     writer.close()
     for name, loss, step_loss in (("seed0-lr0.1", 0.5, 1.0), ("seed0-lr0.01", 0.75, 2.0)):
         reader = read_events(tmp_path / name)
@@ -133,6 +141,7 @@ def test_sweep_models_get_one_sub_run_each_with_step_losses_and_confusion(tmp_pa
         ("lr", "lr"),
         ("examples_per_second", "examples_per_second"),
         ("test_error_rate", "test/error_rate"),
+        ("train_loss_per_step", "train/loss_per_step"),
     ],
 )
 def test_record_keys_map_to_tags_grouped_by_split(key, tag):
