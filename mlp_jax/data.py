@@ -404,9 +404,18 @@ def load_mnist_subset() -> Dataset:
 
     The split is fixed (np.random.default_rng(0)), so it is the same on every machine.
     """
-    pixels, labels = _read_mnist_5k()
-    train_index, test_index = _subset_split(labels)
-    images = pixels.reshape(-1, 28, 28, 1)
+    resource = importlib.resources.files("mlp_jax").joinpath(*_SUBSET_FILE)
+    with resource.open("rb") as file, np.load(file, allow_pickle=False) as arrays:
+        images, labels = arrays["images"][..., np.newaxis], arrays["labels"].astype(np.int32)
+    rng = np.random.default_rng(0)
+    train_parts, test_parts = [], []
+    for digit in range(10):
+        members = rng.permutation(np.flatnonzero(labels == digit))
+        test_parts.append(members[:_SUBSET_TEST_PER_CLASS])
+        train_parts.append(members[_SUBSET_TEST_PER_CLASS:][:_SUBSET_TRAIN_PER_CLASS])
+    # The file is sorted by digit; shuffle once so that reading in order does not see one class.
+    train_index = rng.permutation(np.concatenate(train_parts))
+    test_index = rng.permutation(np.concatenate(test_parts))
     return Dataset(
         name="mnist_subset",
         train_images=images[train_index],
@@ -416,30 +425,6 @@ def load_mnist_subset() -> Dataset:
         num_classes=10,
         source="mlp_jax's mnist_5k.npz (5,000 MNIST digits), fixed 4000/1000 stratified split",
     )
-
-
-def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
-    """uint8[5000, 784] pixels and int32[5000] labels, sorted by digit, from the package data."""
-    resource = importlib.resources.files("mlp_jax").joinpath(*_SUBSET_FILE)
-    with resource.open("rb") as file, np.load(file, allow_pickle=False) as arrays:
-        images, labels = arrays["images"], arrays["labels"].astype(np.int32)
-    if images.shape != (5000, 28, 28) or images.dtype != np.uint8 or labels.shape != (5000,):
-        raise ValueError(f"{resource}: expected uint8[5000, 28, 28] images and 5000 labels")
-    if not np.array_equal(np.bincount(labels, minlength=10), np.full(10, 500)):
-        raise ValueError(f"{resource}: expected 500 examples of each digit 0..9")
-    return images.reshape(5000, 784), labels
-
-
-def _subset_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the fixed stratified split: (int[4000] train, int[1000] test), classes mixed."""
-    rng = np.random.default_rng(0)
-    train_parts, test_parts = [], []
-    for digit in range(10):
-        members = rng.permutation(np.flatnonzero(labels == digit))
-        test_parts.append(members[:_SUBSET_TEST_PER_CLASS])
-        train_parts.append(members[_SUBSET_TEST_PER_CLASS:][:_SUBSET_TRAIN_PER_CLASS])
-    # The CSV is sorted by digit; shuffle once so that reading in order does not see one class.
-    return rng.permutation(np.concatenate(train_parts)), rng.permutation(np.concatenate(test_parts))
 
 
 # ---------------------------------------------------------------------------------------------
