@@ -6,6 +6,7 @@ A ConfigError names the argument it is about ("directory", "dataset", ...); the 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib.resources
@@ -78,10 +79,8 @@ def load_dataset(config: Config) -> Dataset:
         dataset = load_mnist_subset()
     else:
         # Absolute here, once: TFDS resolves paths its own way (and messages show them in full).
-        data_dir, manual_dir = (
-            None if path is None else os.path.abspath(path)
-            for path in (config.data_dir, config.manual_dir)
-        )
+        data_dir = config.data_dir and os.path.abspath(config.data_dir)
+        manual_dir = config.manual_dir and os.path.abspath(config.manual_dir)
         dataset = load_tfds(config.dataset, data_dir, manual_dir)
     return for_config(dataset, config)
 
@@ -90,11 +89,9 @@ def for_config(dataset: Dataset, config: Config) -> Dataset:
     """`dataset` with config's validation split, then cut to --overfit-batches' train images
     (and with --fast-dev-run, each evaluated split to one batch)."""
     dataset = validation_split(dataset, config.validation_split)
-    if config.fast_dev_run:  # one evaluation batch of each split
-        n = config.eval_batch_size
-        splits = ("val_images", "val_labels", "test_images", "test_labels")
-        cut = {name: getattr(dataset, name) for name in splits}
-        dataset = dataset._replace(**{k: None if v is None else v[:n] for k, v in cut.items()})
+    for name in ("val_images", "val_labels", "test_images", "test_labels"):  # one batch each
+        if config.fast_dev_run and getattr(dataset, name) is not None:
+            dataset = dataset._replace(**{name: getattr(dataset, name)[: config.eval_batch_size]})
     count = config.overfit_batches * config.batch_size
     if count == 0 or dataset.num_train <= count:
         return dataset
@@ -218,10 +215,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     Returns native-endian values, e.g. uint8[N, 28, 28] for images, uint8[N] for labels.
     Raises ValueError for a file that is not IDX, has an unknown type code, or is truncated.
     """
-    with open(path, "rb") as file:
-        is_gzip = file.read(2) == b"\x1f\x8b"
-    with gzip.open(path, "rb") if is_gzip else open(path, "rb") as file:
-        data = file.read()
+    data = Path(path).read_bytes()
+    if data[:2] == b"\x1f\x8b":  # gzip's magic
+        data = gzip.decompress(data)
     if len(data) < 4 or data[0:2] != b"\x00\x00":
         raise ValueError(
             f"not an IDX file: starts with 0x{data[:4].hex() or '(empty)'}; expected magic "
@@ -250,17 +246,22 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def load_idx_dir(directory: str | os.PathLike) -> Dataset:
-    """The 4 IDX files of an MNIST-like dataset in `directory`, as uint8[N, H, W, 1] images.
+    """The 4 IDX files of an MNIST-like dataset in `directory` (train-images-idx3-ubyte and its
+    siblings, gzipped or not), as uint8[N, H, W, 1] images.
 
-    Looks for train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
-    t10k-labels-idx1-ubyte, each optionally gzipped (.gz), also spelled "train-images.idx3-ubyte".
     num_classes is the largest train label + 1 (at least 2), and every class 0 .. num_classes-1
     must occur in the train labels often enough to be a class, not a stray value. Bad input
     raises ConfigError("directory", ...) in one line naming the file, value and index.
     """
     directory = Path(directory)
-    paths = _find_idx_files(directory)
-    arrays = [_read_idx_file(path) for path in paths]
+    paths, arrays = _find_idx_files(directory), []
+    for path in paths:
+        try:
+            arrays.append(read_idx(path))
+        # gzip reports a damaged stream as OSError (BadGzipFile), EOFError or zlib.error.
+        except (OSError, EOFError, zlib.error, ValueError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise ConfigError("directory", f"cannot read {path.name}: {reason}") from None
     for i in (0, 2):  # train, then test: the images, then their labels
         _check_split(*arrays[i : i + 2], paths[i].name, paths[i + 1].name)
     train_images, train_labels, test_images, test_labels = arrays
@@ -311,15 +312,6 @@ def _find_idx_files(directory: Path) -> list[Path]:
     return paths
 
 
-def _read_idx_file(path: Path) -> np.ndarray:
-    try:
-        return read_idx(path)
-    # gzip reports a damaged stream as OSError (BadGzipFile), EOFError or zlib.error.
-    except (OSError, EOFError, zlib.error, ValueError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        raise ConfigError("directory", f"cannot read {path.name}: {reason}") from None
-
-
 def _check_split(images: np.ndarray, labels: np.ndarray, images_name: str, labels_name: str):
     """ConfigError unless `images` are uint8[N, H, W] with pixels and `labels` are int[N]."""
     if images.ndim != 3 or images.dtype != np.uint8:
@@ -353,9 +345,7 @@ def _num_classes(
     train_labels: np.ndarray, test_labels: np.ndarray, train_name: str, test_name: str
 ):
     """The number of classes the train labels define; ConfigError naming file, value and index
-    for a negative label, a class that never occurs or is a stray value, or a test label
-    outside the train classes. Works on the distinct values only: a label of 2**31-1 costs
-    nothing."""
+    for a bad label. Works on the distinct values only: a label of 2**31-1 costs nothing."""
     values, counts = np.unique(train_labels, return_counts=True)
     num_classes = max(int(values[-1]) + 1, 2)
     typical = float(np.median(counts))
@@ -453,8 +443,8 @@ def load_tfds(
     unreachable, "mnist" falls back to `load_mnist_subset()` (with a note); otherwise a
     ConfigError names the argument at fault ("dataset", "data_dir" or "manual_dir").
     """
-    try:
-        tfds = _import_tfds()
+    try:  # imported here, not at the top: `import mlp_jax` stays fast without TFDS
+        import tensorflow_datasets as tfds
     except ModuleNotFoundError as error:
         if dataset == "mnist" and manual_dir is None and data_dir is None:
             note = f"tensorflow-datasets is not installed: {_SUBSET_NOTE}; for full MNIST: "
@@ -474,7 +464,7 @@ def load_tfds(
     except (ValueError, AssertionError) as error:  # e.g. an unparsable name, a wrong version
         raise ConfigError("dataset", f"cannot use {dataset!r}: {_first_line(error)}") from error
     image_shape = _image_shape(tfds, builder)
-    splits = _read_prepared(builder, image_shape)
+    splits = _read_prepared(tfds, builder, image_shape)
     if splits is None:
         host, port = _download_host(builder)
         if manual_dir is None and not host_reachable(host, port, _PROBE_TIMEOUT_S):
@@ -488,9 +478,7 @@ def load_tfds(
                 "or --data-dir with a prepared copy",
             )
         _prepare(tfds, builder, manual_dir)
-        splits = _read_prepared(builder, image_shape)
-        if splits is None:
-            raise RuntimeError(f"TFDS prepared {builder.name} but it still reads as unprepared")
+        splits = _read_prepared(tfds, builder, image_shape)
     (train_images, train_labels), (test_images, test_labels) = splits
     return Dataset(
         name=builder.name,
@@ -501,13 +489,6 @@ def load_tfds(
         num_classes=builder.info.features["label"].num_classes,
         source=f"TFDS {builder.info.full_name} in {builder.data_dir}",
     )
-
-
-def _import_tfds() -> Any:
-    # Imported here, not at the top: `import mlp_jax` stays fast without TFDS.
-    import tensorflow_datasets as tfds
-
-    return tfds
 
 
 def _image_shape(tfds: Any, builder: Any) -> tuple[int, int, int]:
@@ -532,7 +513,7 @@ def _image_shape(tfds: Any, builder: Any) -> tuple[int, int, int]:
     return shape
 
 
-def _read_prepared(builder: Any, image_shape: tuple[int, int, int]) -> Any:
+def _read_prepared(tfds: Any, builder: Any, image_shape: tuple[int, int, int]) -> Any:
     """((images, labels) train, (images, labels) test) if the dataset is prepared, else None."""
     try:
         sources = builder.as_data_source(split=["train", "test"])
@@ -551,8 +532,6 @@ def _read_prepared(builder: Any, image_shape: tuple[int, int, int]) -> Any:
         if not isinstance(error, NotImplementedError):
             raise
         # Prepared as TFRecord (TFDS's default, e.g. by another program): read it with TensorFlow.
-        import tensorflow_datasets as tfds
-
         arrays = [
             tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1)) for s in ("train", "test")
         ]
@@ -641,11 +620,8 @@ def host_reachable(host: str, port: int, timeout_s: float) -> bool:
     reachable = []
 
     def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout_s):
-                reachable.append(True)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout_s):
+            reachable.append(True)
 
     # The DNS lookup inside create_connection ignores its timeout and can hang; a daemon thread
     # with a bounded join caps the wait, and is abandoned rather than blocking interpreter exit.
