@@ -124,12 +124,6 @@ def to_training_format(
     return field.reshape(height, width, 1)
 
 
-def read_images(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[np.ndarray]]:
-    """The files named by `paths` (folders expanded) and their uint8[H, W] grey levels."""
-    files = image_files(paths)
-    return files, [read_grayscale(path) for path in files]
-
-
 def prepare_images(
     files: Sequence[Path], grays: Sequence[np.ndarray], image_shape: Sequence[int], style: str
 ) -> np.ndarray:
@@ -147,8 +141,8 @@ def load_images(
     paths: Sequence[str | os.PathLike], image_shape: Sequence[int], style: str = "digit"
 ) -> tuple[list[Path], np.ndarray]:
     """The files named by `paths` (folders expanded) and their uint8[N, *image_shape] images."""
-    files, grays = read_images(paths)
-    return files, prepare_images(files, grays, image_shape, style)
+    files = image_files(paths)
+    return files, prepare_images(files, [read_grayscale(p) for p in files], image_shape, style)
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -43,9 +43,10 @@ def build_parser() -> cli.OneLineParser:
 
 def _predict(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from mlp_jax.images import output_names, prepare_images, read_images, save_image
+    from mlp_jax.images import image_files, output_names, prepare_images, read_grayscale, save_image
 
-    files, grays = read_images(args.files)  # bad files fail fast, before the restore
+    files = image_files(args.files)  # bad files fail fast, before the restore
+    grays = [read_grayscale(path) for path in files]
     folder = args.save_preprocessed
     if folder is not None:
         folder = cli.writable_folder(folder, "--save-preprocessed")
