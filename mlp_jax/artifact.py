@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from mlp_jax.data import class_names
 from mlp_jax.steps import TrainState, eval_params
 
 PLATFORMS = ("cpu", "cuda", "tpu")  # lowered for each, so the artifact runs on any of them
@@ -74,13 +75,13 @@ def save_tensorflow(state: TrainState, image_shape: Sequence[int], out: str, fmt
     os.replace(temp, out)
 
 
-def describe_artifact(fmt: str, dataset: dict, names: Sequence[str], checkpoint: Any) -> dict:
+def describe_artifact(fmt: str, dataset: dict, checkpoint: Any) -> dict:
     """What FILE.json says about an exported model: its input, output, classes and origin."""
     return {
         "format": fmt,
         "input": {"dtype": "uint8", "shape": ["batch", *dataset["image_shape"]]},
         "output": {"dtype": "float32", "shape": ["batch", dataset["num_classes"]], "is": "logits"},
-        "class_names": list(names),
+        "class_names": list(class_names(dataset["name"], dataset["num_classes"])),
         "dataset": dataset["name"],
         "checkpoint": checkpoint.path,
         "epoch": checkpoint.epoch,

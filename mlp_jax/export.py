@@ -50,28 +50,22 @@ def _export(argv: Sequence[str] | None) -> int:
             "--out", f"{args.out} is a folder that holds no SavedModel: not overwriting"
         )
     checkpoint = cli.restore(args, PROG)
-    from mlp_jax.artifact import (
-        artifact_bytes,
-        describe_artifact,
-        export_stablehlo,
-        save_tensorflow,
-    )
-    from mlp_jax.data import class_names
+    from mlp_jax import artifact
     from mlp_jax.workdir import write_atomically
 
     dataset = checkpoint.info["dataset"]
     image_shape = tuple(dataset["image_shape"])
     if args.format == "stablehlo":
-        exported = export_stablehlo(checkpoint.state, image_shape)
+        exported = artifact.export_stablehlo(checkpoint.state, image_shape)
         write_atomically(args.out, bytes(exported.serialize()), f"--out {args.out}")
     else:
-        save_tensorflow(checkpoint.state, image_shape, args.out, args.format)
-    names = class_names(dataset["name"], dataset["num_classes"])
-    metadata = describe_artifact(args.format, dataset, names, checkpoint)
+        artifact.save_tensorflow(checkpoint.state, image_shape, args.out, args.format)
+    metadata = artifact.describe_artifact(args.format, dataset, checkpoint)
     write_atomically(f"{args.out}.json", json.dumps(metadata, indent=2) + "\n", f"{args.out}.json")
+    size = artifact.artifact_bytes(args.out)
     print(
         f"exported {checkpoint.path} (epoch {checkpoint.epoch}) as {args.format}: {args.out} "
-        f"({artifact_bytes(args.out):,} bytes); uint8[batch, {', '.join(map(str, image_shape))}]"
+        f"({size:,} bytes); uint8[batch, {', '.join(map(str, image_shape))}]"
         f" -> float32[batch, {dataset['num_classes']}] logits; class names in {args.out}.json"
     )
     return 0
