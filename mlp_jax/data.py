@@ -495,8 +495,7 @@ def _image_shape(tfds: Any, builder: Any) -> tuple[int, int, int]:
     """(H, W, C) of the dataset's fixed-size uint8 "image" feature; ConfigError otherwise."""
     features = builder.info.features
     keys = list(features.keys()) if hasattr(features, "keys") else []
-    image = features["image"] if "image" in keys else None
-    label = features["label"] if "label" in keys else None
+    image, label = (features[key] if key in keys else None for key in ("image", "label"))
     if not (isinstance(image, tfds.features.Image) and isinstance(label, tfds.features.ClassLabel)):
         raise ConfigError(
             "dataset",
@@ -559,9 +558,9 @@ def _read_source(source: Any, image_shape: tuple[int, int, int]) -> tuple[np.nda
 def _prepare(tfds: Any, builder: Any, manual_dir: str | os.PathLike | None) -> None:
     """Prepares the dataset as array_record: from the original files in `manual_dir` if given,
     else by downloading; ConfigError("manual_dir" or "dataset") in one line when that fails."""
-    argument, download_config = "dataset", None
+    argument, download_config, how = "dataset", None, f"download {builder.name}"
     if manual_dir is not None:
-        argument = "manual_dir"
+        argument, how = "manual_dir", f"prepare {builder.name} from {manual_dir}"
         # TFDS takes each original download from manual_dir by name (and checks its sha256), but
         # downloads one that is missing there: with no network, minutes of retries.
         expected = [
@@ -580,11 +579,6 @@ def _prepare(tfds: Any, builder: Any, manual_dir: str | os.PathLike | None) -> N
     try:
         builder.download_and_prepare(file_format="array_record", download_config=download_config)
     except Exception as error:  # any failure: the CLI reports it in one line
-        how = (
-            f"download {builder.name}"
-            if manual_dir is None
-            else f"prepare {builder.name} from {manual_dir}"
-        )
         raise ConfigError(argument, f"could not {how}: {_first_line(error)}") from error
 
 
