@@ -81,9 +81,10 @@ def main(prog: str, run: Callable[[Sequence[str] | None], int], argv: Sequence[s
             kind = "error: " if code in (1, 2) else ""
             print(f"{prog}: {kind}{error or 'interrupted'}", file=sys.stderr)
             return code
-    if stdout_error() is not None and code == 0:  # e.g. `| head` quit early: the work is done
-        if not isinstance(stdout_error(), BrokenPipeError):
-            reason = stdout_error().strerror or stdout_error()
+    failure = stdout_error()
+    if failure is not None and code == 0:  # e.g. `| head` quit early: the work is done
+        if not isinstance(failure, BrokenPipeError):
+            reason = failure.strerror or failure
             print(
                 f"{prog}: stdout cannot be written ({reason}); the command finished",
                 file=sys.stderr,
@@ -108,7 +109,6 @@ def add_checkpoint_flags(
     parser.add_argument(
         "--model",
         type=int,
-        default=None,
         metavar="K",
         help="model K of a --seeds/--lr-sweep run (default: the one validation picked, else 0)",
     )
@@ -120,7 +120,7 @@ def add_checkpoint_flags(
     )
     if epoch:
         which.add_argument(
-            "--epoch", type=int, default=None, help="this epoch's checkpoint (default: the newest)"
+            "--epoch", type=int, help="this epoch's checkpoint (default: the newest)"
         )
 
 
@@ -158,23 +158,17 @@ def positive_int(text: str) -> int:
 
 def restore(args: argparse.Namespace, prog: str) -> Any:
     """The checkpoint `args` name (see add_checkpoint_flags), one model of it; says which."""
+    from mlp_jax import resume
     from mlp_jax.results import picked_model
-    from mlp_jax.resume import (
-        default_model,
-        describe_model,
-        one_model,
-        restore_checkpoint,
-        saved_selections,
-    )
 
     epoch = getattr(args, "epoch", None)
-    checkpoint = restore_checkpoint(args.workdir, epoch, best=args.best, model=args.model)
+    checkpoint = resume.restore_checkpoint(args.workdir, epoch, best=args.best, model=args.model)
     for message in checkpoint.skipped:
         print(f"{prog}: {message}: skipped it", file=sys.stderr)
     if checkpoint.config.num_models > 1 and checkpoint.model is None:
-        checkpoint = one_model(checkpoint, default_model(checkpoint.info))
+        checkpoint = resume.one_model(checkpoint, resume.default_model(checkpoint.info))
     if checkpoint.model is not None:
-        picked = picked_model(saved_selections(checkpoint.info) or [])
+        picked = picked_model(resume.saved_selections(checkpoint.info) or [])
         why = (
             "--model"
             if args.model is not None
@@ -182,7 +176,7 @@ def restore(args: argparse.Namespace, prog: str) -> Any:
             if picked is not None
             else "the run monitored nothing, so model 0; choose with --model K"
         )
-        print_line(f"{describe_model(checkpoint)}: {why}")
+        print_line(f"{resume.describe_model(checkpoint)}: {why}")
     return checkpoint
 
 
