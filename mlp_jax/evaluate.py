@@ -33,15 +33,11 @@ def _evaluate(argv: Sequence[str] | None) -> int:
     from mlp_jax.writers import print_line
 
     dataset = dataset_of(checkpoint, args.data_dir, args.idx_dir)
-    test = jax.device_get(
-        evaluate(
-            checkpoint.state,
-            dataset.test_images,
-            dataset.test_labels,
-            batch_size=checkpoint.config.eval_batch_size,
-        )
-    )
-    selection = (saved_selections(checkpoint.info) or [{}])[checkpoint.model or 0]
+    images, labels = dataset.test_images, dataset.test_labels
+    batch_size = checkpoint.config.eval_batch_size
+    test = jax.device_get(evaluate(checkpoint.state, images, labels, batch_size=batch_size))
+    selections = saved_selections(checkpoint.info)  # None when the run monitored nothing
+    selection = selections[checkpoint.model or 0] if selections else {}
     selected = selection.get("best_epoch") == checkpoint.epoch
     chosen = f", selected by {selection.get('monitor')}" if selected else ""
     print_line(
@@ -67,20 +63,14 @@ def _logged_line(workdir: str, checkpoint: Any, test: dict[str, Any]) -> str:
 
     records, _ = read_metrics(workdir, FIX)
     config, epoch = checkpoint.config, checkpoint.epoch
-    mine = {"seed": config.seed, "peak_lr": config.lr} if checkpoint.model is not None else {}
-    logged = next(
-        (
-            r
-            for r in records
-            if r.get("epoch") == epoch and all(r.get(k) == v for k, v in mine.items())
-        ),
-        None,
-    )
+    mine = {"epoch": epoch}
+    if checkpoint.model is not None:  # a many-model run logs one record per model and epoch
+        mine.update(seed=config.seed, peak_lr=config.lr)
+    logged = next((r for r in records if mine.items() <= r.items()), None)
     if logged is None or logged.get("test_loss") is None:
         return f"training logged no test metrics for epoch {epoch}"
-    same = logged["test_loss"] == float(test["loss"]) and logged["test_accuracy"] == float(
-        test["accuracy"]
-    )
+    scores = (logged["test_loss"], logged["test_accuracy"])
+    same = scores == (float(test["loss"]), float(test["accuracy"]))
     return (
         f"training logged for epoch {epoch}: test loss {logged['test_loss']:.4f}  "
         f"accuracy {100 * logged['test_accuracy']:.2f}%  "
