@@ -69,14 +69,11 @@ def plot_workdir(
     if checkpoint.model is not None:
         config = checkpoint.config
         which += f", model {checkpoint.model} (seed {config.seed}, lr {config.lr:g})"
-    accuracy = np.trace(confusion) / confusion.sum()
-    log(
-        f"confusion matrix of {which}: {np.trace(confusion)} of {confusion.sum()} test images right"
-    )
+    right, total = np.trace(confusion), confusion.sum()
+    log(f"confusion matrix of {which}: {right} of {total} test images right")
     names = class_names(dataset["name"], dataset["num_classes"])
-    figure = plot_confusion(
-        confusion, names, f"{title}, {which}\ntest accuracy {100 * accuracy:.2f}%"
-    )
+    title += f", {which}\ntest accuracy {100 * (right / total):.2f}%"
+    figure = plot_confusion(confusion, names, title)
     written.append(out / "confusion.png")
     save_figure(figure, written[-1], "--out")
     return written
