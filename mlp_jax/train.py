@@ -72,20 +72,15 @@ def config_from_args(
     return Config(**{field.name: args[field.name] for field in dataclasses.fields(Config)})
 
 
-def _what(config: Config) -> str:
-    """What the run will do, in a few words: the first line the user sees."""
-    data = f"--idx-dir {config.idx_dir}" if config.idx_dir else config.dataset
-    models = f", {config.num_models} models" if config.num_models > 1 else ""
-    batches = f"{config.epochs} epochs of batch {config.batch_size}"
-    return f"{config.layers}-layer MLP on {data}, {batches}{models}"
-
-
 def _train(argv: Sequence[str] | None) -> int:
     config = config_from_args(argv)
     if config.process_id in (None, 0):  # an answer within a second, before JAX takes its time
         from mlp_jax.writers import print_line  # numpy and tqdm only
 
-        print_line(f"{PROG}: {_what(config)}; starting JAX")
+        data = f"--idx-dir {config.idx_dir}" if config.idx_dir else config.dataset
+        models = f", {config.num_models} models" if config.num_models > 1 else ""
+        batches = f"{config.epochs} epochs of batch {config.batch_size}"
+        print_line(f"{PROG}: {config.layers}-layer MLP on {data}, {batches}{models}; starting JAX")
     from mlp_jax.loop import train_and_evaluate  # JAX and flax load here (orbax: --workdir)
 
     train_and_evaluate(config)
