@@ -86,8 +86,7 @@ class SweepResult:
                 selected = [self.selected(k) for k in finite]
                 row["selected_epochs"] = [record["epoch"] for record in selected]
                 for key in ("val_loss", "val_accuracy", "test_accuracy"):
-                    values = [record[key] for record in selected]
-                    row.update(_mean_std(f"selected_{key}", values))
+                    row.update(_mean_std(f"selected_{key}", [record[key] for record in selected]))
             rows.append(row)
         return rows
 
