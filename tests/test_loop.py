@@ -140,3 +140,16 @@ def test_sigterm_after_an_epoch_saves_and_resume_finishes(tmp_path, k):
     assert code == 0, err
     assert "resuming from checkpoint run/checkpoints/2" in out
     assert [r["epoch"] for r in records(tmp_path)] == sorted([1, 2, 3] * k)
+
+
+def test_evaluate_takes_any_model_of_a_sweep_that_monitored_nothing(tmp_path):
+    """No --validation-split: no selections saved, yet every model is there to score."""
+    flags = [*TINY, "--dataset", "mnist_subset", "--epochs", "1", "--seeds", "2"]
+    code, _, err = cli(tmp_path, *flags, "--workdir", "run")
+    assert code == 0, err
+    for model in ("0", "1"):
+        code, out, err = cli(
+            tmp_path, "--workdir", "run", "--model", model, module="mlp_jax.evaluate"
+        )
+        assert code == 0, err
+        assert f"model {model} of 2" in out and "(identical)" in out, out
