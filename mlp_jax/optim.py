@@ -53,8 +53,6 @@ def max_norm(max_norm: float) -> optax.GradientTransformation:
         return new * scale - param
 
     def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("max_norm needs the params: call update(updates, state, params)")
         return jax.tree.map(constrain, updates, params), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
