@@ -69,15 +69,10 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransf
     shape = make_schedule(config, updates_per_epoch, peak_lr=1.0)
 
     def optimizer(learning_rate: float) -> optax.GradientTransformation:
-        def schedule(count):
-            return learning_rate * shape(count)
-
-        if config.optimizer == "adamw":
-            core = optax.adamw(schedule, weight_decay=config.weight_decay)
-        else:
-            core = _CORE[config.optimizer](schedule, config)
-            if config.weight_decay > 0:  # L2 penalty on the gradient, as PyTorch's weight_decay
-                core = optax.chain(optax.add_decayed_weights(config.weight_decay), core)
+        core = _CORE[config.optimizer](lambda count: learning_rate * shape(count), config)
+        # L2 penalty on the gradient, as PyTorch's weight_decay (adamw's is decoupled, its own)
+        if config.weight_decay > 0 and config.optimizer != "adamw":
+            core = optax.chain(optax.add_decayed_weights(config.weight_decay), core)
         if config.clip_norm is not None:
             core = optax.chain(optax.clip_by_global_norm(config.clip_norm), core)
         if config.schedule == "plateau":
@@ -98,6 +93,7 @@ _CORE = {
     "nesterov": lambda lr, config: optax.sgd(lr, momentum=config.momentum, nesterov=True),
     "rmsprop": lambda lr, config: optax.rmsprop(lr),
     "adam": lambda lr, config: optax.adam(lr),
+    "adamw": lambda lr, config: optax.adamw(lr, weight_decay=config.weight_decay),
 }
 
 
