@@ -60,9 +60,7 @@ def random_erase(key: jax.Array, images: jax.Array, size: int) -> jax.Array:
     """With probability 1/2, set a size x size square of each image to 0, at a uniform position.
 
     Random erasing (Zhong et al., "Random Erasing Data Augmentation", AAAI 2020) with a fixed
-    square: the square lies wholly inside the image, its top-left corner uniform over the
-    (H - size + 1) x (W - size + 1) places it can take; a side longer than the image's is cut
-    to the image's (the whole image is erased).
+    square that lies wholly inside the image; a side longer than the image's is cut to it.
     """
     batch, height, width, _ = images.shape
     size = min(size, height, width)

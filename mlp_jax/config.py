@@ -384,9 +384,7 @@ class Config:
     @property
     def monitored(self) -> str | None:
         """What model selection follows: --monitor, else val_loss with a validation split."""
-        if self.monitor is not None:
-            return self.monitor
-        return "val_loss" if self.validation_split > 0 else None
+        return self.monitor or ("val_loss" if self.validation_split > 0 else None)
 
     @property
     def plateau_schedule(self) -> bool:

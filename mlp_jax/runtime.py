@@ -41,8 +41,7 @@ def use_compilation_cache(setting: str, log: Callable[[str], None] = print) -> P
     try:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):  # writable (a read-only mount fails even root)
-                pass
+            tempfile.TemporaryFile(dir=folder).close()  # writable? (a read-only mount fails root)
     except OSError as error:
         reason = f"cannot write {folder}: {error.strerror or error}"
         if setting != "auto":
