@@ -59,14 +59,13 @@ class Checkpointer:
         self.workdir = Workdir.of(workdir)
         self.directory = self.workdir.file(CHECKPOINTS)  # absolute, as orbax needs
         self.shown = self.workdir.show(CHECKPOINTS)  # as the user typed it: messages show this
-        self._selected = _KeepEpochs(set())
-        # The newest `keep`, and with keep_best each model's selected epoch. (BestN would need
-        # one value for all models, and alone it evicts the newest: google/orbax#526.)
-        policy = ocp.checkpoint_managers.LatestN(keep)
-        if keep_best:
-            policy = ocp.checkpoint_managers.AnyPreservationPolicy([policy, self._selected])
+        # The newest `keep`, and with keep_best each model's selected epoch (`save` sets them).
+        # (BestN would need one value for all models, and alone it evicts the newest:
+        # google/orbax#526.)
+        self._keep_best = keep_best
+        self._policies = [ocp.checkpoint_managers.LatestN(keep)]
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy,
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(self._policies),
             # Temporary dirs are saves that a kill interrupted: never complete, so never used.
             cleanup_tmp_directories=not read_only,
             create=False,  # orbax cannot create it with `active_processes` set (below)
@@ -105,7 +104,8 @@ class Checkpointer:
         checkpoints of `selected_epochs` (each model's best so far) are kept besides the newest.
         Raises CheckpointError if this or the previous (asynchronous) save failed.
         """
-        self._selected.epochs = set(selected_epochs)
+        if self._keep_best:
+            self._policies[1:] = [ocp.checkpoint_managers.CustomSteps(selected_epochs)]
         host_state = jax.device_get(state)
         info = {
             **run_info,
@@ -199,16 +199,6 @@ class Checkpointer:
             f"cannot write checkpoint {self.path(epoch)}: {reason(error)}; the complete "
             f"checkpoints are intact (epochs {', '.join(map(str, kept)) or 'none'})"
         )
-
-
-@dataclasses.dataclass
-class _KeepEpochs:
-    """An orbax preservation policy: keep the checkpoints of `epochs` (set before each save)."""
-
-    epochs: set[int]
-
-    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> list[bool]:
-        return [checkpoint.step in self.epochs for checkpoint in checkpoints]
 
 
 def _abstract(state: TrainState) -> TrainState:
