@@ -21,12 +21,10 @@ from mlp_jax.results import picked_model
 from mlp_jax.selection import Selection, selection_from_json
 from mlp_jax.state import new_train_state, sweep_models
 from mlp_jax.steps import TrainState, steps_per_epoch
-from mlp_jax.workdir import CHECKPOINTS, CONFIG, NoCheckpointError, Workdir
+from mlp_jax.workdir import CHECKPOINTS, CONFIG, NoCheckpointError, Record, Workdir
 
 if TYPE_CHECKING:  # orbax loads only where a run reads or writes checkpoints
     from mlp_jax.checkpoint import Checkpoint, Checkpointer
-
-Record = dict[str, Any]
 
 # Config fields that change the shapes or the meaning of the saved state, or the data order: a
 # resume with any of them different would not continue the same run. Everything else (epochs, lr
