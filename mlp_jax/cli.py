@@ -8,6 +8,7 @@ Imports no JAX: `--help` and flag errors answer at once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlp_jax.config import ConfigError
+from mlp_jax.config import Config, ConfigError
 from mlp_jax.signals import exit_at_once
 from mlp_jax.writers import adopt_closed_stdout, print_line, stdout_error
 
@@ -26,17 +27,17 @@ UNSUPPORTED_JAX_FLAGS = {
     "JAX_ENABLE_X64": "training, checkpoints and exports are float32 and int32; unset it",
     "JAX_DISABLE_JIT": "the epoch is one compiled program, which would take hours; unset it",
 }
-# A library ConfigError names the argument it is about; a command names the flag that set it.
-ARGUMENT_FLAGS = {
-    "directory": "--idx-dir",
-    "dataset": "--dataset",
-    "data_dir": "--data-dir",
-    "manual_dir": "--manual-dir",
-    "fraction": "--validation-split",
-    "workdir": "--workdir",
-    "epochs": "--epochs",
-    "batch_size": "--batch-size",
-}
+# A library ConfigError names the argument it is about; a command names the flag that set it:
+# these, or a Config field's own flag (batch_size: --batch-size).
+ARGUMENT_FLAGS = {"directory": "--idx-dir", "fraction": "--validation-split"}
+CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(Config))
+
+
+def flag_for(argument: str) -> str:
+    """The flag (or other name) a command's user knows `argument` of a ConfigError by."""
+    if argument in CONFIG_FIELDS:
+        return "--" + argument.replace("_", "-")
+    return ARGUMENT_FLAGS.get(argument, argument)
 
 
 def _truthy(value: str | None) -> bool:
@@ -75,9 +76,8 @@ def main(prog: str, run: Callable[[Sequence[str] | None], int], argv: Sequence[s
             code = exit_code(error)
             if code is None:
                 raise  # a bug: its traceback is what we need to see
-            if isinstance(error, ConfigError) and error.flag in ARGUMENT_FLAGS:
-                message = str(error).removeprefix(f"{error.flag}: ")
-                error = ConfigError(ARGUMENT_FLAGS[error.flag], message)
+            if isinstance(error, ConfigError):
+                error = f"{flag_for(error.argument)}: {error.message}"
             kind = "error: " if code in (1, 2) else ""
             print(f"{prog}: {kind}{error or 'interrupted'}", file=sys.stderr)
             return code

@@ -68,11 +68,12 @@ def preset_flags(name: str) -> str:
 
 
 class ConfigError(ValueError):
-    """Bad user input: names the flag and what is allowed. The CLI prints it as one line, exit 2."""
+    """Bad user input: names the argument at fault (a Config field, or a function's argument)
+    and what is allowed. The CLI prints it as one line naming the flag (cli.flag_for), exit 2."""
 
-    def __init__(self, flag: str, message: str):
-        self.flag = flag
-        super().__init__(f"{flag}: {message}")
+    def __init__(self, argument: str, message: str):
+        self.argument, self.message = argument, message
+        super().__init__(f"{argument}: {message}")
 
 
 def _allowed(bounds: str) -> str:
@@ -95,7 +96,7 @@ def _field(default: Any, help: str, check: tuple[str, ...] | str | None = None) 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything a run depends on, checked when made (ConfigError names the bad flag)."""
+    """Everything a run depends on, checked when made (ConfigError names the bad field)."""
 
     # Data.
     dataset: str = _field("mnist", "TFDS image-classification dataset name, or mnist_subset")
@@ -298,15 +299,15 @@ class Config:
         fields (`choices`, `bounds`), then the rules that relate fields. Checks that need the
         data (label values, memory) live in data.py and state.py."""
         for field in dataclasses.fields(self):
-            value, flag = getattr(self, field.name), "--" + field.name.replace("_", "-")
+            name, value = field.name, getattr(self, field.name)
             if value is None:
                 continue
             if field.type.split(" ")[0] in ("int", "float"):  # e.g. a hand-edited config.json
                 number = isinstance(value, int | float) and not isinstance(value, bool)
-                _check(number, flag, f"must be a number, got {value!r}")
+                _check(number, name, f"must be a number, got {value!r}")
             if "choices" in field.metadata:
                 allowed = field.metadata["choices"]
-                _check(value in allowed, flag, f"unknown {value!r}; allowed: {', '.join(allowed)}")
+                _check(value in allowed, name, f"unknown {value!r}; allowed: {', '.join(allowed)}")
             if "bounds" in field.metadata:
                 bounds = field.metadata["bounds"]
                 low, high = (float(end) for end in bounds[1:-1].split(","))
@@ -314,33 +315,33 @@ class Config:
                 below = value < high if bounds[-1] == ")" else value <= high
                 finite = "" if math.isfinite(value) else "a finite number "
                 message = f"must be {finite}{_allowed(bounds)}, got {value}"
-                _check(math.isfinite(value) and above and below, flag, message)
+                _check(math.isfinite(value) and above and below, name, message)
         _check(
             1 <= self.layers <= MAX_LAYERS,
-            "--layers",
+            "layers",
             f"must be 1 .. {MAX_LAYERS}, got {self.layers} (the compiled step unrolls every "
             "layer, so compiling grows with depth; plain MLPs this deep do not train)",
         )
         if self.hidden is not None:
             _check(
                 len(self.hidden) == self.layers - 1,
-                "--hidden",
+                "hidden",
                 f"gives {len(self.hidden)} widths but --layers {self.layers} needs "
                 f"{self.layers - 1} (one per hidden layer)",
             )
-            _check(all(h >= 1 for h in self.hidden), "--hidden", "widths must be >= 1")
-        _check_lr("--lr", self.lr)
+            _check(all(h >= 1 for h in self.hidden), "hidden", "widths must be >= 1")
+        _check_lr("lr", self.lr)
         _check(
             self.schedule != "warmup_cosine" or self.warmup_epochs < self.epochs,
-            "--warmup-epochs",
+            "warmup_epochs",
             f"{self.warmup_epochs:g} is not shorter than --epochs {self.epochs}: the learning "
             "rate would never reach its peak; use fewer warm-up epochs or more --epochs",
         )
-        _check(not self.fresh or self.workdir is not None, "--fresh", "needs --workdir")
-        _check(not self.profile or self.workdir is not None, "--profile", "needs --workdir")
+        _check(not self.fresh or self.workdir is not None, "fresh", "needs --workdir")
+        _check(not self.profile or self.workdir is not None, "profile", "needs --workdir")
         _ = self.profiled_epochs  # parses --profile, raising ConfigError if it is bad
         for name in ("workdir", "idx_dir", "data_dir", "manual_dir", "compilation_cache"):
-            _check_path("--" + name.replace("_", "-"), getattr(self, name))
+            _check_path(name, getattr(self, name))
         _ = self.augmentations  # parses --augment, raising ConfigError if it is bad
         self._validate_selection_and_scale()
 
@@ -355,7 +356,7 @@ class Config:
         message = (
             f"must be A:B or A with 1 <= A <= B <= --epochs {self.epochs}, got {self.profile!r}"
         )
-        _check(valid and 1 <= first <= last <= self.epochs, "--profile", message)
+        _check(valid and 1 <= first <= last <= self.epochs, "profile", message)
         return first, last
 
     @property
@@ -375,9 +376,9 @@ class Config:
                 continue
             largest = AUGMENTATIONS.get(name)
             unknown = f"unknown {name!r} in {self.augment!r}; allowed: {allowed}"
-            _check(largest is not None, "--augment", unknown)
+            _check(largest is not None, "augment", unknown)
             valid = (_is_number(size) and 1 <= int(size) <= largest) if largest else not size
-            _check(valid, "--augment", f"{part!r}: allowed: {allowed}")
+            _check(valid, "augment", f"{part!r}: allowed: {allowed}")
             parsed.append((name, int(size or 0)))
         return tuple(parsed)
 
@@ -394,32 +395,32 @@ class Config:
     def _validate_selection_and_scale(self) -> None:
         _check(
             not (self.monitor or "").startswith("val_") or self.validation_split > 0,
-            "--monitor",
+            "monitor",
             f"{self.monitor} needs a validation split (--validation-split F with 0 < F < 1)",
         )
         nothing = "nothing to monitor: add --validation-split F, or --monitor train_loss"
-        _check(self.early_stopping is None or self.monitored, "--early-stopping", nothing)
-        _check(not self.plateau_schedule or self.monitored, "--schedule", f"plateau has {nothing}")
+        _check(self.early_stopping is None or self.monitored, "early_stopping", nothing)
+        _check(not self.plateau_schedule or self.monitored, "schedule", f"plateau has {nothing}")
         _check(
             self.devices == "auto" or (_is_number(self.devices) and int(self.devices) >= 1),
-            "--devices",
+            "devices",
             f"must be auto or a number >= 1, got {self.devices!r}",
         )
         most_seeds = MAX_SEED - self.seed + 1
         _check(
             1 <= self.seeds <= most_seeds,
-            "--seeds",
+            "seeds",
             f"must be 1 .. {most_seeds} (seeds --seed .. --seed + K - 1 must stay <= {MAX_SEED}, "
             f"as JAX seeds are 32-bit), got {self.seeds}",
         )
         if self.lr_sweep is not None:
-            _check(len(self.lr_sweep) >= 1, "--lr-sweep", "needs at least one learning rate")
+            _check(len(self.lr_sweep) >= 1, "lr_sweep", "needs at least one learning rate")
             for lr in self.lr_sweep:
-                _check_lr("--lr-sweep", lr)
+                _check_lr("lr_sweep", lr)
             repeated = sorted({lr for lr in self.lr_sweep if self.lr_sweep.count(lr) > 1})
             _check(
                 not repeated,
-                "--lr-sweep",
+                "lr_sweep",
                 f"lists {', '.join(f'{lr:g}' for lr in repeated)} more than once; give each "
                 "learning rate once (--seeds K repeats each one K times)",
             )
@@ -427,14 +428,14 @@ class Config:
             host, _, port = self.coordinator.rpartition(":")
             _check(
                 bool(host) and _is_number(port) and 1 <= int(port) <= 65535,
-                "--coordinator",
+                "coordinator",
                 f"expected host:port with a port 1..65535, e.g. 10.0.0.1:1234, "
                 f"got {self.coordinator!r}",
             )
         _check(
             self.process_id is None
             or (self.num_processes is not None and 0 <= self.process_id < self.num_processes),
-            "--process-id",
+            "process_id",
             f"must be in 0 .. --num-processes - 1, got {self.process_id} "
             f"(--num-processes {self.num_processes})",
         )
@@ -460,9 +461,8 @@ class Config:
         try:
             return cls(**{name: value for name, value in saved.items() if name in known})
         except ConfigError as error:
-            field = error.flag.removeprefix("--").replace("-", "_")
-            problem = str(error).removeprefix(f"{error.flag}: ")
-            raise ConfigError(source, f'"{field}" {problem} (edited by hand?)') from None
+            message = f'"{error.argument}" {error.message} (edited by hand?)'
+            raise ConfigError(source, message) from None
         except (TypeError, ValueError) as error:  # e.g. a number where a list belongs
             raise ConfigError(source, f"a value has the wrong type ({error})") from None
 
@@ -477,30 +477,28 @@ def _elastic(part: str, allowed: str) -> Augmentation:
     numbers = part.split(":")[1:]
     message = f"{part!r}: elastic takes ALPHA:SIGMA, e.g. elastic:34:4; allowed: {allowed}"
     decimal = [n.replace(".", "", 1) for n in numbers]  # 34, 4.5: ASCII digits, one point
-    _check(len(numbers) == 2 and all(map(_is_number, decimal)), "--augment", message)
+    _check(len(numbers) == 2 and all(map(_is_number, decimal)), "augment", message)
     values = tuple(float(n) for n in numbers)
     for (what, (low, high)), value in zip(ELASTIC_BOUNDS.items(), values, strict=True):
-        _check(
-            low <= value <= high, "--augment", f"{part!r}: {what} must be in [{low:g}, {high:g}]"
-        )
+        _check(low <= value <= high, "augment", f"{part!r}: {what} must be in [{low:g}, {high:g}]")
     return ("elastic", *values)
 
 
-def _check_path(flag: str, path: str | None) -> None:
+def _check_path(field: str, path: str | None) -> None:
     if path is None:
         return
-    _check(path != "", flag, "is empty (an unset shell variable?); give a folder")
+    _check(path != "", field, "is empty (an unset shell variable?); give a folder")
     shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    _check(shown == path, flag, f"{shown!r} is not valid UTF-8; rename it or choose another")
+    _check(shown == path, field, f"{shown!r} is not valid UTF-8; rename it or choose another")
 
 
-def _check_lr(flag: str, lr: float) -> None:
+def _check_lr(field: str, lr: float) -> None:
     """Training computes in float32: a smaller lr would round to 0, a larger one to inf."""
     normal = f"[{FLOAT32_TINY:.3g}, {FLOAT32_MAX:.3g}]"
     message = f"must be a finite number > 0 in float32's normal range {normal}, got {lr}"
-    _check(FLOAT32_TINY <= lr <= FLOAT32_MAX, flag, message)
+    _check(FLOAT32_TINY <= lr <= FLOAT32_MAX, field, message)
 
 
-def _check(ok: Any, flag: str, message: str) -> None:
+def _check(ok: Any, field: str, message: str) -> None:
     if not ok:
-        raise ConfigError(flag, message)
+        raise ConfigError(field, message)

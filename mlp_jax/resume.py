@@ -345,7 +345,7 @@ def dataset_of(
     differing = [n for n in DATASET_FACTS if n not in moved_name and saved.get(n) != facts[n]]
     if differing:
         raise ConfigError(
-            "--idx-dir" if config.idx_dir is not None else "--data-dir",
+            "idx_dir" if config.idx_dir is not None else "data_dir",
             "the dataset loads differently now than in training "
             f"({', '.join(f'{n} {saved.get(n)} -> {facts[n]}' for n in differing)})",
         )

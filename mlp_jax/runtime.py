@@ -46,7 +46,7 @@ def use_compilation_cache(setting: str, log: Callable[[str], None] = print) -> P
         reason = f"cannot write {folder}: {error.strerror or error}"
         if setting != "auto":
             raise ConfigError(
-                "--compilation-cache", f"{reason}; give a writable folder or off"
+                "compilation_cache", f"{reason}; give a writable folder or off"
             ) from None
         log(f"compilation cache off: {reason} (--compilation-cache DIR names another)")
         folder = None

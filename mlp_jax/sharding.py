@@ -36,7 +36,7 @@ def initialize_distributed(config: Config) -> None:
         return
     if config.coordinator is None and not launched and (config.num_processes or 1) > 1:
         raise ConfigError(
-            "--coordinator",
+            "coordinator",
             f"--num-processes {config.num_processes} needs --coordinator host:port (the "
             "address of process 0), unless a SLURM, Open MPI or TPU launcher provides it",
         )
@@ -58,7 +58,7 @@ def initialize_distributed(config: Config) -> None:
         except Exception as error:  # jax raises ValueError/RuntimeError/XlaRuntimeError here
             reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
             raise ConfigError(
-                "--coordinator",
+                "coordinator",
                 f"could not join the processes at {where} within --coordinator-timeout "
                 f"{config.coordinator_timeout}s ({type(error).__name__}: {reason}); start every "
                 "process with the same --coordinator and --num-processes, process 0 first",
@@ -123,11 +123,11 @@ def make_mesh(config: Config) -> Mesh:
     count = available if config.devices == "auto" else int(config.devices)
     if count > available:
         raise ConfigError(
-            "--devices", f"asks for {count} devices but {available} are visible; use auto"
+            "devices", f"asks for {count} devices but {available} are visible; use auto"
         )
     if jax.process_count() > 1 and count != available:
         raise ConfigError(
-            "--devices",
+            "devices",
             f"with {jax.process_count()} processes the mesh spans all {available} devices; "
             "use auto",
         )
@@ -145,7 +145,7 @@ def check_batch_divides(batch_size: int, num_devices: int) -> None:
     below = batch_size // num_devices * num_devices
     nearest = f"{below} or {below + num_devices}" if below > 0 else f"{num_devices}"
     raise ConfigError(
-        "--batch-size",
+        "batch_size",
         f"the global batch {batch_size} does not split evenly over {num_devices} devices; "
         f"use a multiple of {num_devices}, e.g. {nearest}",
     )

@@ -25,7 +25,7 @@ def build_model(config: Config, dataset: Dataset) -> MLP:
     """The MLP that `config` describes, normalising with the train split's statistics."""
     mean, std = train_mean_std(dataset.train_images)
     if std == 0:  # standardising would divide by 0; scaling would train on a constant
-        flag = "--idx-dir" if config.idx_dir is not None else "--dataset"
+        flag = "idx_dir" if config.idx_dir is not None else "dataset"
         raise ConfigError(
             flag,
             f"every pixel of every training image of {dataset.name} is {round(mean * 255)} "
@@ -177,7 +177,7 @@ def check_memory(config: Config, dataset: Dataset, device: jax.Device) -> None:
     if total > free:
         parts = ", ".join(f"{name} {_bytes(size)}" for name, size in needs.items())
         raise ConfigError(
-            "--hidden" if config.hidden is not None else "--layers",
+            "hidden" if config.hidden is not None else "layers",
             f"this run needs about {_bytes(total)} ({parts}) but {what}; use fewer or narrower "
             "layers, a smaller --batch-size, or fewer models (--seeds/--lr-sweep)",
         )

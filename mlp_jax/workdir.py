@@ -56,7 +56,7 @@ class RunFileError(ConfigError):
     """config.json or metrics.jsonl is not what a run writes (edited by hand or corrupted)."""
 
     def __init__(self, where: str, problem: str, advice: str):
-        super().__init__("--workdir", f"{where}: {problem}; {advice}")
+        super().__init__("workdir", f"{where}: {problem}; {advice}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +170,7 @@ class Workdir:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise WorkdirBusy(
-                    "--workdir",
+                    "workdir",
                     f"{self.shown} is in use by {_holder(fd)}; wait for that run to end (or stop "
                     "it), or use another --workdir",
                 ) from None
@@ -224,7 +224,7 @@ def open_workdir(
                 os.rename(workdir.path, aside)  # with its lock: lock the new DIR too
             except OSError as error:
                 raise ConfigError(
-                    "--fresh", f"cannot move the run in {workdir.shown} aside: {error.strerror}"
+                    "fresh", f"cannot move the run in {workdir.shown} aside: {error.strerror}"
                 ) from None
             parent = os.path.dirname(os.path.normpath(workdir.shown))
             shown = os.path.join(parent, os.path.basename(aside))
@@ -234,7 +234,7 @@ def open_workdir(
             path = workdir.file(name)
             if os.path.exists(path) and os.path.isdir(path) != is_dir:
                 raise ConfigError(
-                    "--workdir",
+                    "workdir",
                     f"{workdir.show(name)} is {'a file' if is_dir else 'a directory'}, where the "
                     f"run keeps its {'checkpoints' if is_dir else name}; move it away, or start "
                     "over with --fresh (moves the run aside)",
@@ -245,12 +245,12 @@ def open_workdir(
 def _create(workdir: Workdir) -> Workdir:
     if os.path.exists(workdir.path) and not os.path.isdir(workdir.path):
         raise ConfigError(
-            "--workdir", f"{workdir.shown} is a file; expected a directory (new or empty)"
+            "workdir", f"{workdir.shown} is a file; expected a directory (new or empty)"
         )
     try:
         os.makedirs(workdir.path, exist_ok=True)
     except OSError as error:
-        raise ConfigError("--workdir", f"cannot create {workdir.shown}: {reason(error)}") from None
+        raise ConfigError("workdir", f"cannot create {workdir.shown}: {reason(error)}") from None
     return workdir
 
 

@@ -122,7 +122,7 @@ def test_augment_flag_parses_in_order_and_rejects_bad_specs():
         ("elastic:34:0.5", "SIGMA must be in \\[1, 10\\]"),
         ("elastic:101:4", "ALPHA must be in \\[0, 100\\]"),
     ]:
-        with pytest.raises(ConfigError, match=f"--augment: .*{message}"):
+        with pytest.raises(ConfigError, match=f"^augment: .*{message}"):
             Config(augment=bad)
     assert Config(augment="elastic:34:4,shift:1").augmentations == (
         ("elastic", 34.0, 4.0),
@@ -218,7 +218,7 @@ def test_tta_flip_averages_the_logits_of_each_image_and_its_mirror():
     chex.assert_trees_all_equal(
         flipped.apply(variables, images, train=True), plain.apply(variables, images, train=True)
     )
-    with pytest.raises(ConfigError, match="--tta: unknown 'rotate'; allowed: none, flip"):
+    with pytest.raises(ConfigError, match="^tta: unknown 'rotate'; allowed: none, flip"):
         Config(tta="rotate")
 
 

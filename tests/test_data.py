@@ -172,7 +172,7 @@ def test_load_idx_dir_reports_a_bad_file_against_its_directory(tmp_path, damage,
     with pytest.raises(ConfigError, match=message) as raised:
         data.load_idx_dir(tmp_path)
 
-    assert raised.value.flag == "directory"  # the CLI says --idx-dir
+    assert raised.value.argument == "directory"  # the CLI says --idx-dir
     assert "\n" not in str(raised.value)
 
 
@@ -180,7 +180,7 @@ def test_load_idx_dir_lists_the_expected_files_when_the_folder_is_missing(tmp_pa
     with pytest.raises(ConfigError, match="does not exist.*t10k-labels-idx1-ubyte") as raised:
         data.load_idx_dir(tmp_path / "nowhere")
 
-    assert raised.value.flag == "directory"  # the CLI says --idx-dir
+    assert raised.value.argument == "directory"  # the CLI says --idx-dir
 
 
 def test_load_idx_dir_rejects_a_file_in_place_of_a_folder(tmp_path):
@@ -190,7 +190,7 @@ def test_load_idx_dir_rejects_a_file_in_place_of_a_folder(tmp_path):
     with pytest.raises(ConfigError, match="not a directory") as raised:
         data.load_idx_dir(path)
 
-    assert raised.value.flag == "directory"  # the CLI says --idx-dir
+    assert raised.value.argument == "directory"  # the CLI says --idx-dir
 
 
 def test_load_dataset_prefers_idx_dir_over_dataset(tmp_path):
@@ -355,7 +355,7 @@ def test_offline_fashion_mnist_asks_for_idx_dir_or_a_prepared_copy(tmp_path, mon
     with pytest.raises(ConfigError, match="offline.*--idx-dir") as raised:
         data.load_dataset(Config(dataset="fashion_mnist", data_dir=str(tmp_path)))
 
-    assert raised.value.flag == "dataset"
+    assert raised.value.argument == "dataset"
 
 
 @needs_tfds
@@ -371,7 +371,7 @@ def test_unusable_dataset_names_are_config_errors(tmp_path, name, message):
     with pytest.raises(ConfigError, match=message) as raised:
         data.load_dataset(Config(dataset=name, data_dir=str(tmp_path)))
 
-    assert raised.value.flag == "dataset"
+    assert raised.value.argument == "dataset"
 
 
 @needs_tfds
@@ -384,7 +384,7 @@ def test_manual_dir_must_hold_every_original_file(tmp_path):
     with pytest.raises(ConfigError, match="lacks t10k-images-idx3-ubyte.gz") as raised:
         data.load_tfds("mnist", data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual")
 
-    assert raised.value.flag == "manual_dir"
+    assert raised.value.argument == "manual_dir"
 
 
 # The network probe.
@@ -532,7 +532,7 @@ def test_split_leaving_a_class_without_train_or_validation_image_is_refused(coun
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, float("nan")])
 def test_validation_fraction_outside_zero_one_is_refused(fraction):
-    with pytest.raises(ConfigError, match="--validation-split"):
+    with pytest.raises(ConfigError, match="^validation_split: "):
         Config(validation_split=fraction)
 
 

@@ -33,7 +33,7 @@ def test_profile_spells_epochs_within_the_run():
     assert Config(workdir="w", profile="1").profiled_epochs == (1, 1)
     assert Config().profiled_epochs is None
     for bad in ("0", "3:2", "11", "1:2:3", "a", "1:"):
-        with pytest.raises(ConfigError, match="--profile: must be A:B or A"):
+        with pytest.raises(ConfigError, match="^profile: must be A:B or A"):
             Config(workdir="w", profile=bad)
-    with pytest.raises(ConfigError, match="--profile: needs --workdir"):
+    with pytest.raises(ConfigError, match="^profile: needs --workdir"):
         Config(profile="1")

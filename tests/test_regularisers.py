@@ -139,11 +139,11 @@ def test_normalize_none_feeds_the_raw_pixel_values():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"input_dropout": 1.0}, "--input-dropout: must be in"),
-        ({"max_norm": 0.0}, "--max-norm: must be > 0"),
-        ({"label_smoothing": 1.0}, "--label-smoothing: must be in"),
-        ({"ema": 1.0}, "--ema: must be in"),
-        ({"loss": "l1"}, "--loss: unknown 'l1'; allowed: cross_entropy, mse"),
+        ({"input_dropout": 1.0}, "^input_dropout: must be in"),
+        ({"max_norm": 0.0}, "^max_norm: must be > 0"),
+        ({"label_smoothing": 1.0}, "^label_smoothing: must be in"),
+        ({"ema": 1.0}, "^ema: must be in"),
+        ({"loss": "l1"}, "^loss: unknown 'l1'; allowed: cross_entropy, mse"),
     ],
 )
 def test_bad_regulariser_values_are_refused(changes, message):

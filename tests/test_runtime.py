@@ -61,5 +61,5 @@ def test_compilation_cache_folder_is_resolved_from_the_current_folder(tmp_path, 
 def test_an_uncreatable_cache_folder_is_a_config_error(tmp_path):
     (tmp_path / "file").write_text("not a folder")
 
-    with pytest.raises(ConfigError, match="--compilation-cache.*cannot write"):
+    with pytest.raises(ConfigError, match="^compilation_cache: .*cannot write"):
         use_compilation_cache(str(Path(tmp_path / "file" / "xla")))

@@ -97,7 +97,8 @@ def test_a_batch_or_epochs_that_do_not_fit_name_the_config_field_not_a_flag():
         check_fits(CONFIG.replace(batch_size=38), dataset)
     with pytest.raises(ConfigError, match=f"at most {most} epochs at batch size 10") as epochs:
         check_fits(CONFIG.replace(epochs=most + 1), dataset)
-    assert (batch.value.flag, epochs.value.flag) == ("batch_size", "epochs")  # the CLI maps them
+    # The CLI names the flags of these fields.
+    assert (batch.value.argument, epochs.value.argument) == ("batch_size", "epochs")
     assert "--" not in str(batch.value) + str(epochs.value)
 
 

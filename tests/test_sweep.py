@@ -101,9 +101,9 @@ def test_cli_parses_seeds_and_lr_sweep():
 
 
 def test_bad_sweep_flags_name_the_flag():
-    with pytest.raises(ConfigError, match="--seeds: must be 1 .. "):
+    with pytest.raises(ConfigError, match="^seeds: must be 1 .. "):
         Config(seeds=0)
-    with pytest.raises(ConfigError, match="--lr-sweep: must be a finite number > 0"):
+    with pytest.raises(ConfigError, match="^lr_sweep: must be a finite number > 0"):
         Config(lr_sweep=(0.1, -1.0))
 
 
