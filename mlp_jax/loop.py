@@ -203,8 +203,7 @@ class _Loop:
     def _log_model(self, states: TrainState, seconds: float) -> None:
         if self.num_models > 1:
             return self.log(report.describe_models(self.config, self._sizes(), self.lrs))
-        sizes, count = "-".join(map(str, self._sizes())), count_params(states.params)
-        self.log(f"model: {sizes} MLP, {count:,} parameters (initialised in {seconds:.2f}s)")
+        self.log(report.describe_model(self._sizes(), count_params(states.params), seconds))
         self.log(summary(self.model, self.dataset.image_shape))
         self.log(report.describe_training(self.config, self.batches, self.lrs[0]))
 

@@ -43,6 +43,12 @@ def describe_models(config: Any, sizes: Sequence[int], lrs: Sequence[float]) -> 
     )
 
 
+def describe_model(sizes: Sequence[int], num_params: int, seconds: float) -> str:
+    """The line a run of one model logs about it, e.g. "model: 784-16-10 MLP, ..."."""
+    shape = "-".join(map(str, sizes))
+    return f"model: {shape} MLP, {num_params:,} parameters (initialised in {seconds:.2f}s)"
+
+
 def describe_training(config: Any, batches: int, lr: float) -> str:
     return (
         f"training: {config.epochs} epochs x {batches} steps of batch {config.batch_size} "
