@@ -59,7 +59,8 @@ class Checkpointer:
         self.workdir = Workdir.of(workdir)
         self.directory = self.workdir.file(CHECKPOINTS)  # absolute, as orbax needs
         self.shown = self.workdir.show(CHECKPOINTS)  # as the user typed it: messages show this
-        # The newest `keep`, and with keep_best each model's selected epoch (`save` sets them).
+        # The newest `keep`, and with keep_best each model's selected epoch: `save` puts a
+        # CustomSteps policy in this list, which the AnyPreservationPolicy consults at each save.
         # (BestN would need one value for all models, and alone it evicts the newest:
         # google/orbax#526.)
         self._keep_best = keep_best
