@@ -49,6 +49,8 @@ class MLP(nn.Module):
             images = augment_images(self.make_rng("augment"), images, self.augmentations)
         mirrored = not train and self.test_flip
         if mirrored:  # one forward pass over [images; mirror images], averaged below
+            if images.ndim != 4:  # research code may pass flat images: mirroring needs rows
+                raise ValueError(f"test_flip needs images [B, H, W, C], got {images.shape}")
             images = jnp.concatenate([images, images[:, :, ::-1]])
         x = images.reshape((images.shape[0], -1))  # flatten any image shape: [B, H*W*C]
         if jnp.issubdtype(x.dtype, jnp.integer):
