@@ -1,10 +1,18 @@
 """Fixtures shared by the test files of the entry points that use a trained run."""
 
+import signal
+
 import pytest
 
 from mlp_jax import Config
 from mlp_jax.data import load_mnist_subset
 from mlp_jax.loop import train_and_evaluate
+
+# A suite started in the background (`cmd &`, nohup) inherits SIGINT ignored, and so would every
+# command it starts, which keeps an ignored SIGINT ignored: the Ctrl-C tests would then test
+# nothing (or hang). They stand for a user's foreground terminal, where SIGINT is live.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
