@@ -92,9 +92,12 @@ def run_config(config: Config, run_info: dict[str, Any], layer_sizes: list[int])
     }
 
 
-def check_resumable(config: Config, info: dict[str, Any], facts: dict[str, Any]) -> None:
-    """Raise ConfigError listing every MUST_MATCH field (and dataset fact) that differs."""
-    saved = Config.from_dict(info["config"])
+def check_resumable(
+    config: Config, info: dict[str, Any], facts: dict[str, Any], source: str = "config.json"
+) -> None:
+    """Raise ConfigError listing every MUST_MATCH field (and dataset fact) that differs, or
+    naming `source` if its config is not one a run writes."""
+    saved = Config.from_dict(info["config"], source)
     if saved.idx_dir is not None:  # older runs saved it as typed
         saved = saved.replace(idx_dir=os.path.abspath(saved.idx_dir))
     saved_facts = info.get("dataset", {})
@@ -140,7 +143,8 @@ def resume(
     progress = start
     if checkpoint is None:
         if os.path.exists(workdir.file(CONFIG)):
-            check_resumable(as_saved(config), workdir.read_config(), run_info["dataset"])
+            info, shown = workdir.read_config(), workdir.show(CONFIG)
+            check_resumable(as_saved(config), info, run_info["dataset"], shown)
         done, skipped = 0, ()
         where = f"{workdir.shown}: no checkpoint yet, starting at epoch 1"
     else:
