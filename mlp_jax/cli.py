@@ -29,7 +29,7 @@ UNSUPPORTED_JAX_FLAGS = {
 }
 # A library ConfigError names the argument it is about; a command names the flag that set it:
 # these, or a Config field's own flag (batch_size: --batch-size).
-ARGUMENT_FLAGS = {"directory": "--idx-dir", "fraction": "--validation-split"}
+ARGUMENT_FLAGS = {"directory": "--idx-dir", "fraction": "--validation-split", "model": "--model"}
 CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(Config))
 
 

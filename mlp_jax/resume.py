@@ -266,7 +266,7 @@ def restore_checkpoint(
     `model=None` means the model validation picked). Needs no dataset: the model (with its
     normalisation) is rebuilt from the saved record, so `ckpt.state.apply_fn` and
     `ckpt.state.params` are ready to use. Newer checkpoints that cannot be read are listed in
-    `ckpt.skipped`. Raises NoCheckpointError.
+    `ckpt.skipped`. Raises NoCheckpointError, or ConfigError("model") for a model not there.
     """
     workdir = Workdir.of(workdir)  # relative paths are relative to the current directory
     if not os.path.isdir(workdir.file(CHECKPOINTS)):
@@ -280,7 +280,7 @@ def restore_checkpoint(
     num_models = checkpoint.config.num_models
     if model is not None and not 0 <= model < num_models:
         trained = f"models 0 .. {num_models - 1}" if num_models > 1 else "one model (model 0)"
-        raise NoCheckpointError(f"model {model}: the run in {workdir.shown} trained {trained}")
+        raise ConfigError("model", f"the run in {workdir.shown} trained {trained}, got {model}")
     if best:
         if model is None and num_models > 1:
             model = default_model(checkpoint.info)

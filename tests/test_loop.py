@@ -123,7 +123,9 @@ def test_a_model_that_is_not_there_is_one_line(run):
     cwd, k, _ = run
     code, _, err = cli(cwd, "--workdir", "run", "--model", "5", module="mlp_jax.evaluate")
     assert code == 2
-    one_line_error(err, "model 5")
+    one_line_error(
+        err, "--model: ", f"trained {'models 0 .. 1' if k > 1 else 'one model'}", "got 5"
+    )
 
 
 @pytest.mark.parametrize("k", [1, 2], ids=["K=1", "K=2"])
