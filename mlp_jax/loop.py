@@ -78,7 +78,7 @@ def train_and_evaluate(
     # Process 0 alone writes the workdir, so it alone holds the lock (for the whole run).
     with open_workdir(config, log, lock=sharding.is_main_process()) as workdir:
         mesh = sharding.make_mesh(config)
-        log(f"devices: {', '.join(str(d) for d in devices)}")
+        log(report.describe_devices(devices))
         log(sharding.describe(mesh))
         dataset = _load(config, dataset, log)
         check_memory(config, dataset, mesh.local_devices[0])  # this process's; before allocating

@@ -43,6 +43,11 @@ def describe_models(config: Any, sizes: Sequence[int], lrs: Sequence[float]) -> 
     )
 
 
+def describe_devices(devices: Sequence[Any]) -> str:
+    """The first line of a run: the devices JAX found, e.g. "devices: cpu:0"."""
+    return f"devices: {', '.join(str(d) for d in devices)}"
+
+
 def describe_model(sizes: Sequence[int], num_params: int, seconds: float) -> str:
     """The line a run of one model logs about it, e.g. "model: 784-16-10 MLP, ..."."""
     shape = "-".join(map(str, sizes))
