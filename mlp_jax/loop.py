@@ -264,10 +264,10 @@ class _Loop:
             return [CallbackWriter(self.on_epoch)]
         if not sharding.is_main_process() or self.log is _silent:
             return []
-        config, dataset = self.config, self.dataset
-        models = [{"seed": s, "peak_lr": lr} for s, lr in zip(self.seeds, self.lrs, strict=True)]
-        hparams = [{**config.to_dict(), **model} for model in models]  # a sweep's: per model
-        hparams = hparams if self.num_models > 1 else [config.to_dict()]
+        config, dataset, base = self.config, self.dataset, self.config.to_dict()
+        pairs = zip(self.seeds, self.lrs, strict=True)  # a sweep's models: their seed and lr
+        hparams = [{**base, "seed": s, "peak_lr": lr} for s, lr in pairs]
+        hparams = hparams if self.num_models > 1 else [base]
         names = class_names(dataset.name, dataset.num_classes)
         return default_writers(config, self.workdir, self.log, done, self.batches, names, hparams)
 
