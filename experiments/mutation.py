@@ -298,14 +298,14 @@ MUTANTS = [
     Mutant(
         "state.epoch_keys_constant",
         "mlp_jax/state.py",
-        "jax.vmap(lambda seed: jax.random.fold_in(data_key(seed), epoch))(seeds)",
-        "jax.vmap(lambda seed: data_key(seed))(seeds)",
+        "jax.vmap(lambda seed: jax.random.fold_in(data_key(seed), epoch))",
+        "jax.vmap(lambda seed: data_key(seed))",
         SWEEP,
     ),
     Mutant(
         "state.lr_not_injected",
         "mlp_jax/state.py",
-        "        return with_learning_rate(state, lr)\n",
+        "        return state if lr is None else with_learning_rate(state, lr)\n",
         "        return state\n",
         SWEEP,
     ),

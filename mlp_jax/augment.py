@@ -1,8 +1,6 @@
 """Data augmentation on the device: random shifts, mirror images, erased squares and elastic
-distortions, in the step.
-
-Pure functions of (key, images): the model calls them in training mode with a key derived from
-the step, so the training set stays uint8 on the device and a run stays reproducible bit for bit.
+distortions. Pure functions of (key, images): the model calls them in training mode with a key
+derived from the step, so the training set stays uint8 on the device and runs stay reproducible.
 """
 
 from __future__ import annotations
@@ -24,13 +22,11 @@ def augment_images(
     `augmentations` is `Config.augmentations`, e.g. (("flip", 0), ("shift", 2)); they are applied
     in that order, each with its own key folded from `key`.
     """
+    operations = {"shift": random_shift, "erase": random_erase, "elastic": random_elastic}
     for index, (name, *sizes) in enumerate(augmentations):
         op_key = jax.random.fold_in(key, index)
-        if name == "flip":
-            images = random_flip(op_key, images)
-        else:
-            operation = {"shift": random_shift, "erase": random_erase, "elastic": random_elastic}
-            images = operation[name](op_key, images, *sizes)
+        flip = name == "flip"  # ("flip", 0): its 0 is no size
+        images = random_flip(op_key, images) if flip else operations[name](op_key, images, *sizes)
     return images
 
 
@@ -41,10 +37,8 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
 
 
 def random_shift(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array:
-    """Translate each image by (dy, dx), each uniform in -max_shift .. max_shift; zeros fill in.
-
-    out[i, j] = images[i - dy, j - dx] where that is inside the image, else 0 (black).
-    """
+    """Translate each image by (dy, dx), each uniform in -max_shift .. max_shift: out[i, j] =
+    images[i - dy, j - dx] where that is inside the image, else 0 (black)."""
     _, height, width, channels = images.shape
     offsets = jax.random.randint(key, (images.shape[0], 2), -max_shift, max_shift + 1)
     padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
@@ -57,11 +51,9 @@ def random_shift(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array
 
 
 def random_erase(key: jax.Array, images: jax.Array, size: int) -> jax.Array:
-    """With probability 1/2, set a size x size square of each image to 0, at a uniform position.
-
-    Random erasing (Zhong et al., "Random Erasing Data Augmentation", AAAI 2020) with a fixed
-    square that lies wholly inside the image; a side longer than the image's is cut to it.
-    """
+    """With probability 1/2, set a size x size square of each image to 0, at a uniform position:
+    random erasing (Zhong et al., AAAI 2020) with a fixed square wholly inside the image (a side
+    longer than the image's is cut to it)."""
     batch, height, width, _ = images.shape
     size = min(size, height, width)
     erase_key, row_key, col_key = jax.random.split(key, 3)
@@ -78,16 +70,13 @@ def random_elastic(key: jax.Array, images: jax.Array, alpha: float, sigma: float
     """Simard et al. 2003's elastic distortion, a new field for each image: uniform(-1, 1)
     displacements per pixel, smoothed by a Gaussian of std `sigma` pixels, scaled by `alpha`;
     each pixel is read (bilinearly) from where its displacement points, black outside the image.
-    Integer images are rounded back to their dtype.
-
-    The Gaussian is two small matmuls, not dm_pix.elastic_deformation: its depthwise convolution
-    made the whole function about 16x slower on a 2-core CPU (batch 128 of 28x28 images).
+    Integer images are rounded back to their dtype. The Gaussian is two small matmuls, not
+    dm_pix.elastic_deformation, whose depthwise convolution was ~16x slower on a 2-core CPU.
     """
     batch, height, width, channels = images.shape
     noise = jax.random.uniform(key, (batch, 2, height, width), minval=-1.0, maxval=1.0)
-    field = alpha * jnp.einsum(
-        "bkhw,hu,wv->bkuv", noise, _gaussian(height, sigma), _gaussian(width, sigma)
-    )
+    blur_rows, blur_cols = _gaussian(height, sigma), _gaussian(width, sigma)
+    field = alpha * jnp.einsum("bkhw,hu,wv->bkuv", noise, blur_rows, blur_cols)
     rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
     where = jnp.stack([rows, cols]).astype(jnp.float32) + field  # [B, 2, H, W]: (row, col)
 

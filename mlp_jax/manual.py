@@ -1,7 +1,6 @@
 """Backprop by hand: a Dense layer and a ReLU whose backward passes are the lectures' formulas.
 
 Both are `jax.custom_vjp` functions, so JAX calls our backward pass instead of deriving its own.
-`ManualMLP` is the ReLU `MLP` of model.py built from them: same parameter names, same init.
 """
 
 from __future__ import annotations
@@ -22,10 +21,6 @@ def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
     return y if bias is None else y + bias
 
 
-def _dense_forward(x, kernel, bias):
-    return dense(x, kernel, bias), (x, kernel, bias is None)
-
-
 def _dense_backward(saved, e):
     x, kernel, no_bias = saved
     # The lectures write Y = W X with examples as columns: dX = W^T E, dW = E X^T. With examples
@@ -36,7 +31,7 @@ def _dense_backward(saved, e):
     return dx, dkernel, dbias
 
 
-dense.defvjp(_dense_forward, _dense_backward)
+dense.defvjp(lambda x, w, b: (dense(x, w, b), (x, w, b is None)), _dense_backward)
 
 
 @jax.custom_vjp
@@ -45,15 +40,8 @@ def relu(x: jax.Array) -> jax.Array:
     return jnp.maximum(x, 0)
 
 
-def _relu_forward(x):
-    return relu(x), x
-
-
-def _relu_backward(x, e):
-    return (jnp.where(x > 0, e, 0.0),)  # dL/dX = step(X) . E (ReLU layer)
-
-
-relu.defvjp(_relu_forward, _relu_backward)
+# dL/dX = step(X) . E (ReLU layer)
+relu.defvjp(lambda x: (relu(x), x), lambda x, e: (jnp.where(x > 0, e, 0.0),))
 
 
 class ManualDense(nn.Module):
@@ -64,19 +52,15 @@ class ManualDense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
-        bias = None
-        if self.use_bias:
-            bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        init = nn.initializers
+        kernel = self.param("kernel", init.lecun_normal(), (x.shape[-1], self.features))
+        bias = self.param("bias", init.zeros_init(), (self.features,)) if self.use_bias else None
         return dense(x, kernel, bias)
 
 
 class ManualMLP(nn.Module):
-    """images -> logits like `MLP` with ReLU and no dropout, backpropagated by `dense` and `relu`.
-
-    Its params have MLP's names and init, so a state built from it is interchangeable with one
-    built from `MLP(hidden_sizes, num_classes, use_bias=..., mean=..., std=...)`.
-    """
+    """The ReLU `MLP` of model.py without dropout, backpropagated by `dense` and `relu`: same
+    parameter names and init, so its states are interchangeable with MLP's."""
 
     hidden_sizes: Sequence[int]
     num_classes: int
@@ -99,13 +83,8 @@ class ManualMLP(nn.Module):
         """The ManualMLP that computes what `model` computes; only ReLU without dropout."""
         if model.activation != "relu" or model.dropout_rate > 0:
             raise ValueError(
-                f"ManualMLP has hand-written backprop for ReLU without dropout only; got "
-                f"activation {model.activation!r}, dropout {model.dropout_rate}"
+                f"ManualMLP backpropagates ReLU without dropout only; got {model.activation!r}, "
+                f"dropout {model.dropout_rate}"
             )
-        return cls(
-            hidden_sizes=tuple(model.hidden_sizes),
-            num_classes=model.num_classes,
-            use_bias=model.use_bias,
-            mean=model.mean,
-            std=model.std,
-        )
+        m = model
+        return cls(tuple(m.hidden_sizes), m.num_classes, m.use_bias, m.mean, m.std)

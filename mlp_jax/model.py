@@ -1,7 +1,5 @@
-"""The multi-layer perceptron: Dense layers with non-linearities between them, a flax linen module.
-
-It takes raw uint8 images and does the conversion and normalisation itself, so they run inside the
-compiled step and the training set can stay on the device as uint8.
+"""The multi-layer perceptron, a flax linen module. It takes raw uint8 images and converts and
+normalises them itself, inside the compiled step, so the training set stays on the device as uint8.
 """
 
 from __future__ import annotations
@@ -21,14 +19,12 @@ ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid, "gelu": 
 class MLP(nn.Module):
     """images uint8[B, *image_shape] (or float in [0, 1]) -> logits float32[B, num_classes].
 
-    `hidden_sizes=()` is the lectures' one-layer softmax classifier (template matching).
-    `mean` and `std` are the normalisation constants in [0, 1] pixel units: (0, 1) for "scale",
-    the train-set mean and std for "standardize", (0, 1/255) for "none" (raw 0..255 values).
-    In training mode (`train=True`), `augmentations` change the images first, with keys from the
-    "augment" rng stream (augment.py), and `input_dropout_rate` drops pixels to black.
-    Otherwise, `test_flip=True` returns the mean of the logits of each image [B, H, W, C] and of
-    its mirror image (test-time augmentation: --tta flip). `dtype` is the Dense layers' compute
-    dtype (--dtype bfloat16: mixed precision); params stay float32 and the logits come out float32.
+    `hidden_sizes=()` is the lectures' one-layer softmax classifier (template matching). `mean`
+    and `std` normalise in [0, 1] pixel units. In training mode, `augmentations` change the images
+    first (keys from the "augment" rng stream) and `input_dropout_rate` drops pixels to black.
+    Otherwise `test_flip=True` averages the logits of each image [B, H, W, C] and of its mirror
+    image (--tta flip). `dtype` is the Dense layers' compute dtype (bfloat16: mixed precision);
+    params and logits stay float32.
     """
 
     hidden_sizes: Sequence[int]
@@ -78,6 +74,7 @@ def layer_sizes(input_size: int, model: MLP) -> list[int]:
 
 
 def count_params(params) -> int:
+    """The number of scalars in `params` (any pytree of arrays)."""
     return sum(leaf.size for leaf in jax.tree.leaves(params))
 
 
@@ -103,11 +100,9 @@ def mlp_from_config(config: Config, num_classes: int, mean: float = 0.0, std: fl
 
 
 def summary(model: MLP, image_shape: Sequence[int]) -> str:
-    """flax's table of the model for one uint8 image: each layer's input and output shapes and
-    its parameters (shapes, count, bytes), and the total. Plain text, no terminal colours.
-    """
+    """flax's table of the model for one uint8 image (each layer's shapes and parameters, and the
+    total), as plain text without terminal colours."""
     sample = jnp.zeros((1, *image_shape), jnp.uint8)
-    table = nn.tabulate(
-        model, jax.random.PRNGKey(0), console_kwargs={"width": 100, "force_terminal": False}
-    )
-    return "\n".join(line.rstrip() for line in table(sample, train=False).strip("\n").splitlines())
+    console = {"width": 100, "force_terminal": False}
+    table = nn.tabulate(model, jax.random.PRNGKey(0), console_kwargs=console)(sample, train=False)
+    return "\n".join(line.rstrip() for line in table.strip("\n").splitlines())

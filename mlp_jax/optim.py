@@ -1,7 +1,6 @@
-"""The optax optimizer and learning-rate schedule that a Config asks for.
-
-The peak learning rate is an injected hyperparameter (it lives in the optimizer state), so a
-learning-rate sweep can vmap over train states that differ only in it.
+"""The optax optimizer and learning-rate schedule that a Config asks for. The peak learning rate
+is an injected hyperparameter (it lives in the optimizer state), so a learning-rate sweep can vmap
+over train states that differ only in it.
 """
 
 from __future__ import annotations
@@ -23,25 +22,21 @@ def make_schedule(
     if config.schedule in ("constant", "plateau"):  # plateau: scaled by `plateau_scale` on top
         return optax.constant_schedule(peak)
     if config.schedule == "step":  # PyTorch's StepLR: lr * gamma ** (epoch // step_every)
-        return optax.exponential_decay(
-            peak, config.step_every * steps_per_epoch, config.gamma, staircase=True
-        )
+        every = config.step_every * steps_per_epoch
+        return optax.exponential_decay(peak, every, config.gamma, staircase=True)
     if config.schedule == "exponential":  # lr * gamma ** epoch, decayed smoothly every step
         return optax.exponential_decay(peak, steps_per_epoch, config.gamma)
     if config.schedule == "cosine":
         return optax.cosine_decay_schedule(peak, total_steps)
     # warmup_cosine, the last name Config.validate allows
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    return optax.warmup_cosine_decay_schedule(
-        0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1)
-    )
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1))
 
 
 def max_norm(max_norm: float) -> optax.GradientTransformation:
-    """Max-norm constraint (Srivastava et al. 2014): after the update, each unit's incoming weight
-    vector, a column of a Dense kernel [fan_in, units], has L2 norm <= max_norm; a longer one is
-    scaled down onto the sphere. Biases are left alone. Put it last in a chain: it needs the
-    final updates and the params (as optax.keep_params_nonnegative does).
+    """Max-norm constraint (Srivastava et al. 2014): after the update, each column of a Dense
+    kernel [fan_in, units] (a unit's incoming weights) is scaled down to L2 norm <= max_norm;
+    biases are left alone. Put it last in a chain: it needs the final updates and the params.
     """
 
     def constrain(update: jax.Array, param: jax.Array) -> jax.Array:
@@ -63,10 +58,8 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransf
     -> the max-norm constraint (optional); with --grad-accum N all of it inside optax.MultiSteps,
     which applies it to the mean gradient of every N batches (its schedule counts those)."""
     # Without accumulation the int is kept: float step counts could change the schedule's bits.
-    updates_per_epoch = (
-        steps_per_epoch / config.grad_accum if config.grad_accum > 1 else steps_per_epoch
-    )
-    shape = make_schedule(config, updates_per_epoch, peak_lr=1.0)
+    accum = config.grad_accum
+    shape = make_schedule(config, steps_per_epoch / accum if accum > 1 else steps_per_epoch, 1.0)
 
     def optimizer(learning_rate: float) -> optax.GradientTransformation:
         core = _CORE[config.optimizer](lambda count: learning_rate * shape(count), config)
@@ -79,9 +72,8 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransf
             core = optax.chain(core, _scale_by_plateau(config))
         if config.max_norm is not None:  # last: it projects the params after the whole update
             core = optax.chain(core, max_norm(config.max_norm))
-        if config.grad_accum > 1:  # inside inject_hyperparams: the peak lr stays where it was
-            core = optax.MultiSteps(core, every_k_schedule=config.grad_accum)
-            core = core.gradient_transformation()
+        if accum > 1:  # inside inject_hyperparams: the peak lr stays where it was
+            core = optax.MultiSteps(core, every_k_schedule=accum).gradient_transformation()
         return core
 
     return optax.inject_hyperparams(optimizer)(learning_rate=config.lr)
@@ -98,19 +90,14 @@ _CORE = {
 
 
 # ------------------------------------------------------------------------ the plateau schedule
-# optax.contrib.reduce_on_plateau needs the monitored value in every update, but the value exists
-# only after an evaluation, and flax's TrainState.apply_gradients passes no extra arguments. So
-# the training step only applies the current scale (`_scale_by_plateau`), and after each
-# evaluation `step_plateau` runs reduce_on_plateau's own update on that state with the value.
+# optax.contrib.reduce_on_plateau needs the monitored value in every update, but it exists only
+# after an evaluation, and TrainState.apply_gradients passes no extra arguments. So the training
+# step only applies the current scale, and `step_plateau` updates the state after each evaluation.
 # The state lives in the optimizer state: checkpoints and resume need no special case.
 
 
-def _reduce_on_plateau(config: Config) -> optax.GradientTransformationExtraArgs:
-    return reduce_on_plateau(
-        factor=config.plateau_factor,
-        patience=config.plateau_patience,
-        cooldown=config.plateau_cooldown,
-    )
+def _reduce_on_plateau(c: Config) -> optax.GradientTransformationExtraArgs:
+    return reduce_on_plateau(c.plateau_factor, c.plateau_patience, cooldown=c.plateau_cooldown)
 
 
 def _scale_by_plateau(config: Config) -> optax.GradientTransformation:
@@ -127,10 +114,8 @@ def _is_plateau(node) -> bool:
 
 
 def step_plateau(config: Config, opt_state, value: jax.Array):
-    """`opt_state` after one evaluation whose monitored value (lower is better) is `value`.
-
-    Runs optax's reduce_on_plateau update on the plateau state (a no-op without one), so patience,
-    cooldown and the factor are optax's logic. Pure: jit and vmap it (one value per model).
+    """`opt_state` after one evaluation whose monitored value (lower is better) is `value`, by
+    optax's reduce_on_plateau update (a no-op without it). Pure: jit and vmap it (one per model).
     """
     if config.schedule != "plateau":
         return opt_state

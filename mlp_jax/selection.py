@@ -1,9 +1,7 @@
 """Model selection on the host, between epochs: the monitored value, early stopping, the best epoch.
 
-The loop scores the validation split, turns the --monitor metric into a value to minimise, and
-feeds it to flax's EarlyStopping (and to the plateau schedule, optim.step_plateau). The state
-here is plain JSON so that it travels in each checkpoint's record and a resumed run stops
-exactly where an uninterrupted one would.
+Its state is plain JSON: it travels in each checkpoint's record, so a resumed run stops exactly
+where an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -18,10 +16,8 @@ from mlp_jax.config import Config
 
 
 def monitored_value(record: dict[str, Any], monitor: str) -> float | None:
-    """The value of `monitor` in an epoch's record, as a loss (lower is better); None if absent.
-
-    Accuracies are negated, so that one rule (smaller is better) serves every monitor.
-    """
+    """The value of `monitor` in an epoch's record, as a loss (lower is better; accuracies are
+    negated), or None if absent."""
     value = record.get(monitor)
     if value is None:
         return None
@@ -31,9 +27,7 @@ def monitored_value(record: dict[str, Any], monitor: str) -> float | None:
 @dataclasses.dataclass(frozen=True)
 class Selection:
     """Where model selection stands after some epochs: flax's EarlyStopping plus the best epoch.
-
-    `early_stopping.should_stop` is never set without --early-stopping (patience is infinite).
-    """
+    Without --early-stopping the patience is infinite: `should_stop` is never set."""
 
     monitor: str
     early_stopping: EarlyStopping
@@ -58,25 +52,22 @@ class Selection:
         return bool(self.early_stopping.should_stop)
 
     def to_json(self) -> dict[str, Any]:
-        stopper = self.early_stopping
-        best = float(stopper.best_metric)
+        """The state as JSON; `selection_from_json` reads it back."""
+        stop, best = self.early_stopping, float(self.early_stopping.best_metric)
         return {
             "monitor": self.monitor,
             "best_epoch": self.best_epoch,
             "best_value": best if math.isfinite(best) else None,  # JSON has no inf (none seen yet)
-            "patience_count": int(stopper.patience_count),
-            "should_stop": bool(stopper.should_stop),
-            "has_improved": bool(stopper.has_improved),
+            "patience_count": int(stop.patience_count),
+            "should_stop": bool(stop.should_stop),
+            "has_improved": bool(stop.has_improved),
         }
 
 
 def new_selection(config: Config) -> Selection | None:
-    """The selection state before epoch 1, or None when nothing is monitored.
-
-    --early-stopping P stops after P evaluations in a row without improvement (as Keras'
-    patience). flax's EarlyStopping stops when its count of such evaluations already reached
-    its `patience` before the update, that is after patience + 1 of them: so it gets P - 1.
-    """
+    """The selection state before epoch 1, or None when nothing is monitored. --early-stopping P
+    stops after P evaluations in a row without improvement (Keras' patience); flax's
+    EarlyStopping stops after its `patience` + 1 of them, so it gets P - 1."""
     if config.monitored is None:
         return None
     patience = math.inf if config.early_stopping is None else config.early_stopping - 1

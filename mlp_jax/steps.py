@@ -1,8 +1,6 @@
-"""Pure, compiled training and evaluation: one step, one whole epoch, one whole split.
-
-Everything here is a pure function of pytrees: no printing, no clocks, no host-side randomness.
-Batches are dicts `{"image": uint8[B, H, W, C], "label": int32[B]}`, optionally with
-`"mask": bool[B]` (False marks padding, which then counts for nothing).
+"""Pure, compiled training and evaluation (no printing, no clocks, no host-side randomness): one
+step, one whole epoch, one whole split. Batches are dicts `{"image": uint8[B, H, W, C], "label":
+int32[B]}`, optionally with `"mask": bool[B]` (False marks padding, which then counts for nothing).
 """
 
 from __future__ import annotations
@@ -33,8 +31,7 @@ class Loss:
 
     `kind` "cross_entropy": softmax cross-entropy; "mse": the TA deck's 1/2 sum_k (sigmoid(z_k) -
     y_k)^2 against one-hot targets y. `label_smoothing` A trains on (1 - A) * one_hot + A / classes.
-    Frozen, so equal losses compare equal in jit's cache. Your own loss needs no new kind: see
-    create_train_state.
+    Frozen, so equal losses compare equal in jit's cache.
     """
 
     kind: str = "cross_entropy"
@@ -57,12 +54,9 @@ class Loss:
 
 
 class TrainState(train_state.TrainState):
-    """flax TrainState (params, tx, opt_state, step) plus the PRNG key for dropout/augmentation.
-
-    Step t uses the key fold_in(rng, t), so a state alone determines the rest of training. `loss`
-    is the training loss (see create_train_state). With `ema_decay`, `ema_params` is the moving
-    average of the params after each step, and evaluation uses it; else it is None.
-    """
+    """flax TrainState plus the PRNG key for dropout/augmentation (step t uses fold_in(rng, t),
+    so a state alone determines the rest of training) and the training `loss`. With `ema_decay`,
+    `ema_params` is the moving average of the params, which evaluation uses; else it is None."""
 
     rng: jax.Array
     ema_params: Any = None
@@ -82,15 +76,12 @@ def create_train_state(
     """The initial state (params, optimizer state, the key for dropout and augmentation), built by
     one compiled program: a pure pytree (jit, vmap over seeds, meshes).
 
-    `model` is a linen module, its params initialised from `rng` and `sample_input` (any batch,
-    e.g. images[:1]), or an `nnx.Module` whose own nnx.Param weights are copied (the same for every
-    `rng`): its `__call__(self, images, *, train=False, rngs: nnx.Rngs | None = None)` returns
-    the logits, with `rngs` holding the streams "dropout" and "augment" in training (dropout is
-    `nnx.Dropout(rate)(x, deterministic=not train, rngs=rngs)`); other state (BatchNorm
-    statistics, a stored nnx.Rngs) raises ValueError. `loss` is any hashable callable
-    `(logits, labels, mask: bool[B] | None) -> scalar` averaging over the unmasked examples (a
-    Loss, or your own, e.g. a frozen dataclass); evaluate still reports the cross-entropy. With
-    `ema_decay`, the average starts at the initial params.
+    `model` is a linen module, its params initialised from `rng` and `sample_input` (e.g.
+    images[:1]), or an `nnx.Module` whose nnx.Param weights are copied: its `__call__(self,
+    images, *, train=False, rngs: nnx.Rngs | None = None)` returns the logits, `rngs` holding the
+    streams "dropout" and "augment" in training; other state (BatchNorm statistics, a stored
+    nnx.Rngs) raises ValueError. `loss` is any hashable `(logits, labels, mask: bool[B] | None) ->
+    scalar`, the mean over unmasked examples. With `ema_decay`, the average starts at the params.
     """
     options = {"tx": tx, "loss": loss, "ema_decay": ema_decay}
     nnx = sys.modules.get("flax.nnx")  # an NNX model means its user imported flax.nnx
@@ -101,9 +92,8 @@ def create_train_state(
         paths = ", ".join(".".join(map(str, path)) for path, _ in nnx.to_flat_state(rest))
         raise ValueError(
             f"create_train_state keeps only the nnx.Param weights of an NNX model, but "
-            f"{type(model).__name__} also holds {paths}: state such as BatchNorm statistics is "
-            "not supported, and dropout takes its rngs at call time, "
-            "nnx.Dropout(rate)(x, deterministic=not train, rngs=rngs), not in its constructor"
+            f"{type(model).__name__} also holds {paths}: BatchNorm statistics are not supported; "
+            "dropout takes its rngs at call time: nnx.Dropout(rate)(x, ..., rngs=rngs)"
         )
     init = functools.partial(_state_from_params, apply_fn=NnxApply(graphdef), **options)
     return jax.jit(init)(jax.random.split(rng)[1], nnx.to_pure_dict(params))
@@ -111,11 +101,8 @@ def create_train_state(
 
 @dataclasses.dataclass(frozen=True)
 class NnxApply:
-    """An NNX model's apply_fn: `(variables, images, train=False, rngs=None) -> logits`.
-
-    It holds only the graphdef (structure and static attributes, hashable, no arrays), so the
-    state stays a pure pytree and jit does not retrace from step to step.
-    """
+    """An NNX model's apply_fn: `(variables, images, train=False, rngs=None) -> logits`. It holds
+    only the hashable graphdef (no arrays): the state stays a pure pytree, jit never retraces."""
 
     graphdef: nnx.GraphDef
 
@@ -132,13 +119,11 @@ def _initial_state(rng: jax.Array, sample_input: jax.Array, *, model: nn.Module,
     return _state_from_params(dropout_rng, params, apply_fn=model.apply, **options)
 
 
-def _state_from_params(dropout_rng: jax.Array, params: Any, *, ema_decay, **fields) -> TrainState:
+def _state_from_params(rng: jax.Array, params: Any, *, ema_decay, **fields) -> TrainState:
     # Copies, so that train_step's donation can never reach the caller's arrays (NNX weights).
     params = jax.tree.map(jnp.copy, params)
-    ema_params = jax.tree.map(jnp.copy, params) if ema_decay is not None else None
-    state = TrainState.create(
-        params=params, rng=dropout_rng, ema_params=ema_params, ema_decay=ema_decay, **fields
-    )
+    ema = jax.tree.map(jnp.copy, params) if ema_decay is not None else None
+    state = TrainState.create(params=params, rng=rng, ema_params=ema, ema_decay=ema_decay, **fields)
     return state.replace(step=jnp.zeros((), jnp.int32))  # an array, so its type never changes
 
 
@@ -163,10 +148,9 @@ def _masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
 def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     """One SGD step on a minibatch: forward, loss, backprop (jax.value_and_grad), optax update.
 
-    Returns the new state and `{"loss", "accuracy", "count", "grad_norm"}` of this batch, measured
-    in training mode (dropout, augmentation) on the params before the update, with `state.loss`.
-    With `state.ema_decay` d, the average becomes d * ema + (1 - d) * new params. The input
-    state's buffers are donated: do not use it after the call.
+    Returns the new state and the batch's `{"loss", "accuracy", "count", "grad_norm"}`, measured
+    in training mode on the params before the update. With `state.ema_decay` d, the average
+    becomes d * ema + (1 - d) * new params. The input state is donated: do not use it after.
     """
     mask = batch.get("mask")
     dropout_rng = jax.random.fold_in(state.rng, state.step)
@@ -183,21 +167,18 @@ def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         state = state.replace(ema_params=ema)
     correct = jnp.argmax(logits, -1) == batch["label"]
     count = jnp.sum(mask) if mask is not None else jnp.asarray(correct.shape[0])
-    metrics = {
+    return state, {
         "loss": loss,
         "accuracy": _masked_mean(correct, mask),
         "count": count.astype(jnp.int32),
         "grad_norm": optax.tree.norm(grads),
     }
-    return state, metrics
 
 
 @jax.jit
 def eval_step(state: TrainState, batch: Batch) -> Metrics:
-    """Per-example evaluation, vmapped over the batch: loss, correct and prediction, each [B].
-
-    The loss is the cross-entropy whatever the training loss; the params are `eval_params`.
-    """
+    """Per-example evaluation with `eval_params`, vmapped over the batch: loss (cross-entropy,
+    whatever the training loss), correct and prediction, each [B]."""
 
     def one_example(image, label):
         logits = state.apply_fn({"params": eval_params(state)}, image[None], train=False)[0]
@@ -213,19 +194,16 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
 @jax.jit
 def predict(state: TrainState, images: jax.Array) -> jax.Array:
     """Class probabilities float32[B, num_classes] of images uint8[B, *image_shape] (or float in
-    [0, 1]), in inference mode, with `eval_params`. The model normalises them; no labels needed.
-    """
+    [0, 1]), in inference mode, with `eval_params`. The model normalises them."""
     logits = state.apply_fn({"params": eval_params(state)}, images, train=False)
     return jax.nn.softmax(logits, axis=-1)
 
 
 def batch_indices(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array | None]:
     """`order` [N] as int32[steps, batch_size], and its bool mask (None when nothing was padded).
-
-    Padding points at example `order[0]`, so the gather stays in bounds; its mask is False.
-    """
+    Padding points at example `order[0]`, so the gather stays in bounds; its mask is False."""
     n = order.shape[0]
-    steps = -(-n // batch_size)
+    steps = steps_per_epoch(n, batch_size)
     padding = steps * batch_size - n
     if padding == 0:
         return order.reshape(steps, batch_size), None
@@ -235,11 +213,8 @@ def batch_indices(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Arr
 
 
 def _split_over_devices(batch: Batch, sharding: jax.sharding.Sharding | None) -> Batch:
-    """Data parallelism: each device computes on its slice of the batch (no-op without sharding).
-
-    The gather that built the batch reads a replicated train set, so each device gathers only its
-    own rows and the one collective left is XLA's all-reduce of the gradient.
-    """
+    # Data parallelism (a no-op without sharding): the train set is replicated, so each device
+    # gathers only its own rows and the one collective left is XLA's all-reduce of the gradient.
     return batch if sharding is None else jax.lax.with_sharding_constraint(batch, sharding)
 
 
@@ -265,15 +240,13 @@ def train_epoch(
 ) -> tuple[TrainState, Metrics]:
     """One pass over the training set in one compiled call: lax.scan over a fresh permutation.
 
-    images uint8[N, H, W, C] and labels int32[N] stay on the device; `key` orders the epoch (the
-    loop passes fold_in(data_key, epoch)). Every example is seen exactly once: the last batch
-    holds the N mod batch_size left over (the rest is masked padding). Returns the
-    example-weighted mean `train_loss` and `train_accuracy`, `examples`, and `per_step_loss`
-    float32[steps], each minibatch's loss in order. With `batch_sharding` (sharding.py), each
-    batch is split over the devices. `unroll` (default 4 for batches up to 64, else 1) is for
-    speed: the params stay bit-identical, the metrics may differ in their last bits. With
-    `diagnostics`, `grad_norm` is the mean of train_step's gradient norms; without, it is never
-    computed (~15% of the epoch at batch 12) and the params are bit-identical.
+    images uint8[N, H, W, C] and labels int32[N] stay on the device; `key` orders the epoch.
+    Every example is seen once: the last batch holds the N mod batch_size left over (the rest is
+    masked padding). Returns the example-weighted mean `train_loss` and `train_accuracy`,
+    `examples`, and `per_step_loss` float32[steps]. `batch_sharding` (sharding.py) splits each
+    batch over the devices. `unroll` (default 4 for batches up to 64, else 1) is for speed: the
+    params stay bit-identical, the metrics may differ in their last bits. With `diagnostics`,
+    `grad_norm` is the mean gradient norm; without, it is never computed (~15% of the epoch).
     """
     order = jax.random.permutation(key, images.shape[0])
     indices, masks = batch_indices(order, batch_size)
@@ -287,8 +260,8 @@ def train_epoch(
 
     if unroll is None:  # small batches are bound by per-step overhead (docs/performance.md)
         unroll = 4 if batch_size <= 64 else 1
-    xs = {"index": indices, "mask": masks}  # no mask (None) when nothing was padded
-    state, per_step = jax.lax.scan(body, state, xs, unroll=unroll)
+    # no mask (None) when nothing was padded
+    state, per_step = jax.lax.scan(body, state, {"index": indices, "mask": masks}, unroll=unroll)
     weights = per_step["count"] / jnp.sum(per_step["count"])
     metrics = {
         "train_loss": jnp.sum(per_step["loss"] * weights),
@@ -312,8 +285,7 @@ def evaluate(
     """Score a whole split in one compiled call, with `eval_params`; every example counts once.
 
     Returns the means over the split `loss` (the cross-entropy, whatever the training loss) and
-    `accuracy`, `error_rate`, `count`, and `confusion` int32[C, C] (rows: true class; columns:
-    predicted class).
+    `accuracy`, `error_rate`, `count`, and `confusion` int32[C, C] (rows: true, columns: predicted).
     """
     n = images.shape[0]
     indices, masks = batch_indices(jnp.arange(n), min(batch_size, n))
