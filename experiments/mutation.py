@@ -175,8 +175,8 @@ MUTANTS = [
     Mutant(
         "model.dropout_in_evaluation",
         "mlp_jax/model.py",
-        "deterministic=not train",
-        "deterministic=train",
+        "nn.Dropout(self.dropout_rate, deterministic=not train)",
+        "nn.Dropout(self.dropout_rate, deterministic=train)",
         MODEL,
     ),
     Mutant(
@@ -319,8 +319,8 @@ MUTANTS = [
     Mutant(
         "loop.best_checkpoint_not_kept",
         "mlp_jax/loop.py",
-        "selected_epochs=progress.selected_epochs()",
-        "selected_epochs=()",
+        "selected = progress.selected_epochs()",
+        "selected = ()",
         LOOP_K,
     ),
     Mutant(
@@ -349,8 +349,8 @@ MUTANTS = [
     Mutant(
         "loop.every_epoch_uses_epoch_1_key",
         "mlp_jax/loop.py",
-        "key = put_replicated(epoch_keys(self.seeds, epoch), self.mesh)",
-        "key = put_replicated(epoch_keys(self.seeds, 1), self.mesh)",
+        "key = sharding.put_replicated(epoch_keys(self.seeds, epoch), self.mesh)",
+        "key = sharding.put_replicated(epoch_keys(self.seeds, 1), self.mesh)",
         LOOP,
     ),
     Mutant(

@@ -379,3 +379,15 @@ def test_the_range_test_suggests_the_steepest_descent_of_the_smoothed_loss():
     lrs = [10.0**i for i in range(len(losses))]
     # np.gradient of losses[10:-1] = 4.0, 3.5, 2.0, 1.9, 1.8 is steepest (-1.0) at its index 1.
     assert suggestion_of(lrs, losses) == lrs[11]
+
+
+def test_every_mutant_of_the_mutation_run_finds_its_line_once():
+    """A mutant whose text no longer occurs tests nothing: experiments/mutation.py would skip it."""
+    from experiments.mutation import MUTANTS, ROOT
+
+    stale = [
+        f"{m.name}: {(ROOT / m.path).read_text().count(m.old)} matches of {m.old!r}"
+        for m in MUTANTS
+        if (ROOT / m.path).read_text().count(m.old) != 1
+    ]
+    assert not stale, stale
