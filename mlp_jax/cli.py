@@ -1,9 +1,6 @@
-"""What the five commands (train, evaluate, predict, export, plot) share: a parser whose errors
-are one line, every error turned into one line and an exit code, the same signal handling, and
-the flags that pick a checkpoint of a run (--workdir, --model, --best).
-
-Imports no JAX: `--help` and flag errors answer at once.
-"""
+"""What the commands share: one-line parser errors, every error as one line and an exit code,
+signal handling, and the flags that pick a run's checkpoint (--workdir, --model, --best).
+Imports no JAX: `--help` and flag errors answer at once."""
 
 from __future__ import annotations
 
@@ -40,19 +37,12 @@ def flag_for(argument: str) -> str:
     return ARGUMENT_FLAGS.get(argument, argument)
 
 
-def _truthy(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in ("1", "true", "yes", "on", "t", "y")
-
-
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line and exit 2, without the usage dump."""
 
     def __init__(self, prog: str, description: str):
-        super().__init__(
-            prog=prog,
-            description=description,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
+        formatter = argparse.ArgumentDefaultsHelpFormatter
+        super().__init__(prog=prog, description=description, formatter_class=formatter)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -67,7 +57,7 @@ def main(prog: str, run: Callable[[Sequence[str] | None], int], argv: Sequence[s
         adopt_closed_stdout()
         try:
             for name, why in UNSUPPORTED_JAX_FLAGS.items():
-                if _truthy(os.environ.get(name)):
+                if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on", "t", "y"):
                     raise ConfigError(name, f"is set, and mlp_jax does not support it ({why})")
             code = run(argv)
         except SystemExit as stop:  # argparse: --help, or a usage error it printed in one line
@@ -84,11 +74,8 @@ def main(prog: str, run: Callable[[Sequence[str] | None], int], argv: Sequence[s
     failure = stdout_error()
     if failure is not None and code == 0:  # e.g. `| head` quit early: the work is done
         if not isinstance(failure, BrokenPipeError):
-            reason = failure.strerror or failure
-            print(
-                f"{prog}: stdout cannot be written ({reason}); the command finished",
-                file=sys.stderr,
-            )
+            reason = f"stdout cannot be written ({failure.strerror or failure})"
+            print(f"{prog}: {reason}; the command finished", file=sys.stderr)
         return 1
     return code
 
@@ -98,41 +85,27 @@ def add_checkpoint_flags(
 ) -> None:
     """--workdir, --model, --best (and --epoch): which checkpoint of which model to use; with
     `data`, --data-dir and --idx-dir: where the run's dataset lives now, if it moved."""
-    if data:
-        for flag in ("--data-dir", "--idx-dir"):
-            parser.add_argument(
-                flag, type=path_text, help=f"the run's {flag}, if it moved (default: as trained)"
-            )
-    parser.add_argument(
-        "--workdir", required=True, type=path_text, help="the --workdir of a training run"
-    )
-    parser.add_argument(
-        "--model",
-        type=int,
-        metavar="K",
-        help="model K of a --seeds/--lr-sweep run (default: the one validation picked, else 0)",
-    )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--best",
-        action="store_true",
-        help="the checkpoint of the epoch that validation selected (best --monitor value)",
-    )
+    for flag in ("--data-dir", "--idx-dir") if data else ():
+        parser.add_argument(flag, type=path_text, help=f"the run's {flag}, if it moved")
+    parser.add_argument("--workdir", required=True, type=path_text, help="a training run's folder")
+    which = "model K of a --seeds/--lr-sweep run (default: the one validation picked, else 0)"
+    parser.add_argument("--model", type=int, metavar="K", help=which)
+    group = parser.add_mutually_exclusive_group()
+    which = "the checkpoint of the epoch that validation selected (best --monitor value)"
+    group.add_argument("--best", action="store_true", help=which)
     if epoch:
-        which.add_argument(
-            "--epoch", type=int, help="this epoch's checkpoint (default: the newest)"
-        )
+        group.add_argument("--epoch", type=int, help="this epoch's checkpoint (default: newest)")
 
 
 def writable_folder(path: str | os.PathLike, flag: str) -> Path:
-    """`path` as a folder that exists (made now if need be) and can be written; else ConfigError
-    naming `flag`."""
+    """`path` as a writable folder (made now if need be); else ConfigError naming `flag`."""
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        reason = f"cannot create {folder} ({error.strerror}); give a writable folder"
-        raise ConfigError(flag, reason) from None
+        raise ConfigError(
+            flag, f"cannot create {folder} ({error.strerror}); give a writable folder"
+        ) from None
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise ConfigError(flag, f"{folder} is not a writable folder")
     return folder
@@ -168,44 +141,33 @@ def restore(args: argparse.Namespace, prog: str) -> Any:
     if checkpoint.config.num_models > 1 and checkpoint.model is None:
         checkpoint = resume.one_model(checkpoint, resume.default_model(checkpoint.info))
     if checkpoint.model is not None:
-        picked = picked_model(resume.saved_selections(checkpoint.info) or [])
-        why = (
-            "--model"
-            if args.model is not None
-            else "picked by validation (the best monitored value)"
-            if picked is not None
-            else "the run monitored nothing, so model 0; choose with --model K"
-        )
+        why = "picked by validation (the best monitored value)"
+        if args.model is not None:
+            why = "--model"
+        elif picked_model(resume.saved_selections(checkpoint.info) or []) is None:
+            why = "the run monitored nothing, so model 0; choose with --model K"
         print_line(f"{resume.describe_model(checkpoint)}: {why}")
     return checkpoint
 
 
 def _quiet_failed_save_noise() -> None:
-    """A failed save is reported in one line (CheckpointError); silence orbax's echoes of it.
-
-    orbax logs a traceback through absl; the other writes of the same save fail too, and asyncio
-    logs each as "Task exception was never retrieved" when its task is collected (or, once
-    orbax has closed its event loop, TensorStore reports it as an unraisable error).
-    """
+    """A failed save is one line (CheckpointError): silence orbax's echoes of it (its absl
+    traceback, asyncio's "Task exception was never retrieved" for the other writes of the save,
+    and TensorStore's unraisable "Event loop is closed" once orbax closed its loop)."""
     logging.getLogger("absl").setLevel(logging.CRITICAL)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     # The compilation cache is optional: a full or read-only cache folder costs recompiling.
     warnings.filterwarnings("ignore", "Error (writing|reading) persistent compilation cache entry")
     # A full disk also fails writer threads (TensorBoard's): the run says it in its one line.
-    previous_thread_hook = threading.excepthook
+    thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
 
-    def thread_hook(failure: Any) -> None:
+    def quiet_thread_hook(failure: Any) -> None:
         if not isinstance(failure.exc_value, OSError):
-            previous_thread_hook(failure)
+            thread_hook(failure)
 
-    threading.excepthook = thread_hook
-    previous = sys.unraisablehook
+    def quiet_unraisable_hook(unraisable: Any) -> None:
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            unraisable_hook(unraisable)
 
-    def hook(unraisable: Any) -> None:
-        if not (
-            isinstance(unraisable.exc_value, RuntimeError)
-            and str(unraisable.exc_value) == "Event loop is closed"
-        ):
-            previous(unraisable)
-
-    sys.unraisablehook = hook
+    threading.excepthook, sys.unraisablehook = quiet_thread_hook, quiet_unraisable_hook

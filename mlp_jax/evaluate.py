@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from mlp_jax import cli
 
@@ -16,6 +15,7 @@ PROG = "mlp_jax.evaluate"
 
 
 def build_parser() -> cli.OneLineParser:
+    """--workdir, --model, --best, --epoch, --data-dir, --idx-dir."""
     parser = cli.OneLineParser(PROG, "Evaluate a checkpoint of a training run on its test split.")
     cli.add_checkpoint_flags(parser, epoch=True, data=True)
     return parser
@@ -30,52 +30,41 @@ def _evaluate(argv: Sequence[str] | None) -> int:
     from mlp_jax.report import format_confusion
     from mlp_jax.resume import dataset_of, model_from_info, saved_selections
     from mlp_jax.steps import evaluate
+    from mlp_jax.workdir import FIX, read_metrics
     from mlp_jax.writers import print_line
 
-    dataset = dataset_of(checkpoint, args.data_dir, args.idx_dir)
-    images, labels = dataset.test_images, dataset.test_labels
+    data = dataset_of(checkpoint, args.data_dir, args.idx_dir)
     batch_size = checkpoint.config.eval_batch_size
-    test = jax.device_get(evaluate(checkpoint.state, images, labels, batch_size=batch_size))
+    test = evaluate(checkpoint.state, data.test_images, data.test_labels, batch_size=batch_size)
+    test = jax.device_get(test)
     selections = saved_selections(checkpoint.info)  # None when the run monitored nothing
     selection = selections[checkpoint.model or 0] if selections else {}
     selected = selection.get("best_epoch") == checkpoint.epoch
     chosen = f", selected by {selection.get('monitor')}" if selected else ""
-    print_line(
-        f"checkpoint: {checkpoint.path} (epoch {checkpoint.epoch}, step "
-        f"{int(checkpoint.state.step)}{chosen})"
-    )
-    print_line(f"dataset: {dataset.name}, {dataset.num_test} test images")
-    print_line(summary(model_from_info(checkpoint.info), dataset.image_shape))
-    print_line(
-        f"test loss {float(test['loss']):.4f}  accuracy {100 * float(test['accuracy']):.2f}%  "
-        f"({int(test['confusion'].trace())} of {int(test['count'])} correct)"
-    )
-    print_line(_logged_line(args.workdir, checkpoint, test))
+    step = int(checkpoint.state.step)
+    print_line(f"checkpoint: {checkpoint.path} (epoch {checkpoint.epoch}, step {step}{chosen})")
+    print_line(f"dataset: {data.name}, {data.num_test} test images")
+    print_line(summary(model_from_info(checkpoint.info), data.image_shape))
+    right = f"({int(test['confusion'].trace())} of {int(test['count'])} correct)"
+    loss, accuracy = float(test["loss"]), float(test["accuracy"])
+    print_line(f"test loss {loss:.4f}  accuracy {100 * accuracy:.2f}%  {right}")
+    mine = {"epoch": checkpoint.epoch}  # training's record of this epoch (and model):
+    if checkpoint.model is not None:  # a many-model run logs one record per model and epoch
+        mine.update(seed=checkpoint.config.seed, peak_lr=checkpoint.config.lr)
+    records = read_metrics(args.workdir, FIX)[0]
+    logged = next((r for r in records if mine.items() <= r.items()), {})
+    if logged.get("test_loss") is None:
+        print_line(f"training logged no test metrics for epoch {checkpoint.epoch}")
+    else:
+        same = (logged["test_loss"], logged["test_accuracy"]) == (loss, accuracy)  # to the bit
+        logged = (
+            f"test loss {logged['test_loss']:.4f}  accuracy {100 * logged['test_accuracy']:.2f}%"
+        )
+        same = "identical" if same else "DIFFERENT from the above"
+        print_line(f"training logged for epoch {checkpoint.epoch}: {logged}  ({same})")
     print_line("confusion matrix (rows: true class, columns: predicted class):")
     print_line(format_confusion(test["confusion"]))
     return 0
-
-
-def _logged_line(workdir: str, checkpoint: Any, test: dict[str, Any]) -> str:
-    """What training wrote to metrics.jsonl for this epoch (and model), and whether it is the
-    same to the bit."""
-    from mlp_jax.workdir import FIX, read_metrics
-
-    records, _ = read_metrics(workdir, FIX)
-    config, epoch = checkpoint.config, checkpoint.epoch
-    mine = {"epoch": epoch}
-    if checkpoint.model is not None:  # a many-model run logs one record per model and epoch
-        mine.update(seed=config.seed, peak_lr=config.lr)
-    logged = next((r for r in records if mine.items() <= r.items()), None)
-    if logged is None or logged.get("test_loss") is None:
-        return f"training logged no test metrics for epoch {epoch}"
-    scores = (logged["test_loss"], logged["test_accuracy"])
-    same = scores == (float(test["loss"]), float(test["accuracy"]))
-    return (
-        f"training logged for epoch {epoch}: test loss {logged['test_loss']:.4f}  "
-        f"accuracy {100 * logged['test_accuracy']:.2f}%  "
-        f"({'identical' if same else 'DIFFERENT from the above'})"
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

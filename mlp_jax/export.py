@@ -17,18 +17,13 @@ FORMATS = ("stablehlo", "savedmodel", "tflite")
 
 
 def build_parser() -> cli.OneLineParser:
-    parser = cli.OneLineParser(
-        PROG, "Export a trained run's model: uint8 images -> logits, runnable without mlp_jax."
-    )
+    """The checkpoint flags, --out and --format."""
+    what = "Export a trained run's model: uint8 images -> logits, runnable without mlp_jax."
+    parser = cli.OneLineParser(PROG, what)
     cli.add_checkpoint_flags(parser)
     parser.add_argument("--out", required=True, help="file to write (a folder for savedmodel)")
-    parser.add_argument(
-        "--format",
-        choices=FORMATS,
-        default="stablehlo",
-        help="stablehlo: serialized jax.export; savedmodel, tflite: through jax2tf (need "
-        "TensorFlow)",
-    )
+    help = "stablehlo: serialized jax.export; savedmodel, tflite: through jax2tf (need TensorFlow)"
+    parser.add_argument("--format", choices=FORMATS, default="stablehlo", help=help)
     return parser
 
 
@@ -37,18 +32,13 @@ def _export(argv: Sequence[str] | None) -> int:
 
     args = build_parser().parse_args(argv)
     if args.format != "stablehlo" and importlib.util.find_spec("tensorflow") is None:
-        raise ConfigError(
-            "--format",
-            f"{args.format} needs TensorFlow, which is not installed "
-            "(pip install tensorflow-cpu); --format stablehlo needs nothing more",
-        )
+        install = "not installed (pip install tensorflow-cpu); stablehlo needs nothing more"
+        raise ConfigError("--format", f"{args.format} needs TensorFlow, which is {install}")
     folder = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(folder):
         raise ConfigError("--out", f"the folder {folder} does not exist")
     if os.path.isdir(args.out) and not os.path.exists(os.path.join(args.out, "saved_model.pb")):
-        raise ConfigError(
-            "--out", f"{args.out} is a folder that holds no SavedModel: not overwriting"
-        )
+        raise ConfigError("--out", f"{args.out} is a folder without a SavedModel: not overwriting")
     checkpoint = cli.restore(args, PROG)
     from mlp_jax import artifact
     from mlp_jax.workdir import write_atomically
@@ -62,12 +52,10 @@ def _export(argv: Sequence[str] | None) -> int:
         artifact.save_tensorflow(checkpoint.state, image_shape, args.out, args.format)
     metadata = artifact.describe_artifact(args.format, dataset, checkpoint)
     write_atomically(f"{args.out}.json", json.dumps(metadata, indent=2) + "\n", f"{args.out}.json")
-    size = artifact.artifact_bytes(args.out)
-    print(
-        f"exported {checkpoint.path} (epoch {checkpoint.epoch}) as {args.format}: {args.out} "
-        f"({size:,} bytes); uint8[batch, {', '.join(map(str, image_shape))}]"
-        f" -> float32[batch, {dataset['num_classes']}] logits; class names in {args.out}.json"
-    )
+    shape, size = ", ".join(map(str, image_shape)), f"{artifact.artifact_bytes(args.out):,} bytes"
+    what = f"{checkpoint.path} (epoch {checkpoint.epoch}) as {args.format}: {args.out} ({size})"
+    model = f"uint8[batch, {shape}] -> float32[batch, {dataset['num_classes']}] logits"
+    print(f"exported {what}; {model}; class names in {args.out}.json")
     return 0
 
 

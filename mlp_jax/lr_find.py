@@ -23,6 +23,7 @@ PROG = "mlp_jax.lr_find"
 
 
 def build_parser() -> cli.OneLineParser:
+    """train's flags (--epochs 2, --validation-split 0.1), and the grid's."""
     parser = train_parser(PROG, "Find a peak learning rate: a short vmapped sweep on validation.")
     parser.set_defaults(epochs=2, validation_split=0.1)
     parser.add_argument("--min-lr", type=float, default=1e-4, help="smallest lr of the grid")
@@ -51,20 +52,17 @@ def grid_search(config: Config, dataset: Any = None) -> tuple[list[dict], Any]:
     train_loss, val_loss: NaN if diverged, val_accuracy), and the SweepResult."""
     from mlp_jax.loop import train_many
 
-    result = train_many(config, dataset)
-    rows = []
+    result, rows = train_many(config, dataset), []
     for lr, history in zip(result.lrs, result.history, strict=True):
-        last = history[-1]
-        diverged = not math.isfinite(last["train_loss"])
-        loss = math.nan if diverged else last["val_loss"]
-        row = {"lr": lr, "train_loss": last["train_loss"], "val_loss": loss}
-        rows.append({**row, "val_accuracy": last["val_accuracy"]})
+        row = {"lr": lr, **{k: history[-1][k] for k in ("train_loss", "val_loss", "val_accuracy")}}
+        if not math.isfinite(row["train_loss"]):  # diverged: its validation loss means nothing
+            row["val_loss"] = math.nan
+        rows.append(row)
     return rows, result
 
 
 def _lr_find(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = (parser := build_parser()).parse_args(argv)
     lrs = lr_grid(args.min_lr, args.max_lr, args.num_lrs)
     config = config_from_args(argv, parser).replace(lr_sweep=lrs, seeds=1)
     if config.validation_split == 0:
@@ -77,10 +75,10 @@ def _lr_find(argv: Sequence[str] | None) -> int:
     print_line(f"{PROG}: {len(lrs)} lrs from {lrs[0]:g} to {lrs[-1]:g}, {config.epochs} epochs")
     rows, result = grid_search(config)
     for row in rows:
+        diverged = "  (diverged)" if math.isnan(row["val_loss"]) else ""
+        losses = f"train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}"
         print_line(
-            f"lr {row['lr']:<9g} train loss {row['train_loss']:.4f}  val loss "
-            f"{row['val_loss']:.4f}  val acc {100 * row['val_accuracy']:.2f}%"
-            + ("  (diverged)" if math.isnan(row["val_loss"]) else "")
+            f"lr {row['lr']:<9g} {losses}  val acc {100 * row['val_accuracy']:.2f}%{diverged}"
         )
     best = suggest(rows)
     if best is None:

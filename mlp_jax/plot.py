@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from mlp_jax import cli
 from mlp_jax.config import ConfigError
@@ -17,6 +18,7 @@ PROG = "mlp_jax.plot"
 
 
 def build_parser() -> cli.OneLineParser:
+    """The checkpoint flags (with --data-dir, --idx-dir) and --out."""
     parser = cli.OneLineParser(PROG, "Draw the learning curves and confusion matrix of a run.")
     cli.add_checkpoint_flags(parser, data=True)
     parser.add_argument("--out", default=None, help="where to write the PNGs (default: --workdir)")
@@ -24,14 +26,11 @@ def build_parser() -> cli.OneLineParser:
 
 
 def plot_workdir(
-    workdir: str | Path,
-    out_dir: str | Path | None = None,
-    log: Callable[[str], None] = print,
-    args: argparse.Namespace | None = None,
+    workdir: str | Path, out_dir: str | Path | None = None, log: Callable = print, args: Any = None
 ) -> list[Path]:
     """Write curves.png, and confusion.png when the run left a checkpoint; return the paths.
-    `args` picks the checkpoint as the commands' flags do (default: the newest, the model
-    validation picked)."""
+    `args` (a Namespace) picks the checkpoint as the commands' flags do (default: the newest, the
+    model validation picked); `log` gets the lines to print."""
     import numpy as np
 
     from mlp_jax.data import class_names
@@ -62,9 +61,8 @@ def plot_workdir(
     from mlp_jax.steps import evaluate
 
     data = dataset_of(checkpoint, getattr(args, "data_dir", None), getattr(args, "idx_dir", None))
-    confusion = np.asarray(
-        evaluate(checkpoint.state, data.test_images, data.test_labels)["confusion"]
-    )
+    scores = evaluate(checkpoint.state, data.test_images, data.test_labels)
+    confusion = np.asarray(scores["confusion"])
     which = f"epoch {checkpoint.epoch}" + (" (selected)" if args.best else "")
     if checkpoint.model is not None:
         config = checkpoint.config
@@ -73,9 +71,8 @@ def plot_workdir(
     log(f"confusion matrix of {which}: {right} of {total} test images right")
     names = class_names(dataset["name"], dataset["num_classes"])
     title += f", {which}\ntest accuracy {100 * (right / total):.2f}%"
-    figure = plot_confusion(confusion, names, title)
     written.append(out / "confusion.png")
-    save_figure(figure, written[-1], "--out")
+    save_figure(plot_confusion(confusion, names, title), written[-1], "--out")
     return written
 
 

@@ -16,28 +16,21 @@ STYLES = ("digit", "object", "none")  # images.STYLES, without importing Pillow 
 
 
 def build_parser() -> cli.OneLineParser:
+    """FILE_OR_FOLDER..., the checkpoint flags, --preprocess, --top, --save-preprocessed."""
     parser = cli.OneLineParser(PROG, "Predict the classes of image files with a trained run.")
-    parser.add_argument(
-        "files", nargs="+", metavar="FILE_OR_FOLDER", help="PNG/JPEG files, or folders of them"
-    )
+    help = "PNG/JPEG files, or folders of them"
+    parser.add_argument("files", nargs="+", metavar="FILE_OR_FOLDER", help=help)
     cli.add_checkpoint_flags(parser)
-    parser.add_argument(
-        "--preprocess",
-        choices=("auto", *STYLES),
-        default="auto",
-        help="digit: as MNIST was made (ink fit in 20x20, centre of mass centred); object: as "
+    help = (
+        "digit: as MNIST was made (ink fit in 20x20, centre of mass centred); object: as "
         "Fashion-MNIST (fill the field, box centred); none: files already in the training "
-        "format; auto: object for Fashion-MNIST runs, else digit",
+        "format; auto: object for Fashion-MNIST runs, else digit"
     )
-    parser.add_argument(
-        "--top", type=cli.positive_int, default=3, help="how many classes to print per file"
-    )
-    parser.add_argument(
-        "--save-preprocessed",
-        metavar="DIR",
-        default=None,
-        help="write the image the net saw for each file here (PNG, training size)",
-    )
+    parser.add_argument("--preprocess", choices=("auto", *STYLES), default="auto", help=help)
+    help = "how many classes to print per file"
+    parser.add_argument("--top", type=cli.positive_int, default=3, help=help)
+    help = "write the image the net saw for each file here (PNG, training size)"
+    parser.add_argument("--save-preprocessed", metavar="DIR", default=None, help=help)
     return parser
 
 
@@ -65,10 +58,8 @@ def _predict(argv: Sequence[str] | None) -> int:
     images = prepare_images(files, grays, dataset["image_shape"], style)
     names = class_names(dataset["name"], dataset["num_classes"])
     probabilities = np.asarray(jax.device_get(predict(checkpoint.state, images)))
-    print_line(
-        f"checkpoint: {checkpoint.path} (epoch {checkpoint.epoch}), dataset {dataset['name']}, "
-        f"preprocessing: {style}"
-    )
+    where = f"{checkpoint.path} (epoch {checkpoint.epoch}), dataset {dataset['name']}"
+    print_line(f"checkpoint: {where}, preprocessing: {style}")
     width = max(len(str(path)) for path in files)
     for path, row in zip(files, probabilities, strict=True):
         best = np.argsort(-row, kind="stable")[: min(args.top, len(names))]

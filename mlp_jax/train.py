@@ -11,10 +11,9 @@ from typing import Any
 
 from mlp_jax.cli import OneLineParser
 from mlp_jax.cli import main as run_command
-from mlp_jax.config import PRESETS, Config, preset_flags
+from mlp_jax.config import PRESETS, Config
 
 PROG = "mlp_jax.train"
-DESCRIPTION = "Train and evaluate an MLP on MNIST-like data."
 
 
 def _list_of(kind: type) -> Callable[[str], tuple]:
@@ -26,37 +25,37 @@ def _list_of(kind: type) -> Callable[[str], tuple]:
             try:
                 kind(part)
             except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"expected comma-separated {kind.__name__}s; item {index + 1} of "
-                    f"{len(parts)} is {part[:40]!r}"
-                ) from None
-        return tuple(kind(part) for part in parts)
+                at = f"item {index + 1} of {len(parts)} is {part[:40]!r}"
+                raise argparse.ArgumentTypeError(f"expected {kind.__name__}s; {at}") from None
+        return tuple(map(kind, parts))
 
     return parse
 
 
-def build_parser(prog: str = PROG, description: str = DESCRIPTION) -> OneLineParser:
-    """One flag per Config field, with the field's default and help."""
+def _preset_flags(preset: dict[str, Any]) -> str:
+    """A preset as the flags it stands for, e.g. "--layers 3 --hidden 1024,512"."""
+    text = {k: ",".join(map(str, v)) if isinstance(v, tuple) else v for k, v in preset.items()}
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in text.items())
+
+
+def build_parser(
+    prog: str = PROG, description: str = "Train and evaluate an MLP on MNIST-like data."
+) -> OneLineParser:
+    """One flag per Config field, with the field's default and help; and --preset."""
     parser = OneLineParser(prog, description)
     for field in dataclasses.fields(Config):
-        flag = "--" + field.name.replace("_", "-")
-        kwargs: dict[str, Any] = {"default": field.default, "help": field.metadata["help"]}
-        if field.type == "bool":
+        kind, kwargs = field.type, {"default": field.default, **field.metadata}
+        if kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif field.type.startswith("tuple"):
-            kwargs["type"] = _list_of(float if "float" in field.type else int)
+        elif kind.startswith("tuple"):
+            kwargs["type"] = _list_of(float if "float" in kind else int)
         else:
-            kwargs["type"] = {"int": int, "float": float}.get(field.type.split(" ")[0], str)
-        if "choices" in field.metadata:
-            kwargs["choices"] = field.metadata["choices"]
-        parser.add_argument(flag, **kwargs)
-    parser.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default=None,
-        help="start from a named recipe; other flags override it. "
-        + "; ".join(f"{name}: {preset_flags(name)}" for name in PRESETS),
-    )
+            kwargs["type"] = {"int": int, "float": float}.get(kind.split(" ")[0], str)
+        kwargs.pop("bounds", None)  # checked by Config
+        parser.add_argument("--" + field.name.replace("_", "-"), **kwargs)
+    recipes = "; ".join(f"{name}: {_preset_flags(preset)}" for name, preset in PRESETS.items())
+    help = f"start from a named recipe; other flags override it. {recipes}"
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help=help)
     return parser
 
 

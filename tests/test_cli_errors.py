@@ -51,7 +51,7 @@ BAD_FLAGS = [
     (["--seed", str(2**63)], "--seed", "2147483647"),
     (["--seed", "-1"], "--seed", "2147483647"),
     (["--seed", str(2**31 - 1), "--seeds", "2"], "--seeds", "32-bit"),
-    (["--layers", "10000"], "--layers", f"1 .. {MAX_LAYERS}"),
+    (["--layers", "10000"], "--layers", f"in [1, {MAX_LAYERS}]"),
     (["--num-processes", "2"], "--coordinator", "needs --coordinator"),
     (["--coordinator-timeout", "0"], "--coordinator-timeout", "[1, 86400]"),
     (["--layers", "2", "--hidden", "100000000"], "--hidden", "needs about"),
