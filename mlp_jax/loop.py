@@ -1,48 +1,36 @@
 """The training loop, written once for K >= 1 models: one run is K = 1; --seeds and --lr-sweep
-train K models in one compiled program (jax.vmap over a stack of states).
-
-`train_and_evaluate` is the CLI's run (devices, the workdir, resume, checkpoints, signals, the
-final report); `train_many` is the same loop for research code (no files, no printing). Clocks
-live here; text lives in report.py and metrics leave through writers.py.
-"""
+train K models in one compiled program (jax.vmap over a stack of states). Clocks live here; text
+lives in report.py and metrics leave through writers.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlp_jax import report, sharding
+from mlp_jax import report, sharding, state
 from mlp_jax.config import Config
 from mlp_jax.data import Dataset, class_names, for_config, load_dataset
 from mlp_jax.errors import DivergedError, StoppedByOutput, StoppedBySignal
 from mlp_jax.model import count_params, layer_sizes, summary
 from mlp_jax.optim import make_schedule, plateau_scale, step_plateau
-from mlp_jax.results import RunResult, SweepResult, per_model, split_models, stack
+from mlp_jax.report import Record
+from mlp_jax.results import RunResult, SweepResult, per_model
 from mlp_jax.resume import Progress, as_saved, dataset_facts, resume, run_config
 from mlp_jax.runtime import active_compilation_cache, use_compilation_cache
 from mlp_jax.selection import monitored_value, new_selection
 from mlp_jax.signals import stop_after_epoch
-from mlp_jax.state import (
-    build_model,
-    check_fits,
-    check_memory,
-    epoch_keys,
-    init_states,
-    sweep_models,
-)
 from mlp_jax.steps import TrainState, evaluate, steps_per_epoch, train_epoch
 from mlp_jax.workdir import SELECTION, Workdir, open_workdir, write_atomically
 from mlp_jax.writers import (
     CallbackWriter,
-    MetricWriter,
     close_all,
     default_writers,
     print_line,
@@ -50,9 +38,6 @@ from mlp_jax.writers import (
     write_epoch,
 )
 
-DIVERGED = 1e6  # a mean train loss above this (or NaN) has diverged: ln(10) is 2.3 at the start
-PROG = "mlp_jax.train"  # signal messages name the command users run
-Record = dict[str, Any]
 Log = Callable[[str], None]
 
 
@@ -66,10 +51,10 @@ def train_and_evaluate(
     """Train config.num_models models for `config.epochs`, evaluating every `config.eval_every`
     epochs and after the last; a RunResult for one model, a SweepResult for several.
 
-    Runs on the `data` mesh of --devices, in every process of a multi-process launch; only
-    process 0 logs and writes the workdir. With `config.workdir`, a run already there resumes
-    from its newest readable checkpoint, and a checkpoint is saved every
-    `config.checkpoint_every` epochs, at each new best epoch, after the last and on a signal.
+    Runs on the `data` mesh of --devices in every process of a launch; process 0 alone logs and
+    writes the workdir. A run already in `config.workdir` resumes from its newest readable
+    checkpoint; one is saved every `config.checkpoint_every` epochs, at each new best epoch,
+    after the last and on a signal.
     """
     sharding.initialize_distributed(config)  # before any JAX computation
     devices = sharding.available_devices()  # the first use of a backend: JAX_PLATFORMS errors here
@@ -80,10 +65,16 @@ def train_and_evaluate(
         mesh = sharding.make_mesh(config)
         log(report.describe_devices(devices))
         log(sharding.describe(mesh))
-        dataset = _load(config, dataset, log)
-        check_memory(config, dataset, mesh.local_devices[0])  # this process's; before allocating
-        loop = _Loop(config, dataset, mesh, *sweep_models(config), workdir=workdir, log=log)
-        result = loop.run()
+        start, seconds = time.perf_counter(), None
+        if dataset is None:
+            dataset, seconds = load_dataset(config), time.perf_counter() - start
+        dataset = for_config(dataset, config)  # with its validation split
+        for line in report.describe_dataset(dataset, config.validation_split, seconds):
+            log(line)
+        # Only this process's device, and before anything is allocated.
+        state.check_memory(config, dataset, mesh.local_devices[0])
+        models = state.sweep_models(config)
+        result = _Loop(config, dataset, mesh, *models, workdir=workdir, log=log).run()
     return result.single() if config.num_models == 1 else result
 
 
@@ -108,74 +99,36 @@ def train_many(
     """
     dataset = dataset if dataset is not None else load_dataset(config)
     mesh = mesh if mesh is not None else sharding.make_mesh(config)
-    loop = _Loop(
-        config,
-        dataset,
-        mesh,
-        *sweep_models(config, seeds, lrs),
-        on_epoch=on_epoch,
-        stop_on_divergence=False,
-        model=model,
-    )
-    return loop.run()
-
-
-def _load(config: Config, dataset: Dataset | None, log: Log) -> Dataset:
-    """The dataset (given, or loaded now) with its validation split, logged."""
-    start = time.perf_counter()
-    seconds = None
-    if dataset is None:
-        dataset, seconds = load_dataset(config), time.perf_counter() - start
-    dataset = for_config(dataset, config)
-    for line in report.describe_dataset(dataset, config.validation_split, seconds):
-        log(line)
-    return dataset
+    options = dict(on_epoch=on_epoch, stop_on_divergence=False, model=model)
+    return _Loop(config, dataset, mesh, *state.sweep_models(config, seeds, lrs), **options).run()
 
 
 @dataclasses.dataclass
-class _Programs:
-    """The compiled epoch and evaluations for K models, and the data they run on."""
-
-    epoch: Any
-    test: Any
-    val: Any
-    plateau: Any
-    data: dict[str, jax.Array]
-    seconds: float
-
-
 class _Loop:
     """One run of K models: `run()` trains them epoch by epoch (see train_and_evaluate)."""
 
-    def __init__(
-        self,
-        config,
-        dataset,
-        mesh,
-        seeds,
-        lrs,
-        *,
-        workdir=None,
-        log=_silent,
-        on_epoch=None,
-        stop_on_divergence=True,
-        model=None,
-    ):
-        check_fits(config, dataset)
-        self.config, self.dataset, self.mesh = config, dataset, mesh
-        self.seeds, self.lrs, self.num_models = list(seeds), list(lrs), len(seeds)
-        self.workdir: Workdir | None = workdir
-        self.log, self.on_epoch = log, on_epoch
-        self.stop_on_divergence = stop_on_divergence  # when every model's loss is NaN or inf
-        self.batches = steps_per_epoch(dataset.num_train, config.batch_size)
-        self.schedules = [make_schedule(config, self.batches, peak_lr=lr) for lr in self.lrs]
-        self.checkpointer, self.model = None, model
+    config: Config
+    dataset: Dataset
+    mesh: Any
+    seeds: list[int]
+    lrs: list[float]
+    workdir: Workdir | None = None
+    log: Log = _silent
+    on_epoch: Callable[[int, list[Record]], None] | None = None
+    stop_on_divergence: bool = True  # when every model's loss is NaN or inf
+    model: Any = None  # None: the Config's MLP
+
+    def __post_init__(self):
+        state.check_fits(self.config, self.dataset)
+        self.num_models, self.checkpointer = len(self.seeds), None
+        self.batches = steps_per_epoch(self.dataset.num_train, self.config.batch_size)
+        self.schedules = [make_schedule(self.config, self.batches, peak_lr=lr) for lr in self.lrs]
 
     def run(self) -> SweepResult:
         config, dataset = self.config, self.dataset
         start = time.perf_counter()
-        self.model = build_model(config, dataset) if self.model is None else self.model
-        states = init_states(config, dataset, self.model, self.seeds, self.lrs)
+        self.model = state.build_model(config, dataset) if self.model is None else self.model
+        states = state.init_states(config, dataset, self.model, self.seeds, self.lrs)
         selection = new_selection(config)
         selections = None if selection is None else [selection] * self.num_models
         progress = Progress(0, states, [[] for _ in self.seeds], selections)
@@ -185,25 +138,26 @@ class _Loop:
             progress = self._open_workdir(progress)
         # Replicated on every device (MNIST-sized sets fit): each device gathers its batch rows.
         progress.states = sharding.put_replicated(progress.states, self.mesh)
-        programs = self._compile(progress.states)
+        self._compile(progress.states)
         # A `| head` that took start-up's lines: stop before epoch 1.
         if sharding.is_main_process() and stdout_error() is not None:
             raise StoppedByOutput(stdout_error(), progress.epoch, config.epochs, None)
         writers = self._writers(progress.epoch)
         try:
-            with stop_after_epoch(PROG, saves=self.workdir is not None) as stop:
-                progress, test = self._epochs(progress, programs, writers, stop)
+            with stop_after_epoch("mlp_jax.train", saves=self.workdir is not None) as stop:
+                progress, test = self._epochs(progress, writers, stop)
         finally:  # the last asynchronous save is on disk after the checkpointer's close
             close_all([*writers, self.checkpointer] if self.checkpointer else writers)
         if test is None or progress.history[0][-1]["test_accuracy"] is None:  # resumed a run,
             # or early stopping (on train_loss) ended it in an epoch without evaluation
-            test = _fetch(programs.test(progress.states, *programs.data["test"]))
-        return self._finish(progress, test, programs.seconds)
+            test = _fetch(self._run("test", progress.states))
+        return self._finish(progress, test)
 
     def _log_model(self, states: TrainState, seconds: float) -> None:
+        num_params = count_params(states.params)  # of one model
+        self.log(report.describe_models(self.config, self._sizes(), self.lrs, num_params, seconds))
         if self.num_models > 1:
-            return self.log(report.describe_models(self.config, self._sizes(), self.lrs))
-        self.log(report.describe_model(self._sizes(), count_params(states.params), seconds))
+            return
         self.log(summary(self.model, self.dataset.image_shape))
         self.log(report.describe_training(self.config, self.batches, self.lrs[0]))
 
@@ -223,21 +177,20 @@ class _Loop:
             self.workdir.write_config(run_config(self.config, self.run_info, self._sizes()))
         return progress
 
-    def _compile(self, states: TrainState) -> _Programs:
-        """The epoch, test and validation programs, compiled before epoch 1 (and timed)."""
+    def _compile(self, states: TrainState) -> None:
+        """The epoch, test and validation programs, compiled before epoch 1 (and timed), and the
+        data they run on."""
         config, mesh, dataset = self.config, self.mesh, self.dataset
         start = time.perf_counter()
         split = sharding.batch_sharding(mesh)
-        epoch_fn = functools.partial(
+        epoch_fn = partial(
             train_epoch,
             batch_size=config.batch_size,
             batch_sharding=split,
             diagnostics=config.diagnostics,
         )
-        eval_fn = functools.partial(
-            evaluate, batch_size=config.eval_batch_size, batch_sharding=split
-        )
-        plateau_fn = functools.partial(step_plateau, config)
+        eval_fn = partial(evaluate, batch_size=config.eval_batch_size, batch_sharding=split)
+        plateau_fn = partial(step_plateau, config)
         if self.num_models > 1:  # the data is shared (None); states and keys are stacked (0)
             epoch_fn = jax.vmap(epoch_fn, in_axes=(0, None, None, 0))
             eval_fn = jax.vmap(eval_fn, in_axes=(0, None, None))
@@ -248,34 +201,39 @@ class _Loop:
         }
         if dataset.val_images is not None:
             splits["val"] = (dataset.val_images, dataset.val_labels)
-        data = sharding.put_replicated(splits, mesh)
-        key = sharding.put_replicated(epoch_keys(self.seeds, 1), mesh)
+        data = self.data = sharding.put_replicated(splits, mesh)
+        key = sharding.put_replicated(state.epoch_keys(self.seeds, 1), mesh)
         run_epoch = sharding.data_parallel(epoch_fn, mesh, donate_state=True)
-        run_epoch = run_epoch.lower(states, *data["train"], key).compile()
         run_eval = sharding.data_parallel(eval_fn, mesh, donate_state=False)
-        run_test = run_eval.lower(states, *data["test"]).compile()
-        run_val = run_eval.lower(states, *data["val"]).compile() if "val" in data else None
-        seconds = time.perf_counter() - start
+        self.programs = {"train": run_epoch.lower(states, *data["train"], key).compile()}
+        self.programs |= {
+            s: run_eval.lower(states, *data[s]).compile() for s in data if s != "train"
+        }
+        self.plateau = jax.jit(plateau_fn)
+        self.compile_seconds = seconds = time.perf_counter() - start
         self.log(report.describe_compiled(seconds, active_compilation_cache(), self.num_models))
-        return _Programs(run_epoch, run_test, run_val, jax.jit(plateau_fn), data, seconds)
 
-    def _writers(self, done: int) -> list[MetricWriter]:
+    def _run(self, split: str, states: TrainState, *key: jax.Array) -> Any:
+        """The compiled program of `split` on its data: the epoch (train), else an evaluation."""
+        return self.programs[split](states, *self.data[split], *key)
+
+    def _writers(self, done: int) -> list:
         if self.on_epoch is not None:
             return [CallbackWriter(self.on_epoch)]
         if not sharding.is_main_process() or self.log is _silent:
             return []
-        config, dataset, base = self.config, self.dataset, self.config.to_dict()
+        config, base = self.config, self.config.to_dict()
         pairs = zip(self.seeds, self.lrs, strict=True)  # a sweep's models: their seed and lr
         hparams = [{**base, "seed": s, "peak_lr": lr} for s, lr in pairs]
         hparams = hparams if self.num_models > 1 else [base]
-        names = class_names(dataset.name, dataset.num_classes)
+        names = class_names(self.dataset.name, self.dataset.num_classes)
         return default_writers(config, self.workdir, self.log, done, self.batches, names, hparams)
 
-    def _epochs(self, progress, programs: _Programs, writers, stop) -> tuple[Any, Any]:
+    def _epochs(self, progress, writers, stop) -> tuple[Any, Any]:
         """Epochs done + 1 .. config.epochs (fewer when early stopping ends every model)."""
         config, test = self.config, None
         while progress.epoch < config.epochs and not progress.stopped:
-            progress, records, per_step_loss, confusion, test = self._epoch(progress, programs)
+            progress, records, per_step_loss, confusion, test = self._epoch(progress)
             step = progress.epoch * self.batches
             write_epoch(writers, step, records, per_step_loss, confusion, config.log_every)
             # A pager that quit (or a full disk) stops the run as a signal does: saved.
@@ -289,49 +247,43 @@ class _Loop:
                 self.log(report.describe_early_stop(config, progress.epoch, self.num_models))
         return progress, test
 
-    def _epoch(self, progress, programs: _Programs):
+    def _epoch(self, progress):
         """Train and evaluate one epoch: (progress, one record per model, per-step losses
         float[K, steps], test confusion matrices int[K, C, C] at the last epoch, test)."""
-        config, epoch, states = self.config, progress.epoch + 1, progress.states
-        scales = np.broadcast_to(jax.device_get(plateau_scale(states.opt_state)), self.num_models)
+        config, epoch, states, K = self.config, progress.epoch + 1, progress.states, self.num_models
+        scales = np.broadcast_to(jax.device_get(plateau_scale(states.opt_state)), K)
         step = (epoch - 1) * self.batches
         lrs = [float(s(step)) * float(c) for s, c in zip(self.schedules, scales, strict=True)]
         start = time.perf_counter()
-        key = sharding.put_replicated(epoch_keys(self.seeds, epoch), self.mesh)
-        states, train = programs.epoch(states, *programs.data["train"], key)
-        train = per_model(_fetch(train), self.num_models)
+        key = sharding.put_replicated(state.epoch_keys(self.seeds, epoch), self.mesh)
+        states, train = self._run("train", states, key)
+        train = per_model(_fetch(train), K)
         seconds = time.perf_counter() - start
-        if self.stop_on_divergence and not (np.abs(train["train_loss"]) < DIVERGED).any():
+        # A mean train loss above 1e6 (or NaN) has diverged: ln(10) is 2.3 at the start.
+        if self.stop_on_divergence and not (np.abs(train["train_loss"]) < 1e6).any():
             loss = float(train["train_loss"][0])
             raise DivergedError(epoch, loss, lrs[0], config, self.model.std)
         evaluated = epoch % config.eval_every == 0 or epoch == config.epochs
         val = test = None
         if evaluated:
-            if programs.val is not None:
-                val = per_model(
-                    _fetch(programs.val(states, *programs.data["val"])), self.num_models
-                )
-            test = _fetch(programs.test(states, *programs.data["test"]))
-        per_model_test = per_model(test, self.num_models) if test is not None else None
-        records = [
-            self._record(k, epoch, train, val, per_model_test, lrs[k], seconds)
-            for k in range(self.num_models)
-        ]
+            if "val" in self.data:
+                val = per_model(_fetch(self._run("val", states)), K)
+            test = _fetch(self._run("test", states))
+        tests = per_model(test, K) if test is not None else None
+        records = [self._record(k, epoch, train, val, tests, lrs[k], seconds) for k in range(K)]
         selections = progress.selections
         if selections is not None:
             selections = [s.update(epoch, r) for s, r in zip(selections, records, strict=True)]
             values = [monitored_value(record, config.monitored) for record in records]
             if values[0] is not None and config.plateau_schedule:
-                value = jnp.asarray(values if self.num_models > 1 else values[0], jnp.float32)
-                opt_state = programs.plateau(states.opt_state, value)
+                value = jnp.asarray(values if K > 1 else values[0], jnp.float32)
+                opt_state = self.plateau(states.opt_state, value)
                 states = states.replace(opt_state=sharding.put_replicated(opt_state, self.mesh))
         history = [h + [r] for h, r in zip(progress.history, records, strict=True)]
-        progress = dataclasses.replace(
-            progress, epoch=epoch, states=states, history=history, selections=selections
-        )
+        progress = Progress(epoch, states, history, selections)
         # TensorBoard's confusion image is drawn once, at the run's last epoch (0.26 s each).
         last = evaluated and (epoch == config.epochs or progress.stopped)
-        confusion = per_model_test["confusion"] if last else None
+        confusion = tests["confusion"] if last else None
         return progress, records, train["per_step_loss"], confusion, test
 
     def _record(self, k, epoch, train, val, test, lr, seconds) -> Record:
@@ -339,18 +291,14 @@ class _Loop:
         record: Record = {"epoch": epoch}
         if self.num_models > 1:
             record.update(seed=self.seeds[k], peak_lr=self.lrs[k])
-        record.update(
-            train_loss=float(train["train_loss"][k]),
-            train_accuracy=float(train["train_accuracy"][k]),
-        )
-        for split, metrics in (("val", val), ("test", test)):
+        for split, metrics in (("train", train), ("val", val), ("test", test)):
             if split == "val" and self.dataset.val_images is None:
                 continue
-            record[f"{split}_loss"] = None if metrics is None else float(metrics["loss"][k])
-            record[f"{split}_accuracy"] = None if metrics is None else float(metrics["accuracy"][k])
-        record.update(
-            lr=lr, epoch_seconds=seconds, examples_per_second=self.dataset.num_train / seconds
-        )
+            for name in ("loss", "accuracy"):
+                key = f"train_{name}" if split == "train" else name
+                record[f"{split}_{name}"] = None if metrics is None else float(metrics[key][k])
+        examples_per_second = self.dataset.num_train / seconds
+        record.update(lr=lr, epoch_seconds=seconds, examples_per_second=examples_per_second)
         if self.config.diagnostics:
             record["grad_norm"] = float(train["grad_norm"][k])
         return record
@@ -368,20 +316,13 @@ class _Loop:
             self.checkpointer.save(epoch, progress.states, as_saved(config), info, selected)
         return self.checkpointer.path(epoch)
 
-    def _finish(self, progress, test, compile_seconds: float) -> SweepResult:
+    def _finish(self, progress, test) -> SweepResult:
         """The result, the final report, and DIR/selection.json."""
-        states = progress.states if self.num_models > 1 else stack(progress.states)
-        tests = split_models(test, self.num_models)
-        result = SweepResult(
-            self.seeds,
-            self.lrs,
-            states,
-            progress.history,
-            tests,
-            self.dataset,
-            compile_seconds,
-            progress.selections,
-        )
+        states, K = progress.states, self.num_models
+        states = states if K > 1 else jax.tree.map(lambda leaf: leaf[None], states)  # a stack of 1
+        tests = [{name: v[k] for name, v in per_model(test, K).items()} for k in range(K)]
+        models = (self.seeds, self.lrs, states, progress.history, tests, self.dataset)
+        result = SweepResult(*models, self.compile_seconds, progress.selections)
         if self.log is _silent:
             return result
         path = self.checkpointer.path if self.checkpointer is not None else None

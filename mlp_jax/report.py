@@ -1,6 +1,5 @@
 """Every line of text a run prints about its results: the epoch line (one model, or mean ± std
-over many), the selection and sweep reports at the end, and the confusion matrix as text.
-"""
+over many), the selection and sweep reports at the end, and the confusion matrix as text."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import numpy as np
 if TYPE_CHECKING:  # report.py imports numpy only: train's first line prints before JAX loads
     from mlp_jax.results import SweepResult
 
-Record = dict[str, Any]
+Record = dict[str, Any]  # one metrics.jsonl line
 Log = Callable[[str], None]
 
 
@@ -33,11 +32,16 @@ def describe_dataset(dataset: Any, fraction: float, seconds: float | None) -> li
     return lines
 
 
-def describe_models(config: Any, sizes: Sequence[int], lrs: Sequence[float]) -> str:
-    """The line a run of several models logs about them."""
-    peaks = ", ".join(f"{lr:g}" for lr in dict.fromkeys(lrs))
+def describe_models(
+    config: Any, sizes: Sequence[int], lrs: Sequence[float], num_params: int, seconds: float
+) -> str:
+    """The line a run logs about its model (e.g. "model: 784-16-10 MLP, 12,730 parameters ...")
+    or, for several, their shape, seeds and peak lrs."""
+    shape, peaks = "-".join(map(str, sizes)), ", ".join(f"{lr:g}" for lr in dict.fromkeys(lrs))
+    if len(lrs) == 1:
+        return f"model: {shape} MLP, {num_params:,} parameters (initialised in {seconds:.2f}s)"
     return (
-        f"models: {len(lrs)} {'-'.join(map(str, sizes))} MLPs in one program (seeds "
+        f"models: {len(lrs)} {shape} MLPs in one program (seeds "
         f"{config.seed}..{config.seed + config.seeds - 1} x peak lr {peaks}), "
         f"{config.epochs} epochs of batch {config.batch_size}"
     )
@@ -48,13 +52,8 @@ def describe_devices(devices: Sequence[Any]) -> str:
     return f"devices: {', '.join(str(d) for d in devices)}"
 
 
-def describe_model(sizes: Sequence[int], num_params: int, seconds: float) -> str:
-    """The line a run of one model logs about it, e.g. "model: 784-16-10 MLP, ..."."""
-    shape = "-".join(map(str, sizes))
-    return f"model: {shape} MLP, {num_params:,} parameters (initialised in {seconds:.2f}s)"
-
-
 def describe_training(config: Any, batches: int, lr: float) -> str:
+    """The line a run of one model logs about its optimisation."""
     return (
         f"training: {config.epochs} epochs x {batches} steps of batch {config.batch_size} "
         f"({config.optimizer}, lr {lr:g}, {config.schedule} schedule)"
@@ -62,19 +61,17 @@ def describe_training(config: Any, batches: int, lr: float) -> str:
 
 
 def describe_compiled(seconds: float, cache: str | None, num_models: int) -> str:
+    """The line a run logs once its programs are compiled."""
     of_all = " of all models" if num_models > 1 else ""
     cached = f"compilation cache {cache}" if cache else "compilation cache off"
     return f"compiled the epoch and the evaluation{of_all} in {seconds:.2f}s ({cached})"
 
 
 def describe_early_stop(config: Any, epoch: int, num_models: int) -> str:
-    what = (
-        f"{config.monitored} has not" if num_models == 1 else f"no model's {config.monitored} has"
-    )
-    return (
-        f"early stopping after epoch {epoch}: {what} improved for {config.early_stopping} "
-        "evaluations"
-    )
+    """The line a run logs when early stopping ends it."""
+    what = f"no model's {config.monitored} has" if num_models > 1 else f"{config.monitored} has not"
+    n = config.early_stopping
+    return f"early stopping after epoch {epoch}: {what} improved for {n} evaluations"
 
 
 def sample_std(values: Sequence[float] | np.ndarray) -> float:
@@ -104,11 +101,9 @@ def format_epoch(record: Record, epochs: int) -> str:
 
 
 def format_models_epoch(records: Sequence[Record], epochs: int) -> str:
-    """One line per epoch for many models: per peak learning rate, mean ± std over its seeds
-    (sample std, as SweepResult.summary; models of different learning rates are never pooled).
-    """
-    first = records[0]
-    groups: dict[Any, list[Record]] = {}
+    """One line per epoch for many models: per peak lr, mean ± std over its seeds (sample std,
+    as SweepResult.summary; models of different learning rates are never pooled)."""
+    first, groups = records[0], {}
     for record in records:
         groups.setdefault(record.get("peak_lr"), []).append(record)
     parts = [f"epoch {first['epoch']:>{len(str(epochs))}}/{epochs}"]
@@ -138,73 +133,57 @@ def scores(record: Record) -> str:
     return ", ".join(parts)
 
 
-def report_run(
-    result: SweepResult, checkpoint_of: Callable[[int], str] | None, log: Log
-) -> dict[str, Any] | None:
-    """The final report of a run: one model's final test accuracy, then its last and selected
-    epochs (many models: `report_sweep`). Returns what DIR/selection.json records (None when
-    nothing was monitored)."""
+def _test_line(test: dict[str, Any]) -> str:
+    return f"test accuracy {100 * test['accuracy']:.2f}% (loss {float(test['loss']):.4f})"
+
+
+def report_run(result: SweepResult, checkpoint_of: Callable[[int], str] | None, log: Log):
+    """The final report: one model's final test accuracy, then its last and selected epochs
+    (many models: `report_sweep`). Returns DIR/selection.json's content (None: no monitor)."""
     if len(result.seeds) > 1:
         return report_sweep(result, log)
     test, history = result.test[0], result.history[0]
-    log(
-        f"test accuracy {100 * test['accuracy']:.2f}% (loss {float(test['loss']):.4f}) "
-        f"on {int(test['count'])} test images"
-    )
+    log(f"{_test_line(test)} on {int(test['count'])} test images")
     selection = result.selections[0] if result.selections else None
     if selection is None or not history:
         return None
-    last = history[-1]
-    selected = next((r for r in history if r["epoch"] == selection.best_epoch), None)
+    last, best = history[-1], selection.best_epoch
+    selected = next((r for r in history if r["epoch"] == best), None)
     log(f"last epoch {last['epoch']}: {scores(last)}")
     if selected is None:
-        log(f"selected epoch {selection.best_epoch}: its record is not in metrics.jsonl")
+        log(f"selected epoch {best}: its record is not in metrics.jsonl")
     else:
-        where = f" (checkpoint {checkpoint_of(selected['epoch'])})" if checkpoint_of else ""
-        log(
-            f"selected epoch {selected['epoch']} (best {selection.monitor}): "
-            f"{scores(selected)}{where}"
-        )
-    return {
-        "selection": selection.to_json(),
-        "stopped_early": selection.should_stop,
-        "last": last,
-        "selected": selected,
-    }
+        where = f" (checkpoint {checkpoint_of(best)})" if checkpoint_of else ""
+        log(f"selected epoch {best} (best {selection.monitor}): {scores(selected)}{where}")
+    saved = {"selection": selection.to_json(), "stopped_early": selection.should_stop}
+    return {**saved, "last": last, "selected": selected}
 
 
 def report_sweep(result: SweepResult, log: Log) -> dict[str, Any] | None:
     """Each model's final test accuracy, then per lr mean ± std over seeds; with a validation
     split, per lr the validation and test accuracy at the selected epochs and the lr that
-    validation picks. Returns what DIR/selection.json records. Nothing is picked on test."""
+    validation picks. Returns DIR/selection.json's content. Nothing is picked on test."""
     for seed, lr, test in zip(result.seeds, result.lrs, result.test, strict=True):
-        log(
-            f"seed {seed} lr {lr:g}: test accuracy {100 * test['accuracy']:.2f}% "
-            f"(loss {float(test['loss']):.4f})"
-        )
+        log(f"seed {seed} lr {lr:g}: {_test_line(test)}")
     summary = result.summary()
     for row in summary:
         diverged = f", {row['diverged']} diverged" if row["diverged"] else ""
-        log(
-            f"lr {row['lr']:g}: test accuracy {_pm(row, 'test_accuracy')} (mean ± std over "
-            f"{len(row['seeds'])} seeds{diverged})"
-        )
+        over = f"mean ± std over {len(row['seeds'])} seeds{diverged}"
+        log(f"lr {row['lr']:g}: test accuracy {_pm(row, 'test_accuracy')} ({over})")
     if result.dataset.val_labels is None:
         return None
     at = "the selected epochs" if result.selections else "the last epoch"
     log(f"on validation, at {at} (std: sample std over seeds, ddof=1):")
     for row in summary:
-        log(
-            f"lr {row['lr']:g}: val accuracy {_pm(row, 'selected_val_accuracy')}, "
-            f"test accuracy {_pm(row, 'selected_test_accuracy')} "
-            f"(epochs {', '.join(map(str, row['selected_epochs']))})"
-        )
+        val, test = _pm(row, "selected_val_accuracy"), _pm(row, "selected_test_accuracy")
+        epochs = ", ".join(map(str, row["selected_epochs"]))
+        log(f"lr {row['lr']:g}: val accuracy {val}, test accuracy {test} (epochs {epochs})")
     pick = result.pick()
     if pick is not None:
+        best = 100 * pick["selected_val_accuracy_mean"]
         log(
-            f"validation picks lr {pick['lr']:g} (highest mean val accuracy "
-            f"{100 * pick['selected_val_accuracy_mean']:.2f}%): its test accuracy "
-            f"{_pm(pick, 'selected_test_accuracy')}"
+            f"validation picks lr {pick['lr']:g} (highest mean val accuracy {best:.2f}%): "
+            f"its test accuracy {_pm(pick, 'selected_test_accuracy')}"
         )
     model = result.picked_model()
     return {"picked_by": "val_accuracy", "pick": pick, "per_lr": summary, "model": model}

@@ -1,6 +1,5 @@
 """What a training run returns: `RunResult` for one model, `SweepResult` for K models (--seeds,
---lr-sweep), with the statistics over seeds that the reports print.
-"""
+--lr-sweep), with the statistics over seeds that the reports print."""
 
 from __future__ import annotations
 
@@ -12,11 +11,9 @@ import jax
 import numpy as np
 
 from mlp_jax.data import Dataset
-from mlp_jax.report import sample_std
+from mlp_jax.report import Record, sample_std
 from mlp_jax.selection import Selection
 from mlp_jax.steps import TrainState
-
-Record = dict[str, Any]
 
 
 @dataclasses.dataclass
@@ -52,13 +49,11 @@ class SweepResult:
         """Model 0 as a RunResult (what a run of one model returns)."""
         selection = self.selections[0] if self.selections else None
         selected = self.selected(0) if selection and selection.best_epoch else None
-        return RunResult(
-            self.state(0), self.history[0], self.test[0], self.dataset, selection, selected
-        )
+        run = (self.state(0), self.history[0], self.test[0], self.dataset)
+        return RunResult(*run, selection, selected)
 
     def picked_model(self) -> int | None:
-        """The model validation picks: the best monitored value at its selected epoch (None
-        without a selection)."""
+        """The model with the best monitored value at its selected epoch (None: no selection)."""
         return picked_model([s.to_json() for s in self.selections or []])
 
     def selected(self, k: int) -> Record:
@@ -67,21 +62,17 @@ class SweepResult:
         return self.history[k][-1] if best is None else self.history[k][best - 1]
 
     def summary(self) -> list[Record]:
-        """Per peak learning rate: mean and `sample_std` over seeds of the final test accuracy
-        and loss and, with a validation split, of each model's selected epoch's val and test
-        accuracy. Diverged models (non-finite train loss) are counted in `diverged`, not averaged.
-        """
+        """Per peak lr: mean and `sample_std` over seeds of the final test accuracy and loss and,
+        with a validation split, of each model's selected epoch's val and test accuracy. Diverged
+        models (non-finite train loss) are counted in `diverged`, not averaged."""
         rows = []
         for lr in dict.fromkeys(self.lrs):  # first-seen order
             members = [k for k, model_lr in enumerate(self.lrs) if model_lr == lr]
             finite = [k for k in members if np.isfinite(self.history[k][-1]["train_loss"])]
-            row = {
-                "lr": lr,
-                "seeds": [self.seeds[k] for k in members],
-                "diverged": len(members) - len(finite),
-                **_mean_std("test_accuracy", [self.test[k]["accuracy"] for k in finite]),
-                **_mean_std("test_loss", [self.test[k]["loss"] for k in finite]),
-            }
+            row = {"lr": lr, "seeds": [self.seeds[k] for k in members]}
+            row["diverged"] = len(members) - len(finite)
+            for key in ("accuracy", "loss"):
+                row.update(_mean_std(f"test_{key}", [self.test[k][key] for k in finite]))
             if self.dataset.val_labels is not None:
                 selected = [self.selected(k) for k in finite]
                 row["selected_epochs"] = [record["epoch"] for record in selected]
@@ -91,9 +82,8 @@ class SweepResult:
         return rows
 
     def pick(self) -> Record | None:
-        """The summary row of the learning rate that validation picks: the best mean val
-        accuracy at the selected epochs. None without a validation split: a sweep never picks
-        on test."""
+        """The summary row of the lr with the best mean val accuracy at the selected epochs;
+        None without a validation split: a sweep never picks on test."""
         if self.dataset.val_labels is None:
             return None
         rows = [row for row in self.summary() if np.isfinite(row["selected_val_accuracy_mean"])]
@@ -103,18 +93,14 @@ class SweepResult:
 def _mean_std(name: str, values: Sequence[float | None]) -> Record:
     """{name_mean, name_std}: sample std (ddof=1; 0 for one value); NaN for no value."""
     array = np.array([v for v in values if v is not None], np.float64)
-    if len(array) == 0:
-        return {f"{name}_mean": float("nan"), f"{name}_std": float("nan")}
-    return {f"{name}_mean": float(array.mean()), f"{name}_std": sample_std(array)}
+    mean, std = (float(array.mean()), sample_std(array)) if len(array) else (np.nan, np.nan)
+    return {f"{name}_mean": mean, f"{name}_std": std}
 
 
 def picked_model(selections: Sequence[dict[str, Any] | None]) -> int | None:
     """Index of the model whose selection (Selection.to_json) has the lowest best value."""
-    values = [
-        (s["best_value"], k)
-        for k, s in enumerate(selections)
-        if s and s.get("best_value") is not None
-    ]
+    best = [s.get("best_value") if s else None for s in selections]
+    values = [(value, k) for k, value in enumerate(best) if value is not None]
     return min(values)[1] if values else None
 
 
@@ -123,14 +109,3 @@ def per_model(metrics: dict[str, Any], num_models: int) -> dict[str, np.ndarray]
     return {
         k: np.asarray(v)[None] if num_models == 1 else np.asarray(v) for k, v in metrics.items()
     }
-
-
-def split_models(metrics: dict[str, Any], num_models: int) -> list[dict[str, Any]]:
-    """Host metrics of K models (see per_model) as K dicts."""
-    stacked = per_model(metrics, num_models)
-    return [{name: value[k] for name, value in stacked.items()} for k in range(num_models)]
-
-
-def stack(state: TrainState) -> TrainState:
-    """One model's state as a stack of one (leading axis 1)."""
-    return jax.tree.map(lambda leaf: leaf[None], state)

@@ -1,11 +1,6 @@
-"""TensorBoard event files of a run (`DIR/tensorboard/`), written with tensorboardX (no TensorFlow).
-
-A metric writer (writers.py): each epoch's record becomes scalars, e.g. `train/loss`,
-`test/accuracy`, `lr`, `examples_per_second`; the per-step train loss, the confusion matrix (sent
-at the run's last epoch) and the hyperparameters come too. Every value is placed at the optimizer
-step the state has reached, so epoch curves and per-step curves share one x axis, and a resumed
-run purges what it redoes.
-"""
+"""TensorBoard event files of a run (`DIR/tensorboard/`), written with tensorboardX (no TensorFlow):
+a metric writer (writers.py) that puts every value at the optimizer step reached, so epoch and
+per-step curves share one x axis, and a resumed run purges what it redoes."""
 
 from __future__ import annotations
 
@@ -21,26 +16,25 @@ from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams as hparams_summaries
 
 from mlp_jax.figures import plot_confusion
+from mlp_jax.report import Record
 from mlp_jax.writers import MetricWriter
 
 # A diverged model's NaN loss is a real value to log (the epoch line already says it diverged);
 # tensorboardX would warn about it once per scalar, burying the run's own output.
 logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
-Record = dict[str, Any]
-SPLITS = ("train", "val", "test")  # record keys `<split>_<metric>` become tags `<split>/<metric>`
-NOT_SCALARS = ("seed", "peak_lr")  # per-model constants of a sweep: they are hyperparameters
 # Config fields about where and how a run executes, not what it learns: left out of hparams.
 NOT_HPARAMS = frozenset(
     "workdir data_dir manual_dir fresh coordinator num_processes process_id devices profile".split()
 )
+
 # The metrics the hparams dashboard shows next to the hyperparameters (the last value of each).
 HPARAM_METRICS = ("test/accuracy", "test/loss", "val/accuracy", "val/loss", "train/loss")
 
 
 class TensorBoardWriter(MetricWriter):
-    """Writes `logdir`'s event files; several models (a sweep) get one sub-run each, named by
-    the seed and peak lr of their hparams. `purge_step` (a resume) drops what the interrupted run
+    """Writes `logdir`'s event files; a sweep's models get one sub-run each, named by their seed
+    and peak lr (e.g. `seed0-lr0.05`). `purge_step` (a resume) drops what the interrupted run
     logged from that step on; `class_names` label the confusion matrix."""
 
     def __init__(self, logdir: str, class_names: Sequence[str], purge_step: int | None = None):
@@ -49,12 +43,11 @@ class TensorBoardWriter(MetricWriter):
 
     def write_hparams(self, hparams: Sequence[Record]) -> None:
         for record in hparams:
-            name = run_name(record) if len(hparams) > 1 else ""
+            name = f"seed{record['seed']}-lr{record['peak_lr']:g}" if len(hparams) > 1 else ""
             # The default file name has whole seconds: a restart within one would overwrite it.
+            path = os.path.join(self.logdir, name)
             run = SummaryWriter(
-                os.path.join(self.logdir, name),
-                purge_step=self.purge_step,
-                filename_suffix=f".{time.time_ns()}",
+                path, purge_step=self.purge_step, filename_suffix=f".{time.time_ns()}"
             )
             metrics = dict.fromkeys(HPARAM_METRICS, 0.0)
             for summary in hparams_summaries(hparam_values(record), metrics):
@@ -62,13 +55,12 @@ class TensorBoardWriter(MetricWriter):
             self._runs.append(run)
 
     def write_scalars(self, step: int, scalars: Sequence[Record]) -> None:
-        """Each numeric value of each model's mapping, tagged by `scalar_tag`."""
+        """Each model's numbers, tagged by `scalar_tag` (a sweep's seed and peak lr: hparams)."""
         for run, values in zip(self._runs, scalars, strict=True):
             for key, value in values.items():
-                if key in NOT_SCALARS or isinstance(value, bool) or value is None:
-                    continue
-                if isinstance(value, int | float):
-                    run.add_scalar(scalar_tag(key), value, step)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    if key not in ("seed", "peak_lr"):
+                        run.add_scalar(scalar_tag(key), value, step)
 
     def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
         """A confusion matrix int[C, C] per model, drawn as a labelled heat map."""
@@ -90,23 +82,13 @@ def scalar_tag(key: str) -> str:
     """Record key -> TensorBoard tag: `test_accuracy` -> `test/accuracy`, `lr` -> `lr`,
     `train_loss_per_step` -> `train/loss_per_step`."""
     split, _, metric = key.partition("_")
-    return f"{split}/{metric}" if split in SPLITS and metric else key
-
-
-def run_name(record: Record) -> str:
-    """A sweep model's sub-run: `seed0-lr0.05`."""
-    return f"seed{record.get('seed', 0)}-lr{record.get('peak_lr', record.get('lr', 0)):g}"
+    return f"{split}/{metric}" if split in ("train", "val", "test") and metric else key
 
 
 def hparam_values(config: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
     """The config as the hparams plugin takes it: scalars and strings ("512,256", "none")."""
-    values = {}
-    for name, value in config.items():
-        if name in NOT_HPARAMS:
-            continue
-        if value is None:
-            value = "none"
-        elif isinstance(value, list | tuple):
-            value = ",".join(map(str, value))
-        values[name] = value
-    return values
+    values = {name: value for name, value in config.items() if name not in NOT_HPARAMS}
+    for name, value in values.items():
+        if isinstance(value, list | tuple):
+            values[name] = ",".join(map(str, value))
+    return {name: "none" if value is None else value for name, value in values.items()}

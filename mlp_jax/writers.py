@@ -1,11 +1,6 @@
-"""One way for metrics to leave the loop, as CLU's metric writers (`write_scalars`,
-`write_images`, `write_hparams`): the console line, the progress bar, metrics.jsonl and
-TensorBoard are writers, and `write_epoch` hands each epoch to all of them.
-
-A record is a flat dict of JSON values: `epoch`, `train_loss`, `train_accuracy`, `test_loss`,
-`test_accuracy` (None in epochs without evaluation), `lr`, `epoch_seconds`,
-`examples_per_second`, and whatever else the loop adds (e.g. `val_loss`, `seed`, `peak_lr`).
-Writers show the keys that are present and skip the rest.
+"""How metrics leave the loop, as CLU's metric writers (`write_scalars`, `write_images`,
+`write_hparams`): the console line and progress bar, metrics.jsonl, TensorBoard and the profiler
+are writers that `write_epoch` feeds; and `print_line`, stdout that may fail (a pager that quit).
 """
 
 from __future__ import annotations
@@ -14,46 +9,37 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from mlp_jax import report
 from mlp_jax.config import Config
+from mlp_jax.report import Record
 from mlp_jax.workdir import CheckpointError, Workdir, WorkdirError
-
-Record = dict[str, Any]
 
 
 class MetricWriter:
-    """CLU's metric-writer interface (clu.metric_writers.MetricWriter) with a model axis: a
-    sweep's K models each have their values (a single run has one). `step` is the optimizer
-    step reached. A new logger is a new writer: the loop does not change."""
+    """CLU's metric-writer interface with a model axis: one value per model (K >= 1). `step` is
+    the optimizer step reached. Records hold JSON values; writers skip the keys they lack. A
+    writer of whole epochs overrides `write_epoch`; a new logger is a new writer."""
 
     def write_scalars(self, step: int, scalars: Sequence[Record]) -> None:
         """One mapping per model: an epoch's record (it has `epoch`), or `train_loss_per_step`."""
+        if "epoch" in scalars[0]:
+            self.write_epoch(scalars)
+
+    def write_epoch(self, records: Sequence[Record]) -> None:
+        """One epoch's metrics.jsonl record per model."""
 
     def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
-        """Arrays with a leading model axis: `test/confusion_matrix` int[K, C, C] (rows: true
-        class), sent at the run's last epoch."""
+        """`test/confusion_matrix` int[K, C, C] (rows: true class), at the run's last epoch."""
 
     def write_hparams(self, hparams: Sequence[Record]) -> None:
         """Once, before epoch 1: each model's hyperparameters (the config, with its seed and lr)."""
 
     def close(self) -> None:
-        pass
-
-
-class EpochWriter(MetricWriter):
-    """A writer of whole epochs, one record per model: it skips the per-step values."""
-
-    def write_scalars(self, step: int, scalars: Sequence[Record]) -> None:
-        if "epoch" in scalars[0]:
-            self.write_epoch(scalars)
-
-    def write_epoch(self, records: Sequence[Record]) -> None:
-        pass
+        """Flush and let go of what the writer holds."""
 
 
 def write_epoch(
@@ -74,9 +60,8 @@ def write_epoch(
             writer.write_scalars(first + i + 1, values)
     for writer in writers:  # metrics.jsonl first: a kill before the checkpoint leaves a line
         writer.write_scalars(step, records)  # that resume drops
-    if confusion is not None:
-        for writer in writers:
-            writer.write_images(step, {"test/confusion_matrix": confusion})
+    for writer in writers if confusion is not None else ():
+        writer.write_images(step, {"test/confusion_matrix": confusion})
 
 
 def default_writers(
@@ -88,20 +73,16 @@ def default_writers(
     class_names: Sequence[str],
     hparams: Sequence[Record],
 ) -> list[MetricWriter]:
-    """Where process 0's metrics go, `hparams` already written: the console line, the progress
-    bar, and with a workdir metrics.jsonl and TensorBoard (DIR/tensorboard/, which drops what an
-    interrupted run logged after the `done` epochs that a resume keeps)."""
-    writers: list[MetricWriter] = [
-        ConsoleWriter(config.epochs, log),
-        ProgressBar(config.epochs, done),
-    ]
+    """Where process 0's metrics go, `hparams` already written: the console, and with a workdir
+    metrics.jsonl and TensorBoard (DIR/tensorboard/, which drops what an interrupted run logged
+    after the `done` epochs that a resume keeps)."""
+    writers: list[MetricWriter] = [ConsoleWriter(config.epochs, log, done)]
     if workdir is not None:
         # Imported only here: tensorboardX imports torch whenever it is installed (1.7 s of a
-        # 3.2 s start-up) and the confusion image needs matplotlib; runs without a workdir
-        # need neither.
+        # 3.2 s start-up) and the confusion image needs matplotlib.
         from mlp_jax.tensorboard import TensorBoardWriter
 
-        writers.append(MetricsFileWriter(workdir))
+        writers.append(CallbackWriter(lambda epoch, records: workdir.append_metrics(records)))
         if config.profiled_epochs is not None:
             writers.insert(0, Profiler(workdir.file("profile"), *config.profiled_epochs, done))
         purge = done * steps_per_epoch + 1 if done else None
@@ -111,7 +92,7 @@ def default_writers(
     return writers
 
 
-def close_all(closers: list[Any]) -> None:
+def close_all(closers: list[MetricWriter]) -> None:
     """Close each; while an error is on its way out (e.g. a full disk), a failing close adds
     nothing to it; otherwise the first failure is raised after all are closed."""
     failures = []
@@ -126,8 +107,8 @@ def close_all(closers: list[Any]) -> None:
         raise WorkdirError(f"cannot finish writing the run: {failures[0]}") from None
 
 
-class CallbackWriter(EpochWriter):
-    """`on_epoch(epoch, records)` as a writer (train_many's hook)."""
+class CallbackWriter(MetricWriter):
+    """`on_epoch(epoch, records)` as a writer (train_many's hook; metrics.jsonl's lines)."""
 
     def __init__(self, on_epoch: Callable[[int, list[Record]], None]):
         self.on_epoch = on_epoch
@@ -142,8 +123,8 @@ _stdout_error: list[OSError] = []  # the first failed write to stdout, if any
 def print_line(line: str) -> None:
     """Print one line to stdout, above the progress bar when there is one.
 
-    If stdout fails (a pager quit: EPIPE; a full disk: ENOSPC), the line and all later ones
-    are dropped, fd 1 is pointed at /dev/null (so no exit-time flush fails either), and
+    If stdout fails (a pager quit: EPIPE; a full disk: ENOSPC), this and all later lines are
+    dropped, fd 1 is pointed at /dev/null (so no exit-time flush fails either), and
     `stdout_error()` says why: the loop then saves a checkpoint and stops.
     """
     if _stdout_error:
@@ -171,68 +152,47 @@ def stdout_error() -> OSError | None:
     return _stdout_error[0] if _stdout_error else None
 
 
-class ConsoleWriter(EpochWriter):
-    """One line per epoch through `log`: the record's values, or mean ± std over many models."""
+class ConsoleWriter(MetricWriter):
+    """One line per epoch through `log` (the record's values, or mean ± std over many models),
+    under a tqdm bar over the epochs when stdout is a terminal."""
 
-    def __init__(self, epochs: int, log: Callable[[str], None] = print_line):
+    def __init__(self, epochs: int, log: Callable[[str], None] = print_line, done: int = 0):
         self.epochs, self.log = epochs, log
+        self.bar = tqdm(desc="epochs", initial=done, total=epochs, disable=not sys.stdout.isatty())
 
     def write_epoch(self, records: Sequence[Record]) -> None:
         if len(records) == 1:
             self.log(report.format_epoch(records[0], self.epochs))
         else:
             self.log(report.format_models_epoch(records, self.epochs))
-
-
-class ProgressBar(EpochWriter):
-    """A tqdm bar over the epochs, shown only when stdout is a terminal."""
-
-    def __init__(self, epochs: int, done: int = 0):
-        self._bar = tqdm(desc="epochs", initial=done, total=epochs, disable=not sys.stdout.isatty())
-
-    def write_epoch(self, records: Sequence[Record]) -> None:
-        self._bar.update(1)
+        self.bar.update(1)
 
     def close(self) -> None:
-        self._bar.close()
+        self.bar.close()
 
 
-class MetricsFileWriter(EpochWriter):
-    """DIR/metrics.jsonl: one line per record, fsynced before the epoch's checkpoint is saved."""
-
-    def __init__(self, workdir: Workdir):
-        self.workdir = workdir
-
-    def write_epoch(self, records: Sequence[Record]) -> None:
-        self.workdir.append_metrics(records)
-
-
-class Profiler(EpochWriter):
+class Profiler(MetricWriter):
     """--profile A:B: a jax.profiler trace into `folder`, from the end of epoch A-1's line (the
-    start of the run for A = 1) to the end of epoch B's; the epoch is one compiled program, so
-    an epoch is the finest unit. A resumed run traces only the epochs it still runs."""
+    run's start for A = 1) to the end of epoch B's: an epoch is one compiled program, the finest
+    unit. A resumed run traces only the epochs it still runs."""
 
     def __init__(self, folder: str, first: int, last: int, done: int):
         self.folder, self.first, self.last, self.active = folder, first, last, False
-        if first <= done + 1 <= last:
-            self._start()
-
-    def _start(self) -> None:
-        import jax
-
-        jax.profiler.start_trace(self.folder)
-        self.active = True
+        self._trace(first <= done + 1 <= last)
 
     def write_epoch(self, records: Sequence[Record]) -> None:
         epoch = records[0]["epoch"]
-        if epoch == self.first - 1:
-            self._start()
-        elif epoch == self.last:
-            self.close()
+        if epoch in (self.first - 1, self.last):
+            self._trace(epoch == self.first - 1)
 
     def close(self) -> None:
-        if self.active:
-            import jax
+        self._trace(False)
 
-            self.active = False
+    def _trace(self, on: bool) -> None:
+        import jax  # not at the top: writers.py loads before JAX (train's first line)
+
+        if on and not self.active:
+            jax.profiler.start_trace(self.folder)
+        elif self.active and not on:
             jax.profiler.stop_trace()
+        self.active = on
