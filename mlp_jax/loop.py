@@ -31,8 +31,10 @@ from mlp_jax.steps import TrainState, evaluate, steps_per_epoch, train_epoch
 from mlp_jax.workdir import SELECTION, Workdir, open_workdir, write_atomically
 from mlp_jax.writers import (
     CallbackWriter,
+    ConsoleWriter,
+    MetricWriter,
+    Profiler,
     close_all,
-    default_writers,
     print_line,
     stdout_error,
     write_epoch,
@@ -217,17 +219,32 @@ class _Loop:
         """The compiled program of `split` on its data: the epoch (train), else an evaluation."""
         return self.programs[split](states, *self.data[split], *key)
 
-    def _writers(self, done: int) -> list:
+    def _writers(self, done: int) -> list[MetricWriter]:
+        """Where metrics go, hparams written: train_many's on_epoch, or process 0's console and,
+        with a workdir, --profile, metrics.jsonl and TensorBoard (DIR/tensorboard/, which drops
+        what an interrupted run logged after the `done` epochs that a resume keeps)."""
         if self.on_epoch is not None:
             return [CallbackWriter(self.on_epoch)]
         if not sharding.is_main_process() or self.log is _silent:
             return []
-        config, base = self.config, self.config.to_dict()
+        config, workdir, base = self.config, self.workdir, self.config.to_dict()
+        writers: list[MetricWriter] = [ConsoleWriter(config.epochs, self.log, done)]
+        if workdir is not None:
+            # Imported only here: tensorboardX imports torch whenever it is installed (1.7 s of a
+            # 3.2 s start-up) and the confusion image needs matplotlib.
+            from mlp_jax.tensorboard import TensorBoardWriter
+
+            if config.profiled_epochs is not None:
+                writers.insert(0, Profiler(workdir.file("profile"), *config.profiled_epochs, done))
+            writers.append(CallbackWriter(lambda epoch, records: workdir.append_metrics(records)))
+            names = class_names(self.dataset.name, self.dataset.num_classes)
+            purge = done * self.batches + 1 if done else None
+            writers.append(TensorBoardWriter(workdir.file("tensorboard"), names, purge))
         pairs = zip(self.seeds, self.lrs, strict=True)  # a sweep's models: their seed and lr
         hparams = [{**base, "seed": s, "peak_lr": lr} for s, lr in pairs]
-        hparams = hparams if self.num_models > 1 else [base]
-        names = class_names(self.dataset.name, self.dataset.num_classes)
-        return default_writers(config, self.workdir, self.log, done, self.batches, names, hparams)
+        for writer in writers:
+            writer.write_hparams(hparams if self.num_models > 1 else [base])
+        return writers
 
     def _epochs(self, progress, writers, stop) -> tuple[Any, Any]:
         """Epochs done + 1 .. config.epochs (fewer when early stopping ends every model)."""

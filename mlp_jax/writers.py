@@ -9,14 +9,14 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from mlp_jax import report
-from mlp_jax.config import Config
-from mlp_jax.report import Record
-from mlp_jax.workdir import CheckpointError, Workdir, WorkdirError
+from mlp_jax.report import Log, Record
+from mlp_jax.workdir import CheckpointError, WorkdirError
 
 
 class MetricWriter:
@@ -64,35 +64,7 @@ def write_epoch(
         writer.write_images(step, {"test/confusion_matrix": confusion})
 
 
-def default_writers(
-    config: Config,
-    workdir: Workdir | None,
-    log: Callable[[str], None],
-    done: int,
-    steps_per_epoch: int,
-    class_names: Sequence[str],
-    hparams: Sequence[Record],
-) -> list[MetricWriter]:
-    """Where process 0's metrics go, `hparams` already written: the console, and with a workdir
-    metrics.jsonl and TensorBoard (DIR/tensorboard/, which drops what an interrupted run logged
-    after the `done` epochs that a resume keeps)."""
-    writers: list[MetricWriter] = [ConsoleWriter(config.epochs, log, done)]
-    if workdir is not None:
-        # Imported only here: tensorboardX imports torch whenever it is installed (1.7 s of a
-        # 3.2 s start-up) and the confusion image needs matplotlib.
-        from mlp_jax.tensorboard import TensorBoardWriter
-
-        writers.append(CallbackWriter(lambda epoch, records: workdir.append_metrics(records)))
-        if config.profiled_epochs is not None:
-            writers.insert(0, Profiler(workdir.file("profile"), *config.profiled_epochs, done))
-        purge = done * steps_per_epoch + 1 if done else None
-        writers.append(TensorBoardWriter(workdir.file("tensorboard"), class_names, purge))
-    for writer in writers:
-        writer.write_hparams(hparams)
-    return writers
-
-
-def close_all(closers: list[MetricWriter]) -> None:
+def close_all(closers: Sequence[Any]) -> None:
     """Close each; while an error is on its way out (e.g. a full disk), a failing close adds
     nothing to it; otherwise the first failure is raised after all are closed."""
     failures = []
@@ -156,7 +128,7 @@ class ConsoleWriter(MetricWriter):
     """One line per epoch through `log` (the record's values, or mean ± std over many models),
     under a tqdm bar over the epochs when stdout is a terminal."""
 
-    def __init__(self, epochs: int, log: Callable[[str], None] = print_line, done: int = 0):
+    def __init__(self, epochs: int, log: Log = print_line, done: int = 0):
         self.epochs, self.log = epochs, log
         self.bar = tqdm(desc="epochs", initial=done, total=epochs, disable=not sys.stdout.isatty())
 
