@@ -349,8 +349,8 @@ MUTANTS = [
     Mutant(
         "loop.every_epoch_uses_epoch_1_key",
         "mlp_jax/loop.py",
-        "key = sharding.put_replicated(epoch_keys(self.seeds, epoch), self.mesh)",
-        "key = sharding.put_replicated(epoch_keys(self.seeds, 1), self.mesh)",
+        "key = sharding.put_replicated(state.epoch_keys(self.seeds, epoch), self.mesh)",
+        "key = sharding.put_replicated(state.epoch_keys(self.seeds, 1), self.mesh)",
         LOOP,
     ),
     Mutant(
