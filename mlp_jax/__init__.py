@@ -1,46 +1,28 @@
 """mlp_jax: multi-layer perceptrons on MNIST-like data, trained by pure, compiled JAX functions.
 
-The public API is the names below; everything else is importable from its module. Names load on
-first use (PEP 562), so `python -m mlp_jax.train --help` answers without importing JAX.
-"""
+The public API is the names below (each importable from its module too). They load on first use
+(PEP 562), so `python -m mlp_jax.train --help` answers without importing JAX."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-# name -> the module that defines it: the one list of the public API.
-_PUBLIC = {
-    # Configuration and data.
-    "Config": "config",
-    "ConfigError": "config",
-    "Dataset": "data",
-    "load_dataset": "data",
-    "validation_split": "data",
-    # The model and its optimizer.
-    "MLP": "model",
-    "mlp_from_config": "model",
-    "count_params": "model",
-    "make_optimizer": "optim",
-    "make_schedule": "optim",
+# module -> the public names it defines: the one list of the public API.
+_MODULES = {
+    "config": "Config ConfigError",
+    "data": "Dataset load_dataset validation_split",
+    "model": "MLP mlp_from_config count_params",
+    "optim": "make_optimizer make_schedule",
     # Pure, compiled steps: put them in your own loops (jit, vmap, lax.scan, sharded batches).
-    "TrainState": "steps",
-    "create_train_state": "steps",
-    "cross_entropy_loss": "steps",
-    "train_step": "steps",
-    "train_epoch": "steps",
-    "eval_step": "steps",
-    "evaluate": "steps",
-    "predict": "steps",
-    "steps_per_epoch": "steps",
+    "steps": "TrainState create_train_state cross_entropy_loss train_step train_epoch eval_step "
+    "evaluate predict steps_per_epoch",
     # The loop (K >= 1 models), checkpoints, devices.
-    "train_and_evaluate": "loop",
-    "train_many": "loop",
-    "restore_checkpoint": "resume",
-    "restore_params": "resume",
-    "make_mesh": "sharding",
-    "shard_batch": "sharding",
+    "loop": "train_and_evaluate train_many",
+    "resume": "restore_checkpoint restore_params",
+    "sharding": "make_mesh shard_batch",
 }
+_PUBLIC = {name: module for module, names in _MODULES.items() for name in names.split()}
 __all__ = list(_PUBLIC)
 
 

@@ -1,6 +1,5 @@
 """The errors a user can meet, each one line: bad input, unwritable files, a run that diverged
-or was stopped. `exit_code` is how every command maps them to its exit status.
-"""
+or was stopped. `exit_code` is how every command maps them to its exit status."""
 
 from __future__ import annotations
 
@@ -15,28 +14,17 @@ class DivergedError(RuntimeError):
 
     def __init__(self, epoch: int, loss: float, lr: float, config: Config, std: float = 1.0):
         self.epoch, self.loss, self.lr = epoch, loss, lr
-        causes = []
-        if config.weight_decay > 0:
-            causes.append(f"--weight-decay {config.weight_decay:g} too large")
-        if config.normalize == "standardize" and std < 0.01:
-            causes.append(
-                f"images that barely vary (pixel std {std:.2g}) blown up by standardising: "
-                "try --normalize scale"
-            )
-        causes.append(
-            "a learning rate too large for this model: try a smaller --lr"
-            + ("" if config.clip_norm is not None else " or --clip-norm")
-        )
+        vary = f"images that barely vary (pixel std {std:.2g}) blown up by standardising"
+        clip = "" if config.clip_norm is not None else " or --clip-norm"
+        causes = [
+            (config.weight_decay > 0, f"--weight-decay {config.weight_decay:g} too large"),
+            (config.normalize == "standardize" and std < 0.01, f"{vary}: try --normalize scale"),
+            (True, f"a learning rate too large for this model: try a smaller --lr{clip}"),
+        ]
+        message = "; ".join(cause for applies, cause in causes if applies)
         super().__init__(
-            f"train loss became {loss} in epoch {epoch} (lr {lr:.4g}); possible causes: "
-            + "; ".join(causes)
+            f"train loss became {loss} in epoch {epoch} (lr {lr:.4g}); possible causes: {message}"
         )
-
-
-def _stopped(cause: str, epoch: int, epochs: int, checkpoint: str | None, unsaved: str) -> str:
-    """`{cause} after epoch 3/10: {what was saved}`."""
-    saved = f"checkpoint {checkpoint} is saved; run the same command to resume"
-    return f"{cause} after epoch {epoch}/{epochs}: {saved if checkpoint else unsaved}"
 
 
 class StoppedByOutput(Exception):
@@ -59,6 +47,11 @@ class StoppedBySignal(Exception):
         super().__init__(_stopped(cause, epoch, epochs, checkpoint, unsaved))
 
 
+def _stopped(cause: str, epoch: int, epochs: int, checkpoint: str | None, unsaved: str) -> str:
+    saved = f"checkpoint {checkpoint} is saved; run the same command to resume"
+    return f"{cause} after epoch {epoch}/{epochs}: {saved if checkpoint else unsaved}"
+
+
 def exit_code(error: BaseException) -> int | None:
     """The exit status a command returns for `error`; None for an error that is a bug."""
     from mlp_jax.images import ImageError  # Pillow: only when a command got this far
@@ -71,6 +64,4 @@ def exit_code(error: BaseException) -> int | None:
         return 128 + error.signum
     if isinstance(error, StoppedByOutput):
         return 128 + signal.SIGPIPE if isinstance(error.error, BrokenPipeError) else 1
-    if isinstance(error, KeyboardInterrupt):
-        return 130
-    return None
+    return 130 if isinstance(error, KeyboardInterrupt) else None

@@ -1,7 +1,6 @@
-"""Figures of a run, drawn with matplotlib's object API (no pyplot, no display): learning
-curves, the confusion matrix, weight templates, test predictions. `python -m mlp_jax.plot` is
-the command that draws a workdir's.
-"""
+"""Figures of a run, drawn with matplotlib's object API (no pyplot, no display): learning curves,
+the confusion matrix, weight templates, test predictions. `python -m mlp_jax.plot` draws a
+workdir's."""
 
 from __future__ import annotations
 
@@ -14,13 +13,14 @@ from matplotlib.figure import Figure  # the object API needs no pyplot and no di
 
 from mlp_jax.config import ConfigError
 
+TITLES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "mnist-subset": "mnist_subset"}
+CURVES = (("train", "o-", "train (running)"), ("val", "^--", "validation"), ("test", "s-", "test"))
+
 
 def dataset_title(dataset_name: str) -> str:
     """A readable dataset name for figure titles: "idx:fashion-mnist" -> "Fashion-MNIST"."""
     name = dataset_name.removeprefix("idx:").lower().replace("_", "-")
-    return {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "mnist-subset": "mnist_subset"}.get(
-        name, dataset_name
-    )
+    return TITLES.get(name, dataset_name)
 
 
 def save_figure(figure: Figure, path: Path, flag: str) -> None:
@@ -28,43 +28,38 @@ def save_figure(figure: Figure, path: Path, flag: str) -> None:
     try:
         figure.savefig(path, dpi=110)
     except OSError as error:
-        reason = f"cannot write {path} ({error.strerror}); give a writable folder"
-        raise ConfigError(flag, reason) from None
+        raise ConfigError(
+            flag, f"cannot write {path} ({error.strerror}); give a writable folder"
+        ) from None
 
 
 def plot_curves(history: Sequence[dict[str, Any]], title: str) -> Figure:
-    """Train, validation and test loss (left) and error rate (right) against the epoch.
-
-    Train values are the running means over each epoch (training mode); validation (with
-    --validation-split) and test values are measured after the epoch, at the epochs where the run
-    evaluated. A --seeds/--lr-sweep run's records (one per model and epoch) give, per peak lr,
-    the mean over seeds as a line and the range over seeds as a band.
-    """
-    groups = _runs_per_lr(history)
+    """Train (running means over each epoch), validation and test loss (left) and error rate
+    (right) against the epoch, at the epochs where each was measured. A --seeds/--lr-sweep run's
+    records give, per peak lr, the mean over seeds as a line and their range as a band."""
+    groups: dict[str, dict[Any, list[dict[str, Any]]]] = {}  # peak lr -> seed -> its records
+    for record in history:
+        name = f"lr {record['peak_lr']:g}" if "peak_lr" in record else ""
+        groups.setdefault(name, {}).setdefault(record.get("seed"), []).append(record)
     figure = Figure(figsize=(10, 4))
     loss_axes, error_axes = figure.subplots(1, 2)
-    curves = (
-        ("train", "o-", "train (running)"),
-        ("val", "^--", "validation"),
-        ("test", "s-", "test"),
-    )
-    for name, models in groups.items():
+    for name, seeds in groups.items():
         prefix = f"{name}: " if len(groups) > 1 else ""
-        for split, style, label in curves:
+        for split, style, label in CURVES:
             # per model, its records of the epochs where `split` was scored
             scored = [
-                {r["epoch"]: r for r in records if r.get(f"{split}_accuracy") is not None}
-                for records in models
+                {r["epoch"]: r for r in rs if r.get(f"{split}_accuracy") is not None}
+                for rs in seeds.values()
             ]
             epochs = sorted(set.intersection(*map(set, scored)))  # those of every model
             if not epochs:
                 continue
             table = [[by_epoch[e] for e in epochs] for by_epoch in scored]  # [models][epochs]
             loss = np.array([[r[f"{split}_loss"] for r in row] for row in table])
-            accuracy = np.array([[r[f"{split}_accuracy"] for r in row] for row in table])
-            for axes, values in ((loss_axes, loss), (error_axes, 100 * (1 - accuracy))):
+            error = 100 * (1 - np.array([[r[f"{split}_accuracy"] for r in row] for row in table]))
+            for axes, values in ((loss_axes, loss), (error_axes, error)):
                 (line,) = axes.plot(epochs, values.mean(0), style, label=prefix + label)
-                if len(models) > 1:  # the spread over seeds
+                if len(seeds) > 1:  # the spread over seeds
                     axes.fill_between(
                         epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2
                     )
@@ -73,20 +68,10 @@ def plot_curves(history: Sequence[dict[str, Any]], title: str) -> Figure:
     for axes in (loss_axes, error_axes):
         axes.legend(fontsize=8 if len(groups) > 1 else None)
         axes.grid(alpha=0.3)
-    several = any(len(models) > 1 for models in groups.values())
+    several = any(len(seeds) > 1 for seeds in groups.values())
     figure.suptitle(title + ("\n(lines: mean over seeds; bands: their range)" if several else ""))
     figure.tight_layout()
     return figure
-
-
-def _runs_per_lr(history: Sequence[dict[str, Any]]) -> dict[str, list[list[dict[str, Any]]]]:
-    """Records per peak lr, then per seed: {"": [all]} for one run, {"lr 0.1": [[seed 0's],
-    [seed 1's]], ...} for a sweep."""
-    groups: dict[str, dict[Any, list[dict[str, Any]]]] = {}
-    for record in history:
-        name = f"lr {record['peak_lr']:g}" if "peak_lr" in record else ""
-        groups.setdefault(name, {}).setdefault(record.get("seed"), []).append(record)
-    return {name: list(seeds.values()) for name, seeds in groups.items()}
 
 
 def plot_confusion(confusion: np.ndarray, names: Sequence[str], title: str) -> Figure:
@@ -94,15 +79,13 @@ def plot_confusion(confusion: np.ndarray, names: Sequence[str], title: str) -> F
     confusion = np.asarray(confusion)
     figure = Figure(figsize=(7.5, 6.5))
     axes = figure.subplots()
-    image = axes.imshow(confusion, cmap="Blues")
-    figure.colorbar(image, ax=axes, label="test images")
+    figure.colorbar(axes.imshow(confusion, cmap="Blues"), ax=axes, label="test images")
     ticks = np.arange(len(names))
     axes.set_xticks(ticks, names, rotation=45, ha="right")
     axes.set_yticks(ticks, names)
     axes.set(xlabel="predicted class", ylabel="true class", title=title)
-    threshold = confusion.max() / 2
     for (row, column), count in np.ndenumerate(confusion):
-        color = "white" if count > threshold else "black"
+        color = "white" if count > confusion.max() / 2 else "black"
         axes.text(column, row, str(count), ha="center", va="center", fontsize=7, color=color)
     figure.tight_layout()
     return figure
@@ -111,17 +94,12 @@ def plot_confusion(confusion: np.ndarray, names: Sequence[str], title: str) -> F
 def plot_templates(
     kernel: np.ndarray, image_shape: Sequence[int], names: Sequence[str], title: str
 ) -> Figure:
-    """Columns of a one-layer kernel float[H*W, C] as H x W images: one template per class.
-
-    Red pixels raise the class score, blue ones lower it (a shared, symmetric colour scale).
-    """
+    """Columns of a one-layer kernel float[H*W, C] as H x W images, one template per class: red
+    pixels raise the class score, blue ones lower it (a shared, symmetric colour scale)."""
     kernel = np.asarray(kernel)
-    limit = np.abs(kernel).max()
-    columns = min(5, kernel.shape[1])
-    rows = -(-kernel.shape[1] // columns)
-    figure = Figure(figsize=(2.2 * columns + 1.2, 2.4 * rows + 0.6))
-    grid = _image_grid(figure, rows, columns, kernel.shape[1])
-    for column, axes in enumerate(grid[: kernel.shape[1]]):
+    limit, classes = np.abs(kernel).max(), kernel.shape[1]
+    figure, grid = _image_grid(classes, min(5, classes), (2.2, 2.4), (1.2, 0.6))
+    for column, axes in enumerate(grid[:classes]):
         template = kernel[:, column].reshape(image_shape[:2])
         image = axes.imshow(template, cmap="bwr", vmin=-limit, vmax=limit)
         axes.set_title(names[column], fontsize=10)
@@ -139,12 +117,10 @@ def plot_predictions(
     columns: int = 8,
 ) -> Figure:
     """A grid of images uint8[N, H, W, 1] titled "true -> predicted"; misclassified ones in red."""
-    rows = -(-len(images) // columns)
-    figure = Figure(figsize=(1.6 * columns, 1.9 * rows))
-    grid = _image_grid(figure, rows, columns, len(images))
+    figure, grid = _image_grid(len(images), columns, (1.6, 1.9))
     for image, label, predicted, axes in zip(images, labels, predictions, grid, strict=False):
-        color = "red" if predicted != label else "black"
         axes.imshow(image[..., 0], cmap="gray_r")
+        color = "red" if predicted != label else "black"
         axes.set_title(f"{names[label]}\n-> {names[predicted]}", fontsize=8, color=color)
         if predicted != label:  # a red frame, so misclassified images stand out at a glance
             for spine in axes.spines.values():
@@ -154,12 +130,15 @@ def plot_predictions(
     return figure
 
 
-def _image_grid(figure: Figure, rows: int, columns: int, count: int) -> np.ndarray:
-    """rows x columns axes without ticks, flat; those after the first `count` hidden."""
+def _image_grid(count: int, columns: int, cell: tuple, margin=(0, 0)) -> tuple[Figure, np.ndarray]:
+    """A figure of `count` tick-less axes, `columns` per row, each `cell` inches (plus `margin`):
+    the axes flat, with those after the first `count` hidden."""
+    rows = -(-count // columns)
+    figure = Figure(figsize=(cell[0] * columns + margin[0], cell[1] * rows + margin[1]))
     grid = figure.subplots(rows, columns, squeeze=False, subplot_kw={"xticks": [], "yticks": []})
     for axes in grid.ravel()[count:]:
         axes.set_axis_off()
-    return grid.ravel()
+    return figure, grid.ravel()
 
 
 def plot_lr_find(rows: Sequence[dict], suggested: float, title: str) -> Figure:

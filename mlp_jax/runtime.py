@@ -1,7 +1,5 @@
-"""Process-wide JAX settings of a run: the persistent XLA compilation cache.
-
-With it, a rerun of the same command loads its compiled epoch from disk instead of compiling it.
-"""
+"""Process-wide JAX settings of a run: the persistent XLA compilation cache, with which a rerun of
+the same command loads its compiled epoch from disk instead of compiling it."""
 
 from __future__ import annotations
 
@@ -17,10 +15,8 @@ from mlp_jax.config import ConfigError
 
 
 def compilation_cache_dir(setting: str) -> Path | None:
-    """The cache folder that --compilation-cache names: None for "off"; for "auto" the user
-    cache folder (~/.cache/mlp_jax/xla on Linux, $XDG_CACHE_HOME respected;
-    ~/Library/Caches/mlp_jax/xla on macOS), unless $JAX_COMPILATION_CACHE_DIR names one.
-    """
+    """The folder --compilation-cache names: None for "off"; for "auto" $JAX_COMPILATION_CACHE_DIR
+    or else the user cache folder (~/.cache/mlp_jax/xla on Linux, honouring $XDG_CACHE_HOME)."""
     if setting == "off":
         return None
     if setting == "auto":
@@ -30,14 +26,13 @@ def compilation_cache_dir(setting: str) -> Path | None:
 
 
 def use_compilation_cache(setting: str, log: Callable[[str], None] = print) -> Path | None:
-    """Points JAX's persistent compilation cache at `setting`'s folder, before the first
-    compilation (JAX opens the cache once per process); "auto" respects
-    JAX_ENABLE_COMPILATION_CACHE=false. Returns the folder, or None when off. A folder given by
-    name that cannot be written is a ConfigError; "auto" then runs without the cache, saying so.
-    """
+    """Point JAX's persistent compilation cache at `setting`'s folder before the first compilation
+    and return it (None when off). "auto" respects JAX_ENABLE_COMPILATION_CACHE=false, and runs
+    without a cache it cannot write (saying so); a named folder that cannot be written is a
+    ConfigError."""
     folder = compilation_cache_dir(setting)
     if setting == "auto" and not jax.config.jax_enable_compilation_cache:
-        folder = None  # JAX_ENABLE_COMPILATION_CACHE=false: the user turned JAX's cache off
+        folder = None
     try:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -53,8 +48,8 @@ def use_compilation_cache(setting: str, log: Callable[[str], None] = print) -> P
     jax.config.update("jax_enable_compilation_cache", folder is not None)
     if folder is not None:
         jax.config.update("jax_compilation_cache_dir", str(folder))
-        # JAX's defaults skip programs that compile in under 1 s; on a fast machine that is our
-        # epoch, whose compilation still delays the first epoch line. Cache every program.
+        # JAX's defaults skip programs that compile in under 1 s, such as our epoch on a fast
+        # machine, whose compilation still delays the first epoch line: cache every program.
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return folder
