@@ -363,8 +363,8 @@ MUTANTS = [
     Mutant(
         "resume.repeats_the_last_epoch",
         "mlp_jax/resume.py",
-        "return Progress(checkpoint.epoch, states,",
-        "return Progress(checkpoint.epoch - 1, states,",
+        "progress = Progress(checkpoint.epoch, states,",
+        "progress = Progress(checkpoint.epoch - 1, states,",
         CHECKPOINT,
     ),
     Mutant(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -17,9 +17,8 @@ import orbax.checkpoint as ocp
 
 from mlp_jax.config import Config
 from mlp_jax.steps import TrainState
-from mlp_jax.workdir import (  # the errors live there: the CLI catches them without orbax
+from mlp_jax.workdir import (
     CHECKPOINTS,
-    UNREADABLE,
     CheckpointError,
     NoCheckpointError,
     Workdir,
@@ -43,28 +42,16 @@ class Checkpoint:
 
 class Checkpointer:
     """Saves checkpoints of one workdir asynchronously, keeps the newest `keep`, restores.
-
-    `read_only=True` writes nothing until `save`/`set_aside`: for looking at a workdir before
-    deciding to resume it. (orbax's own read_only option logs a warning each time.)
+    `read_only=True` writes nothing until `save`/`set_aside` (orbax's own option logs warnings).
     """
 
-    def __init__(
-        self,
-        workdir: str | Workdir,
-        keep: int = 3,
-        *,
-        keep_best: bool = False,
-        read_only: bool = False,
-    ):
+    def __init__(self, workdir: str | Workdir, keep: int = 3, *, keep_best=False, read_only=False):
         self.workdir = Workdir.of(workdir)
         self.directory = self.workdir.file(CHECKPOINTS)  # absolute, as orbax needs
-        self.shown = self.workdir.show(CHECKPOINTS)  # as the user typed it: messages show this
         # The newest `keep`, and with keep_best each model's selected epoch: `save` puts a
-        # CustomSteps policy in this list, which the AnyPreservationPolicy consults at each save.
-        # (BestN would need one value for all models, and alone it evicts the newest:
-        # google/orbax#526.)
-        self._keep_best = keep_best
-        self._policies = [ocp.checkpoint_managers.LatestN(keep)]
+        # CustomSteps policy in this list (BestN would need one value for all models, and alone
+        # it evicts the newest: google/orbax#526).
+        self._keep_best, self._policies = keep_best, [ocp.checkpoint_managers.LatestN(keep)]
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(self._policies),
             # Temporary dirs are saves that a kill interrupted: never complete, so never used.
@@ -85,26 +72,17 @@ class Checkpointer:
         """Epochs of the complete checkpoints, oldest first (interrupted saves are not listed)."""
         return sorted(self._manager.all_steps())
 
-    def path(self, epoch: int) -> str:
-        """DIR/checkpoints/<epoch> as the user would type it (for messages)."""
-        return os.path.join(self.shown, str(epoch))
+    def path(self, epoch: int | None = None) -> str:
+        """DIR/checkpoints(/<epoch>) as the user typed it (for messages)."""
+        return self.workdir.show(CHECKPOINTS, *([] if epoch is None else [str(epoch)]))
 
     def save(
-        self,
-        epoch: int,
-        state: TrainState,
-        config: Config,
-        run_info: dict[str, Any],
-        selected_epochs: Sequence[int] = (),
+        self, epoch: int, state: TrainState, config: Config, run_info: dict, selected_epochs=()
     ) -> str:
-        """Start writing the checkpoint of `epoch`; it becomes visible only once complete.
-
-        Copies the state to host memory first, so the caller may donate `state` right away.
-        `run_info` holds `dataset`, `mean` and `std` (see resume.abstract_state), and may hold
-        `selections` (selection.Selection.to_json per model). With `keep_best`, the
-        checkpoints of `selected_epochs` (each model's best so far) are kept besides the newest.
-        Raises CheckpointError if this or the previous (asynchronous) save failed.
-        """
+        """Start writing the checkpoint of `epoch` (visible once complete); return its path.
+        The state is copied to the host first: the caller may donate it. With `keep_best`,
+        `selected_epochs` (each model's best so far) are kept besides the newest `keep`.
+        CheckpointError if this or the previous save failed."""
         if self._keep_best:
             self._policies[1:] = [ocp.checkpoint_managers.CustomSteps(selected_epochs)]
         host_state = jax.device_get(state)
@@ -115,12 +93,10 @@ class Checkpointer:
             "config": config.to_dict(),
             "state_sha256": _state_hash(host_state),
         }
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(host_state), info=ocp.args.JsonSave(info)
-        )
+        items = {"state": ocp.args.StandardSave(host_state), "info": ocp.args.JsonSave(info)}
         self._last_saved = epoch
         try:
-            self._manager.save(epoch, args=args, force=True)
+            self._manager.save(epoch, args=ocp.args.Composite(**items), force=True)
         except Exception as error:
             raise self._save_error(epoch, error) from error
         return self.path(epoch)
@@ -139,21 +115,18 @@ class Checkpointer:
         self,
         target: Callable[[dict[str, Any]], TrainState],
         epoch: int | None = None,
-        check: Callable[[dict[str, Any]], None] | None = None,
+        check: Callable[[dict[str, Any]], None] = lambda info: None,
     ) -> Checkpoint:
-        """The newest checkpoint that reads back intact (or exactly `epoch`).
-
-        A checkpoint whose files cannot be read, or whose arrays do not hash to what was saved, is
-        skipped with a message naming it (in `Checkpoint.skipped`) and the next older one is tried.
-        `check(info)` may raise (e.g. ConfigError) to refuse a checkpoint outright. `target(info)`
-        gives a state of the saved structure (its arrays, or their shapes, are not used).
-        """
+        """The newest checkpoint that reads back intact (or exactly `epoch`): one whose files or
+        hash do not is named in `Checkpoint.skipped` and the next older one tried. `check(info)`
+        may raise to refuse one outright; `target(info)` gives a state of the saved structure."""
         kept = self.epochs()
         if epoch is not None and epoch not in kept:
             listed = ", ".join(map(str, kept)) or "none"
             raise NoCheckpointError(
-                f"no checkpoint of epoch {epoch} in {self.shown} (epochs: {listed})"
+                f"no checkpoint of epoch {epoch} in {self.path()} (epochs: {listed})"
             )
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         skipped = []
         for candidate in [epoch] if epoch is not None else reversed(kept):
             path = self.path(candidate)
@@ -164,22 +137,21 @@ class Checkpointer:
             except Exception as error:
                 skipped.append(f"checkpoint {path} cannot be read ({reason(error)})")
                 continue
-            if check is not None:
-                check(info)
-            abstract = _abstract(target(info))
+            check(info)
+            abstract = jax.tree.map(  # orbax needs a sharding for each array
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding or device),
+                target(info),
+            )
             try:
                 state = self._restore(candidate, state=ocp.args.StandardRestore(abstract)).state
+                if _state_hash(jax.device_get(state)) != info.get("state_sha256"):
+                    raise ValueError("corrupted: its arrays do not match their hash")
             except Exception as error:
                 skipped.append(f"checkpoint {path} cannot be read ({reason(error)})")
                 continue
-            if _state_hash(jax.device_get(state)) != info.get("state_sha256"):
-                skipped.append(
-                    f"checkpoint {path} is corrupted (its arrays do not match their hash)"
-                )
-                continue
             return Checkpoint(state, saved_epoch, config, info, path, tuple(skipped))
-        where = f"epoch {epoch} in {self.shown}" if epoch is not None else self.shown
-        reasons = "; ".join(skipped) if skipped else "there is none"
+        where = self.path() if epoch is None else f"epoch {epoch} in {self.path()}"
+        reasons = "; ".join(skipped) or "there is none"
         raise NoCheckpointError(f"no readable checkpoint of {where}: {reasons}")
 
     def _restore(self, epoch: int, **items: Any) -> Any:
@@ -187,11 +159,12 @@ class Checkpointer:
 
     def set_aside(self, epoch: int) -> str:
         """Move one (unreadable) checkpoint out of the way, to DIR/unreadable-checkpoints/."""
-        name = os.path.basename(unused_path(self.workdir.file(UNREADABLE, f"{epoch}-")))
-        os.makedirs(self.workdir.file(UNREADABLE), exist_ok=True)
-        os.rename(os.path.join(self.directory, str(epoch)), self.workdir.file(UNREADABLE, name))
+        folder = self.workdir.file("unreadable-checkpoints")
+        os.makedirs(folder, exist_ok=True)
+        moved = unused_path(os.path.join(folder, f"{epoch}-"))
+        os.rename(os.path.join(self.directory, str(epoch)), moved)
         self._manager.reload()
-        return self.workdir.show(UNREADABLE, name)
+        return self.workdir.show(os.path.relpath(moved, self.workdir.path))
 
     def _save_error(self, epoch: int | None, error: Exception) -> CheckpointError:
         # From the disk, not the manager: orbax already forgot the one it planned to delete.
@@ -200,17 +173,6 @@ class Checkpointer:
             f"cannot write checkpoint {self.path(epoch)}: {reason(error)}; the complete "
             f"checkpoints are intact (epochs {', '.join(map(str, kept)) or 'none'})"
         )
-
-
-def _abstract(state: TrainState) -> TrainState:
-    """ShapeDtypeStructs (with a sharding, as orbax needs) for every array of `state`."""
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-
-    def describe(leaf):
-        sharding = getattr(leaf, "sharding", None) or device
-        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
-
-    return jax.tree.map(describe, state)
 
 
 def _state_hash(host_state: TrainState) -> str:

@@ -6,6 +6,7 @@ keys (state.epoch_keys) that is all a resume needs to continue bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -26,19 +27,16 @@ from mlp_jax.workdir import CHECKPOINTS, CONFIG, NoCheckpointError, Record, Work
 if TYPE_CHECKING:  # orbax loads only where a run reads or writes checkpoints
     from mlp_jax.checkpoint import Checkpoint, Checkpointer
 
-# Config fields that change the shapes or the meaning of the saved state, or the data order: a
-# resume with any of them different would not continue the same run. Everything else (epochs, lr
-# and the schedule, evaluation, where the data lives, checkpointing) may change on resume.
+# Config fields that change the saved state's shapes or meaning (--seeds/--lr-sweep stack K
+# models; grad_accum, plateau and ema add state; monitored is what early stopping refers to), or
+# which images are used in which order: a resume with any of them different would not continue
+# the same run. The rest (epochs, lr, evaluation, data paths, checkpointing) may change.
 MUST_MATCH = (
     *("dataset", "idx_dir", "normalize", "layers", "hidden_sizes", "activation", "dropout"),
     *("bias", "optimizer", "momentum", "weight_decay", "clip_norm", "batch_size", "seed"),
-    "grad_accum",  # adds the accumulated gradients to the optimizer state
-    *("seeds", "lr_sweep"),  # --seeds and --lr-sweep stack K models into one state
-    *("validation_split", "overfit_batches", "fast_dev_run"),  # which images are used
-    "monitored",  # what the early-stopping state and the best checkpoint refer to
-    "plateau_schedule",  # adds its state to the optimizer state
-    # Augmentation, regularisers and the loss change what the state means (--ema its shapes).
-    *("augment", "input_dropout", "max_norm", "label_smoothing", "ema", "loss"),
+    *("grad_accum", "seeds", "lr_sweep", "validation_split", "overfit_batches", "fast_dev_run"),
+    *("monitored", "plateau_schedule", "augment", "input_dropout", "max_norm", "label_smoothing"),
+    *("ema", "loss"),
 )
 # What identifies the data a run was trained on (the config alone does not: offline fallback).
 DATASET_FACTS = ("name", "num_train", "num_test", "image_shape", "num_classes")
@@ -73,12 +71,13 @@ def dataset_facts(dataset: Dataset) -> dict[str, Any]:
     return facts | {"image_shape": list(dataset.image_shape)}
 
 
+def _absolute(config: Config, paths: dict[str, str | None]) -> Config:
+    return config.replace(**{n: os.path.abspath(p) for n, p in paths.items() if p is not None})
+
+
 def as_saved(config: Config) -> Config:
     """`config` with absolute data paths: evaluate and plot may run from another directory."""
-    paths = {name: getattr(config, name) for name in ("idx_dir", "data_dir", "manual_dir")}
-    return config.replace(
-        **{name: os.path.abspath(path) for name, path in paths.items() if path is not None}
-    )
+    return _absolute(config, {n: getattr(config, n) for n in ("idx_dir", "data_dir", "manual_dir")})
 
 
 def run_config(config: Config, run_info: dict[str, Any], layer_sizes: list[int]) -> dict:
@@ -97,19 +96,14 @@ def check_resumable(
 ) -> None:
     """Raise ConfigError listing every MUST_MATCH field (and dataset fact) that differs, or
     naming `source` if its config is not one a run writes."""
-    saved = Config.from_dict(info["config"], source)
-    if saved.idx_dir is not None:  # older runs saved it as typed
-        saved = saved.replace(idx_dir=os.path.abspath(saved.idx_dir))
-    saved_facts = info.get("dataset", {})
-    differences = [
-        f"{name} {_show(getattr(saved, name, None))} -> {_show(getattr(config, name, None))}"
-        for name in MUST_MATCH
-        if getattr(saved, name, None) != getattr(config, name, None)
-    ] + [
-        f"dataset {name} {_show(saved_facts.get(name))} -> {_show(facts.get(name))}"
-        for name in DATASET_FACTS
-        if name in saved_facts and saved_facts[name] != facts.get(name)
-    ]
+    saved, trained = Config.from_dict(info["config"], source), info.get("dataset", {})
+    pairs = [(name, getattr(saved, name), getattr(config, name)) for name in MUST_MATCH]
+    pairs += [(f"dataset {n}", trained[n], facts.get(n)) for n in DATASET_FACTS if n in trained]
+
+    def show(value: Any) -> str:
+        return ",".join(map(str, value)) or "()" if isinstance(value, tuple | list) else str(value)
+
+    differences = [f"{name} {show(old)} -> {show(new)}" for name, old, new in pairs if old != new]
     if differences:
         raise ConfigError(
             "workdir",
@@ -119,18 +113,8 @@ def check_resumable(
         )
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, tuple | list):
-        return ",".join(map(str, value)) or "()"
-    return str(value)
-
-
 def resume(
-    config: Config,
-    workdir: Workdir,
-    start: Progress,
-    run_info: dict[str, Any],
-    log: Callable[[str], None],
+    config: Config, workdir: Workdir, start: Progress, run_info: dict, log: Callable[[str], None]
 ) -> Progress:
     """The run in `workdir` continued from its newest readable checkpoint (`start` if there is
     none). Everything that can refuse (another config, no readable checkpoint, too few epochs)
@@ -139,25 +123,34 @@ def resume(
     if not workdir.holds_run():
         return start
     workdir.read_metrics()  # a hand-edited or corrupted line refuses before anything changes
-    checkpoint, reader = _newest_checkpoint(config, workdir, start.states, run_info)
-    progress = start
+    check = functools.partial(check_resumable, as_saved(config), facts=run_info["dataset"])
+    reader, checkpoint, progress = _reader(workdir), None, start
+    if reader is not None and reader.epochs():
+        try:
+            checkpoint = reader.restore(lambda info: start.states, check=check)
+        except NoCheckpointError as error:
+            message = f"{error}; --fresh moves this run aside and starts over"
+            raise ConfigError("workdir", message) from None
     if checkpoint is None:
         if os.path.exists(workdir.file(CONFIG)):
-            info, shown = workdir.read_config(), workdir.show(CONFIG)
-            check_resumable(as_saved(config), info, run_info["dataset"], shown)
+            check(workdir.read_config(), source=workdir.show(CONFIG))
         done, skipped = 0, ()
         where = f"{workdir.shown}: no checkpoint yet, starting at epoch 1"
     else:
         done, skipped = checkpoint.epoch, checkpoint.skipped
         if done > config.epochs:
-            raise ConfigError(
-                "epochs", f"must be {done} or more (the run in {workdir.shown} is at epoch {done})"
-            )
-        progress = _restored(config, checkpoint, start)
-        where = (
-            f"from checkpoint {checkpoint.path} (epoch {done}/{config.epochs}, "
-            f"step {checkpoint.info['step']})"
-        )
+            message = f"must be {done} or more (the run in {workdir.shown} is at epoch {done})"
+            raise ConfigError("epochs", message)
+        states = checkpoint.state
+        if checkpoint.config.lr != config.lr:  # the peak lr lives in the optimizer state: today's
+            hyperparams = start.states.opt_state.hyperparams
+            states = states.replace(opt_state=states.opt_state._replace(hyperparams=hyperparams))
+        saved, selections = saved_selections(checkpoint.info), start.selections
+        if selections is not None and saved:
+            selections = [selection_from_json(config, s) for s in saved]
+        progress = Progress(checkpoint.epoch, states, start.history, selections)
+        step = checkpoint.info["step"]
+        where = f"from checkpoint {checkpoint.path} (epoch {done}/{config.epochs}, step {step})"
     if jax.process_index() != 0:  # process 0 alone changes the workdir
         return progress
     newer = sorted((e for e in reader.epochs() if e > done), reverse=True) if reader else []
@@ -171,46 +164,18 @@ def resume(
     return dataclasses.replace(progress, history=_per_model(config, records, len(start.history)))
 
 
-def _newest_checkpoint(
-    config: Config, workdir: Workdir, states: TrainState, run_info: dict[str, Any]
-) -> tuple[Checkpoint | None, Checkpointer | None]:
+def _reader(workdir: Workdir) -> Checkpointer | None:
+    """A read-only Checkpointer of DIR/checkpoints, or None if there is no such folder."""
     if not os.path.isdir(workdir.file(CHECKPOINTS)):
-        return None, None
+        return None
     from mlp_jax.checkpoint import Checkpointer
 
-    reader = Checkpointer(workdir, read_only=True)
-    if not reader.epochs():
-        return None, reader
-    try:
-        checkpoint = reader.restore(
-            lambda info: states,
-            check=lambda info: check_resumable(as_saved(config), info, run_info["dataset"]),
-        )
-    except NoCheckpointError as error:
-        raise ConfigError(
-            "workdir", f"{error}; --fresh moves this run aside and starts over"
-        ) from None
-    return checkpoint, reader
-
-
-def _restored(config: Config, checkpoint: Checkpoint, start: Progress) -> Progress:
-    """The checkpoint's progress (its states with today's peak lr, which may change)."""
-    states = checkpoint.state
-    if checkpoint.config.lr != config.lr:  # the peak lr lives in the optimizer state: take today's
-        hyperparams = start.states.opt_state.hyperparams
-        states = states.replace(opt_state=states.opt_state._replace(hyperparams=hyperparams))
-    saved = saved_selections(checkpoint.info)
-    selections = start.selections
-    if selections is not None and saved:
-        selections = [selection_from_json(config, s) for s in saved]
-    return Progress(checkpoint.epoch, states, start.history, selections)
+    return Checkpointer(workdir, read_only=True)
 
 
 def saved_selections(info: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """Each model's selection in a checkpoint record (a single run's older records: one)."""
-    if info.get("selections"):
-        return info["selections"]
-    return [info["selection"]] if info.get("selection") else None
+    """Each model's selection in a checkpoint record (None when the run monitored nothing)."""
+    return info.get("selections") or None
 
 
 def _per_model(config: Config, records: list[Record], num_models: int) -> list[list[Record]]:
@@ -220,8 +185,7 @@ def _per_model(config: Config, records: list[Record], num_models: int) -> list[l
     index = {model: k for k, model in enumerate(zip(*sweep_models(config), strict=True))}
     history: list[list[Record]] = [[] for _ in range(num_models)]
     for record in records:
-        k = index.get((record.get("seed"), record.get("peak_lr")))
-        if k is not None:
+        if (k := index.get((record.get("seed"), record.get("peak_lr")))) is not None:
             history[k].append(record)
     return history
 
@@ -231,28 +195,24 @@ def _per_model(config: Config, records: list[Record], num_models: int) -> list[l
 
 def model_from_info(info: dict[str, Any]) -> MLP:
     """The MLP of a checkpoint record, with the normalisation constants it was trained with."""
-    config = Config.from_dict(info["config"])
-    if "hidden_sizes" in info:  # as trained: the default widths' rule may change
-        hidden = tuple(info["hidden_sizes"])
-        config = config.replace(hidden=hidden, layers=len(hidden) + 1)
+    hidden = tuple(info["hidden_sizes"])  # as trained: the default widths' rule may change
+    config = Config.from_dict(info["config"]).replace(hidden=hidden, layers=len(hidden) + 1)
     return mlp_from_config(config, info["dataset"]["num_classes"], info["mean"], info["std"])
 
 
 def abstract_state(info: dict[str, Any]) -> TrainState:
     """Shapes and dtypes of the TrainState(s) a checkpoint record describes, computing nothing."""
-    config = Config.from_dict(info["config"])
-    dataset = info["dataset"]
-    model = model_from_info(info)
+    config, dataset = Config.from_dict(info["config"]), info["dataset"]
+    model, sample = model_from_info(info), jnp.zeros((1, *dataset["image_shape"]), jnp.uint8)
     tx = make_optimizer(config, steps_per_epoch(dataset["num_train"], config.batch_size))
-    sample = jnp.zeros((1, *dataset["image_shape"]), jnp.uint8)
 
     def create(key: jax.Array) -> TrainState:
         return new_train_state(config, key, model, tx, sample)
 
-    keys = jnp.zeros((config.num_models, 2), jnp.uint32)  # --seeds/--lr-sweep: a stack of states
     if config.num_models == 1:
-        return jax.eval_shape(create, keys[0])
-    return jax.eval_shape(jax.vmap(create), keys)
+        return jax.eval_shape(create, jnp.zeros(2, jnp.uint32))
+    # --seeds/--lr-sweep: a stack of states
+    return jax.eval_shape(jax.vmap(create), jnp.zeros((config.num_models, 2), jnp.uint32))
 
 
 def restore_checkpoint(
@@ -260,62 +220,46 @@ def restore_checkpoint(
 ) -> Checkpoint:
     """Restore the newest readable checkpoint of `workdir` (or that of `epoch`), for research code.
 
-    A sweep's checkpoint (--seeds, --lr-sweep) holds all its models: `model=k` gives model k
-    alone (its `config` has its seed and peak lr), `model=None` the stack of all. With
-    `best=True`, the checkpoint of the epoch that validation selected (for a sweep: model k's;
-    `model=None` means the model validation picked). Needs no dataset: the model (with its
-    normalisation) is rebuilt from the saved record, so `ckpt.state.apply_fn` and
-    `ckpt.state.params` are ready to use. Newer checkpoints that cannot be read are listed in
-    `ckpt.skipped`. Raises NoCheckpointError, or ConfigError("model") for a model not there.
-    """
+    A sweep's checkpoint holds all its models: `model=k` gives model k alone (with its seed and
+    peak lr), `model=None` the stack. `best=True`: the epoch validation selected (`model=None`: of
+    the model it picked). Needs no dataset: `ckpt.state.apply_fn` and `.params` are ready to use;
+    newer unreadable ones are in `ckpt.skipped`. NoCheckpointError, or ConfigError("model")."""
     workdir = Workdir.of(workdir)  # relative paths are relative to the current directory
-    if not os.path.isdir(workdir.file(CHECKPOINTS)):
-        raise NoCheckpointError(
-            f"no checkpoints in {workdir.shown} (expected {CHECKPOINTS}/ there)"
-        )
-    from mlp_jax.checkpoint import Checkpointer
-
-    checkpointer = Checkpointer(workdir, read_only=True)
-    checkpoint = checkpointer.restore(abstract_state, epoch=epoch)
+    if (reader := _reader(workdir)) is None:
+        raise NoCheckpointError(f"no checkpoints in {workdir.shown} (no {CHECKPOINTS}/ there)")
+    checkpoint = reader.restore(abstract_state, epoch=epoch)
     num_models = checkpoint.config.num_models
     if model is not None and not 0 <= model < num_models:
         trained = f"models 0 .. {num_models - 1}" if num_models > 1 else "one model (model 0)"
         raise ConfigError("model", f"the run in {workdir.shown} trained {trained}, got {model}")
     if best:
-        if model is None and num_models > 1:
-            model = default_model(checkpoint.info)
+        model = default_model(checkpoint.info) if model is None else model
         selections = saved_selections(checkpoint.info)
-        chosen = selections[model or 0].get("best_epoch") if selections else None
+        chosen = selections[model].get("best_epoch") if selections else None
         if chosen is None:
-            raise NoCheckpointError(
-                f"the run in {workdir.shown} selected no best epoch (it monitored nothing: "
-                "train with --validation-split F or --monitor)"
-            )
+            why = "it monitored nothing: train with --validation-split F or --monitor"
+            raise NoCheckpointError(f"the run in {workdir.shown} selected no best epoch ({why})")
         if chosen != checkpoint.epoch:
-            checkpoint = checkpointer.restore(abstract_state, epoch=chosen)
+            checkpoint = reader.restore(abstract_state, epoch=chosen)
     return checkpoint if model is None or num_models == 1 else one_model(checkpoint, model)
 
 
 def default_model(info: dict[str, Any]) -> int:
     """The model validation picked (the best monitored value), else model 0."""
-    picked = picked_model(saved_selections(info) or [])
-    return 0 if picked is None else picked
+    return picked_model(saved_selections(info) or []) or 0
 
 
 def describe_model(checkpoint: Checkpoint) -> str:
     """`model 3 of 6 (seed 1, lr 0.05)`, for the commands' first line ("" for a single run)."""
     if checkpoint.model is None:
         return ""
-    return (
-        f"model {checkpoint.model} of {checkpoint.info['config_models']} "
-        f"(seed {checkpoint.config.seed}, lr {checkpoint.config.lr:g})"
-    )
+    config, models = checkpoint.config, checkpoint.info["config_models"]
+    return f"model {checkpoint.model} of {models} (seed {config.seed}, lr {config.lr:g})"
 
 
 def one_model(checkpoint: Checkpoint, k: int) -> Checkpoint:
     """Model k of a sweep's checkpoint, unstacked, with a config that trains it alone."""
-    config = checkpoint.config
-    seeds, lrs = sweep_models(config)
+    config, (seeds, lrs) = checkpoint.config, sweep_models(checkpoint.config)
     return dataclasses.replace(
         checkpoint,
         state=jax.tree.map(lambda leaf: leaf[k], checkpoint.state),
@@ -339,18 +283,12 @@ def dataset_of(
     config, saved = checkpoint.config, checkpoint.info["dataset"]
     if saved["name"] == "mnist_subset":  # also when training fell back to it offline
         config = config.replace(dataset="mnist_subset", idx_dir=None)
-    moved = {"data_dir": data_dir, "idx_dir": idx_dir}
-    config = config.replace(
-        **{name: os.path.abspath(path) for name, path in moved.items() if path is not None}
-    )
-    dataset = load_dataset(config)
-    facts = dataset_facts(dataset)
+    config = _absolute(config, {"data_dir": data_dir, "idx_dir": idx_dir})
+    facts = dataset_facts(dataset := load_dataset(config))
     moved_name = ("name",) if idx_dir is not None else ()  # an IDX dataset is named by its folder
     differing = [n for n in DATASET_FACTS if n not in moved_name and saved.get(n) != facts[n]]
     if differing:
-        raise ConfigError(
-            "idx_dir" if config.idx_dir is not None else "data_dir",
-            "the dataset loads differently now than in training "
-            f"({', '.join(f'{n} {saved.get(n)} -> {facts[n]}' for n in differing)})",
-        )
+        changes = ", ".join(f"{n} {saved.get(n)} -> {facts[n]}" for n in differing)
+        flag = "idx_dir" if config.idx_dir is not None else "data_dir"
+        raise ConfigError(flag, f"the dataset loads differently now than in training ({changes})")
     return dataset

@@ -19,19 +19,15 @@ from typing import Any
 from mlp_jax.config import Config, ConfigError
 
 CHECKPOINTS = "checkpoints"  # DIR/checkpoints/<epoch>/{state, info}
-UNREADABLE = "unreadable-checkpoints"  # where checkpoints that failed to restore are moved
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 SELECTION = "selection.json"  # the last and the selected epoch (a sweep: the lr validation picks)
 LOCK = ".lock"  # flock'ed by the run writing DIR; says who holds it, for messages
 
 Record = dict[str, Any]
-# What a run's error about a bad config.json/metrics.jsonl line advises (readers pass their own).
-FIX_OR_FRESH = (
-    "fix or delete that line, or start over with --fresh (moves the run aside); "
-    "the checkpoints are not affected"
-)
+# What an error about a bad config.json/metrics.jsonl line advises: the readers', and a run's.
 FIX = "fix or delete that line (the checkpoints are not affected)"
+FIX_OR_FRESH = f"{FIX}, or start over with --fresh (moves the run aside)"
 
 
 class WorkdirError(RuntimeError):
@@ -39,9 +35,7 @@ class WorkdirError(RuntimeError):
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint could not be written (full or read-only disk); older checkpoints are intact.
-
-    Defined here rather than in checkpoint.py so the CLI can catch it without importing orbax."""
+    """A checkpoint could not be written; older ones are intact (here: the CLI needs no orbax)."""
 
 
 class NoCheckpointError(FileNotFoundError):
@@ -71,8 +65,7 @@ class Workdir:
     def of(cls, typed: str | os.PathLike | Workdir) -> Workdir:
         if isinstance(typed, Workdir):
             return typed
-        typed = os.fspath(typed)
-        return cls(path=os.path.abspath(typed), shown=typed)
+        return cls(path=os.path.abspath(typed), shown=os.fspath(typed))
 
     def file(self, *names: str) -> str:
         """Absolute path of DIR/names..."""
@@ -90,16 +83,14 @@ class Workdir:
 
     def read_config(self, advice: str = FIX_OR_FRESH, *, for_resume: bool = True) -> dict[str, Any]:
         """config.json, checked to hold what a run writes; RunFileError names the bad line."""
-        shown = self.show(CONFIG)
         try:
             info = json.loads(self._read(CONFIG, advice))
         except ValueError as error:  # not JSON, or not UTF-8
             line = f" line {error.lineno}" if isinstance(error, json.JSONDecodeError) else ""
             problem = f"not JSON ({getattr(error, 'msg', error)})"
-            raise RunFileError(shown + line, problem, advice) from None
-        problem = _config_problem(info, for_resume)
-        if problem:
-            raise RunFileError(shown, problem, advice)
+            raise RunFileError(self.show(CONFIG) + line, problem, advice) from None
+        if problem := _config_problem(info, for_resume):
+            raise RunFileError(self.show(CONFIG), problem, advice)
         return info
 
     def append_metrics(self, records: Iterable[Record]) -> None:
@@ -113,30 +104,22 @@ class Workdir:
             raise WorkdirError(f"cannot write {self.show(METRICS)}: {reason(error)}") from None
 
     def read_metrics(self, advice: str = FIX_OR_FRESH) -> tuple[list[Record], int]:
-        """The records of DIR/metrics.jsonl and whether its last line is torn (0 or 1).
-
-        A kill can leave a last line without its newline (a torn write): it is not a record.
-        Any other line that is not a record raises RunFileError naming the file and the line.
-        """
+        """The records of DIR/metrics.jsonl and whether its last line is torn (0 or 1): a kill
+        can leave one without its newline. Any other bad line raises RunFileError naming it."""
         if not os.path.exists(self.file(METRICS)):
             return [], 0
         lines = self._read(METRICS, advice).split(b"\n")
-        records = []
         for number, line in enumerate(lines[:-1], start=1):  # after the last newline: torn
-            problem = _record_problem(line)
-            if problem:
+            if problem := _record_problem(line):
                 raise RunFileError(f"{self.show(METRICS)} line {number}", problem, advice)
-            records.append(json.loads(line))
-        return records, int(lines[-1] != b"")
+        return [json.loads(line) for line in lines[:-1]], int(lines[-1] != b"")
 
     def keep_metrics_until(self, epoch: int) -> tuple[list[Record], int]:
-        """Cut metrics.jsonl to the records of epochs 1..`epoch` (atomically: temp file + rename).
-
-        Returns the kept records and how many lines were dropped (later epochs, torn or unreadable).
-        """
-        records, unreadable = self.read_metrics(FIX_OR_FRESH)
-        kept = [record for record in records if record.get("epoch", epoch + 1) <= epoch]
-        dropped = len(records) - len(kept) + unreadable
+        """Cut metrics.jsonl to the records of epochs 1..`epoch` (atomically); return them and
+        how many lines were dropped (later epochs, or a torn last line)."""
+        records, torn = self.read_metrics(FIX_OR_FRESH)
+        kept = [record for record in records if record["epoch"] <= epoch]  # read_metrics: an int
+        dropped = len(records) - len(kept) + torn
         if dropped:
             text = "".join(json.dumps(r) + "\n" for r in kept)
             write_atomically(self.file(METRICS), text, self.show(METRICS))
@@ -147,24 +130,18 @@ class Workdir:
             with open(self.file(name), "rb") as file:
                 return file.read()
         except OSError as error:
-            raise RunFileError(
-                self.show(name), f"cannot be read ({reason(error)})", advice
-            ) from None
+            problem = f"cannot be read ({reason(error)})"
+            raise RunFileError(self.show(name), problem, advice) from None
 
     @contextlib.contextmanager
     def lock(self, log: Callable[[str], None]) -> Iterator[None]:
-        """Hold DIR/.lock for the block: another live run gets WorkdirBusy naming its pid.
-
-        flock is released by the kernel when the holder dies (even by SIGKILL), so a lock left
-        by a dead process is simply taken, with a line naming it; the file is kept (removing it
-        would let two runs lock two different files).
-        """
+        """Hold DIR/.lock for the block: another live run gets WorkdirBusy naming its pid. The
+        kernel releases a dead holder's flock (even after SIGKILL): it is taken, with a line naming
+        it. The file stays (removing it would let two runs lock two different files)."""
         try:
             fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
-            raise WorkdirError(
-                f"cannot create the lock {self.show(LOCK)}: {reason(error)}"
-            ) from None
+            raise WorkdirError(f"cannot create {self.show(LOCK)}: {reason(error)}") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -208,14 +185,19 @@ def _holder(fd: int) -> str:
 def open_workdir(
     config: Config, log: Callable[[str], None], *, lock: bool = True
 ) -> Iterator[Workdir | None]:
-    """config.workdir, created and locked for the block; None without --workdir. With --fresh, a
-    run already there is first moved aside (never deleted: one rename to DIR.previous-<time>).
-    `lock=False` (the processes other than 0 of a multi-process run, which never write) returns
-    the path and changes nothing."""
+    """config.workdir, created and locked for the block (None without --workdir); with --fresh,
+    a run there is first moved aside (one rename to DIR.previous-<time>). `lock=False` (processes
+    other than 0 of a multi-process run, which never write) changes nothing."""
     if config.workdir is None or not lock:
         yield None if config.workdir is None else Workdir.of(config.workdir)
         return
-    workdir = _create(Workdir.of(config.workdir))
+    workdir = Workdir.of(config.workdir)
+    if os.path.exists(workdir.path) and not os.path.isdir(workdir.path):
+        raise ConfigError("workdir", f"{workdir.shown} is a file; expected a directory")
+    try:
+        os.makedirs(workdir.path, exist_ok=True)
+    except OSError as error:
+        raise ConfigError("workdir", f"cannot create {workdir.shown}: {reason(error)}") from None
     with contextlib.ExitStack() as locks:
         locks.enter_context(workdir.lock(log))
         if config.fresh and workdir.holds_run():
@@ -226,32 +208,18 @@ def open_workdir(
                 raise ConfigError(
                     "fresh", f"cannot move the run in {workdir.shown} aside: {error.strerror}"
                 ) from None
-            parent = os.path.dirname(os.path.normpath(workdir.shown))
-            shown = os.path.join(parent, os.path.basename(aside))
+            shown = os.path.join(
+                os.path.dirname(os.path.normpath(workdir.shown)), os.path.basename(aside)
+            )
             log(f"--fresh: moved the previous run in {workdir.shown} to {shown}")
-            locks.enter_context(_create(workdir).lock(log))
-        for name, is_dir in ((CHECKPOINTS, True), (CONFIG, False), (METRICS, False)):
-            path = workdir.file(name)
-            if os.path.exists(path) and os.path.isdir(path) != is_dir:
-                raise ConfigError(
-                    "workdir",
-                    f"{workdir.show(name)} is {'a file' if is_dir else 'a directory'}, where the "
-                    f"run keeps its {'checkpoints' if is_dir else name}; move it away, or start "
-                    "over with --fresh (moves the run aside)",
-                )
+            os.makedirs(workdir.path, exist_ok=True)  # where DIR was a moment ago
+            locks.enter_context(workdir.lock(log))
+        for name in (CHECKPOINTS, CONFIG, METRICS):  # checkpoints/ is a folder, the others files
+            kind = "folder" if os.path.isdir(workdir.file(name)) else "file"
+            if os.path.exists(workdir.file(name)) and (kind == "folder") != (name == CHECKPOINTS):
+                problem = f"{workdir.show(name)} is a {kind}, not the run's; move it away"
+                raise ConfigError("workdir", f"{problem}, or start over with --fresh")
         yield workdir
-
-
-def _create(workdir: Workdir) -> Workdir:
-    if os.path.exists(workdir.path) and not os.path.isdir(workdir.path):
-        raise ConfigError(
-            "workdir", f"{workdir.shown} is a file; expected a directory (new or empty)"
-        )
-    try:
-        os.makedirs(workdir.path, exist_ok=True)
-    except OSError as error:
-        raise ConfigError("workdir", f"cannot create {workdir.shown}: {reason(error)}") from None
-    return workdir
 
 
 def read_metrics(workdir: str | Workdir, advice: str = FIX_OR_FRESH) -> tuple[list[Record], int]:
@@ -261,7 +229,6 @@ def read_metrics(workdir: str | Workdir, advice: str = FIX_OR_FRESH) -> tuple[li
 
 def write_atomically(path: str, text: str | bytes, shown: str | None = None) -> None:
     """Write `text` to a temp file beside `path`, fsync, then rename: readers see old or new.
-
     On failure (full or read-only disk) the temp file is removed and WorkdirError names `shown`.
     """
     temp = f"{path}.tmp-{os.getpid()}"
@@ -283,8 +250,7 @@ def _config_problem(info: Any, for_resume: bool) -> str | None:
         return f"holds a {type(info).__name__}, expected a JSON object"
     if for_resume and not isinstance(info.get("config"), dict):
         return 'lacks its "config" object'
-    dataset = info.get("dataset")
-    if not isinstance(dataset, dict):
+    if not isinstance(dataset := info.get("dataset"), dict):
         return 'lacks its "dataset" object'
     for key, kind in (("name", str), ("num_classes", int)):
         if not isinstance(dataset.get(key), kind):
@@ -303,20 +269,14 @@ def _record_problem(line: bytes) -> str | None:
     epoch = record.get("epoch")
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
         return f'"epoch" must be a whole number >= 1, got {json.dumps(epoch)}'
-    for key in ("train_loss", "train_accuracy"):
-        if not _is_number(record.get(key)):
-            return f'"{key}" must be a number, got {json.dumps(record.get(key))}'
-    for key, value in record.items():  # the other metrics: a number, or null (not evaluated)
-        if key.endswith(_NUMERIC) and value is not None and not _is_number(value):
-            return f'"{key}" must be a number or null, got {json.dumps(value)}'
+    required = ("train_loss", "train_accuracy")  # the other metrics may be null (not evaluated)
+    numeric = ("_loss", "_accuracy", "lr", "_seconds", "_second", "grad_norm", "seed")
+    for key, value in (dict.fromkeys(required) | record).items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key.endswith(numeric) and not number and (value is not None or key in required):
+            null = "" if key in required else " or null"
+            return f'"{key}" must be a number{null}, got {json.dumps(value)}'
     return None
-
-
-_NUMERIC = ("_loss", "_accuracy", "lr", "_seconds", "_second", "grad_norm", "seed")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def reason(error: BaseException) -> str:
@@ -324,13 +284,12 @@ def reason(error: BaseException) -> str:
     error's first line."""
     if isinstance(error, OSError) and error.strerror:
         return f"{error.strerror} (errno {error.errno})"
-    # TensorStore's messages put the code after varying text (a file name, or a JSON spec):
-    # the code is what is reliable, and the OS names it.
+    # TensorStore puts the code after varying text (a file name, a JSON spec): the code is what
+    # is reliable, and the OS names it.
     match = re.search(r"\[os_error_code='?(\d+)", str(error))
     if match:
         return f"{os.strerror(int(match.group(1)))} (errno {match.group(1)})"
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
+    return (str(error).strip() or type(error).__name__).splitlines()[0][:300]
 
 
 def unused_path(prefix: str) -> str:
