@@ -9,11 +9,13 @@ import os
 import signal
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable
 from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REPEAT_WITHIN_S = 0.25  # the same signal again this soon is one delivery seen twice, not a second
 
 
 def _exit_now(prog: str, signum: int, message: str) -> None:
@@ -86,16 +88,20 @@ def stop_after_epoch(prog: str, saves: bool = True):
     """Within the epochs: the first SIGINT/SIGTERM sets the yielded request's `signum` (the loop
     stops after the current epoch, saving if `saves`); the second exits at once. The handlers
     only write to fd 2 and set a flag: safe whatever the loop is doing."""
-    request = types.SimpleNamespace(signum=None)
+    request = types.SimpleNamespace(signum=None, at=0.0)
 
     def handle(signum: int, frame: Any) -> None:
+        # GNU `timeout -s INT` signals the command, then its process group: one request that
+        # arrives twice within milliseconds. A person's second Ctrl-C comes later than this.
+        if signum == request.signum and time.monotonic() - request.at < REPEAT_WITHIN_S:
+            return
         if request.signum is not None:
             _exit_now(prog, signum, " again: exiting now, without saving")
         # SIGTERM asks a process to end; with nothing to save there is no reason to wait. A first
         # Ctrl-C still ends the epoch (a notebook's interrupt must not kill the kernel).
         if signum == signal.SIGTERM and not saves:
             _exit_now(prog, signum, ": exiting now (no --workdir: nothing to save)")
-        request.signum = signum
+        request.signum, request.at = signum, time.monotonic()
         name = signal.Signals(signum).name
         message = f"finishing this epoch, then saving and stopping ({name} again exits at once)"
         os.write(2, f"{prog}: {name}: {message}\n".encode())

@@ -265,7 +265,10 @@ def train_epoch(
     weights = per_step["count"] / jnp.sum(per_step["count"])
     metrics = {
         "train_loss": jnp.sum(per_step["loss"] * weights),
-        "train_accuracy": jnp.sum(per_step["accuracy"] * weights),
+        # Right answers over examples: weights such as 128/4000 sum above 1 in float32, and the
+        # weighted mean of all-right batches printed "err -0.00%".
+        "train_accuracy": jnp.sum(per_step["accuracy"] * per_step["count"])
+        / jnp.sum(per_step["count"]),
         "examples": jnp.sum(per_step["count"]),
         "per_step_loss": per_step["loss"],
     }

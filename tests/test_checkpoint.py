@@ -248,6 +248,7 @@ def test_second_sigint_exits_at_once_and_keeps_the_previous_checkpoint(reference
     for line in process.stderr:  # the first one is taken: it will stop after this epoch
         if "SIGINT: finishing this epoch" in line:
             break
+    time.sleep(0.5)  # a person's second Ctrl-C (one within 0.25 s is the first seen twice)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)  # not the 600 s the epoch still had to run
     assert process.returncode == 130, err
@@ -256,6 +257,22 @@ def test_second_sigint_exits_at_once_and_keeps_the_previous_checkpoint(reference
     code, out, err = run(workdir)
     assert code == 0, err
     assert_same_run(workdir, reference)
+
+
+def test_sigint_delivered_twice_at_once_stops_after_the_epoch_and_saves(reference, tmp_path):
+    # `timeout -s INT` signals the command and then its process group: the same SIGINT twice.
+    workdir = tmp_path / "run"
+    process = start_run(workdir, pause_at="epoch:2", pause_s=2)
+    wait_for_pause(process)
+    process.send_signal(signal.SIGINT)
+    for line in process.stderr:
+        if "SIGINT: finishing this epoch" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "again" not in err and "stopped by SIGINT after epoch 2/4" in err
+    assert restore_checkpoint(str(workdir)).epoch == 2
 
 
 def test_partial_checkpoint_is_ignored(copy_of_reference):

@@ -319,6 +319,7 @@ def _reference_epoch(state, images, labels, key, batch_size):
         "train_loss": np.dot(losses, counts) / counts.sum(),
         "train_accuracy": np.dot(accuracies, counts) / counts.sum(),
         "per_step_accuracy": accuracies,
+        "per_step_loss": losses,
     }
 
 
@@ -336,6 +337,8 @@ def test_train_epoch_is_the_permuted_loop_with_example_weighted_metrics():
     np.testing.assert_allclose(metrics["train_accuracy"], expected["train_accuracy"], rtol=1e-5)
     unweighted = np.mean(expected["per_step_accuracy"])
     assert abs(float(metrics["train_accuracy"]) - unweighted) > 1e-4, "fixture too symmetric"
+    unweighted = np.mean(expected["per_step_loss"])
+    assert abs(float(metrics["train_loss"]) - unweighted) > 1e-4, "fixture too symmetric"
 
 
 def test_epoch_order_is_the_keys_permutation_not_the_stored_order():
@@ -430,3 +433,14 @@ def test_create_train_state_is_one_compilation_that_matches_eager_init(caplog):
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(eager), strict=True):
         np.testing.assert_array_equal(a, b)  # bit for bit: the same params for the same seed
         assert a.dtype == b.dtype
+
+
+def test_an_epoch_with_every_example_right_has_train_accuracy_exactly_one():
+    # 4000 examples in batches of 128 (31 of 128, then 32): float32 weights 128/4000 sum above 1,
+    # so a weighted mean of per-batch accuracies of 1 printed "err -0.00%".
+    images, labels = jnp.zeros((4000, 1, 1, 1), jnp.uint8), jnp.zeros((4000,), jnp.int32)
+    model = MLP(hidden_sizes=(), num_classes=10)
+    state = create_train_state(jax.random.PRNGKey(0), model, optax.sgd(0.5), images[:1])
+    for epoch in range(3):
+        state, metrics = train_epoch(state, images, labels, jax.random.PRNGKey(epoch), 128)
+    assert float(metrics["train_accuracy"]) == 1.0
