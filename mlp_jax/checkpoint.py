@@ -72,6 +72,10 @@ class Checkpointer:
         """Epochs of the complete checkpoints, oldest first (interrupted saves are not listed)."""
         return sorted(self._manager.all_steps())
 
+    def read_info(self, epoch: int) -> dict[str, Any]:
+        """The JSON record of epoch's checkpoint alone (no arrays are read)."""
+        return self._restore(epoch, info=ocp.args.JsonRestore()).info
+
     def path(self, epoch: int | None = None) -> str:
         """DIR/checkpoints(/<epoch>) as the user typed it (for messages)."""
         return self.workdir.show(CHECKPOINTS, *([] if epoch is None else [str(epoch)]))
@@ -131,7 +135,7 @@ class Checkpointer:
         for candidate in [epoch] if epoch is not None else reversed(kept):
             path = self.path(candidate)
             try:  # a record edited by hand or corrupted: skipped too
-                info = self._restore(candidate, info=ocp.args.JsonRestore()).info
+                info = self.read_info(candidate)
                 config = Config.from_dict(info["config"], f"{path}/info")
                 saved_epoch = int(info["epoch"])
             except Exception as error:

@@ -138,14 +138,17 @@ def restore(args: argparse.Namespace, prog: str) -> Any:
     checkpoint = resume.restore_checkpoint(args.workdir, epoch, best=args.best, model=args.model)
     for message in checkpoint.skipped:
         print(f"{prog}: {message}: skipped it", file=sys.stderr)
-    if checkpoint.config.num_models > 1 and checkpoint.model is None:
-        checkpoint = resume.one_model(checkpoint, resume.default_model(checkpoint.info))
+    selections = resume.newest_selections(args.workdir, checkpoint) or []  # the run's, not
+    if checkpoint.config.num_models > 1 and checkpoint.model is None:  # --epoch's as of then
+        checkpoint = resume.one_model(checkpoint, picked_model(selections) or 0)
     if checkpoint.model is not None:
-        why = "picked by validation (the best monitored value)"
+        why = "the run monitored nothing, so model 0; choose with --model K"
         if args.model is not None:
             why = "--model"
-        elif picked_model(resume.saved_selections(checkpoint.info) or []) is None:
-            why = "the run monitored nothing, so model 0; choose with --model K"
+        elif picked_model(selections) is not None:
+            monitor = selections[0]["monitor"]
+            extreme = "highest" if monitor.endswith("accuracy") else "lowest"
+            why = f"picked by its {extreme} {monitor} of the {len(selections)} models"
         print_line(f"{resume.describe_model(checkpoint)}: {why}")
     return checkpoint
 

@@ -28,7 +28,7 @@ def _evaluate(argv: Sequence[str] | None) -> int:
 
     from mlp_jax.model import summary
     from mlp_jax.report import format_confusion
-    from mlp_jax.resume import dataset_of, model_from_info, saved_selections
+    from mlp_jax.resume import dataset_of, model_from_info, newest_selections
     from mlp_jax.steps import evaluate
     from mlp_jax.workdir import FIX, read_metrics
     from mlp_jax.writers import print_line
@@ -37,7 +37,7 @@ def _evaluate(argv: Sequence[str] | None) -> int:
     batch_size = checkpoint.config.eval_batch_size
     test = evaluate(checkpoint.state, data.test_images, data.test_labels, batch_size=batch_size)
     test = jax.device_get(test)
-    selections = saved_selections(checkpoint.info)  # None when the run monitored nothing
+    selections = newest_selections(args.workdir, checkpoint)  # None: it monitored nothing
     selection = selections[checkpoint.model or 0] if selections else {}
     selected = selection.get("best_epoch") == checkpoint.epoch
     chosen = f", selected by {selection.get('monitor')}" if selected else ""

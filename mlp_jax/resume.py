@@ -178,6 +178,16 @@ def saved_selections(info: dict[str, Any]) -> list[dict[str, Any]] | None:
     return info.get("selections") or None
 
 
+def newest_selections(workdir: str | Workdir, checkpoint: Checkpoint) -> list[dict] | None:
+    """Each model's selection as the run's newest checkpoint records it: an older checkpoint's
+    record holds the selection as of its own epoch (its own, if the newest cannot be read)."""
+    reader = _reader(Workdir.of(workdir))
+    try:
+        return saved_selections(reader.read_info(reader.epochs()[-1]))
+    except Exception:  # unreadable (it was skipped when restoring): the checkpoint's own
+        return saved_selections(checkpoint.info)
+
+
 def _per_model(config: Config, records: list[Record], num_models: int) -> list[list[Record]]:
     """metrics.jsonl's records regrouped per model (a sweep's carry their seed and peak lr)."""
     if num_models == 1:

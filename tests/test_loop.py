@@ -107,6 +107,7 @@ def test_every_command_takes_the_run(run, command, which):
         first = out.splitlines()[0]
         assert first.startswith("model ") and "of 2 (seed" in first, out
         assert ("--model" in first) == ("--model" in which), first
+        assert ("picked by its lowest val_loss of the 2 models" in first) != ("--model" in which)
 
 
 def test_evaluate_best_names_the_models_selected_epoch(run):
@@ -117,6 +118,26 @@ def test_evaluate_best_names_the_models_selected_epoch(run):
     assert code == 0, err
     epoch = saved_selections(restore_checkpoint(cwd / "run").info)[0]["best_epoch"]
     assert f"(epoch {epoch}," in out and "selected by val_loss" in out
+
+
+def test_only_the_runs_selected_epoch_is_labelled_selected(run):
+    """An older checkpoint's record holds the selection as of its own epoch; the label follows
+    the run's newest record, so only the epoch the run selected says so."""
+    cwd, k, _ = run
+    best = saved_selections(restore_checkpoint(cwd / "run").info)[0]["best_epoch"]
+    for epoch in (1, 2, 3):
+        code, out, err = cli(
+            cwd,
+            "--workdir",
+            "run",
+            "--epoch",
+            str(epoch),
+            "--model",
+            "0",
+            module="mlp_jax.evaluate",
+        )
+        assert code == 0, err
+        assert ("selected by val_loss" in out) == (epoch == best), (epoch, best, out)
 
 
 def test_a_model_that_is_not_there_is_one_line(run):
