@@ -80,10 +80,8 @@ def main(prog: str, run: Callable[[Sequence[str] | None], int], argv: Sequence[s
     return code
 
 
-def add_checkpoint_flags(
-    parser: argparse.ArgumentParser, *, epoch: bool = False, data: bool = False
-) -> None:
-    """--workdir, --model, --best (and --epoch): which checkpoint of which model to use; with
+def add_checkpoint_flags(parser: argparse.ArgumentParser, *, data: bool = False) -> None:
+    """--workdir, --model, --best or --epoch: which checkpoint of which model to use; with
     `data`, --data-dir and --idx-dir: where the run's dataset lives now, if it moved."""
     for flag in ("--data-dir", "--idx-dir") if data else ():
         parser.add_argument(flag, type=path_text, help=f"the run's {flag}, if it moved")
@@ -93,8 +91,7 @@ def add_checkpoint_flags(
     group = parser.add_mutually_exclusive_group()
     which = "the checkpoint of the epoch that validation selected (best --monitor value)"
     group.add_argument("--best", action="store_true", help=which)
-    if epoch:
-        group.add_argument("--epoch", type=int, help="this epoch's checkpoint (default: newest)")
+    group.add_argument("--epoch", type=int, help="this epoch's checkpoint (default: newest)")
 
 
 def writable_folder(path: str | os.PathLike, flag: str) -> Path:
@@ -134,8 +131,9 @@ def restore(args: argparse.Namespace, prog: str) -> Any:
     from mlp_jax import resume
     from mlp_jax.results import picked_model
 
-    epoch = getattr(args, "epoch", None)
-    checkpoint = resume.restore_checkpoint(args.workdir, epoch, best=args.best, model=args.model)
+    checkpoint = resume.restore_checkpoint(
+        args.workdir, args.epoch, best=args.best, model=args.model
+    )
     for message in checkpoint.skipped:
         print(f"{prog}: {message}: skipped it", file=sys.stderr)
     selections = resume.newest_selections(args.workdir, checkpoint) or []  # the run's, not

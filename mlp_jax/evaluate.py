@@ -17,7 +17,7 @@ PROG = "mlp_jax.evaluate"
 def build_parser() -> cli.OneLineParser:
     """--workdir, --model, --best, --epoch, --data-dir, --idx-dir."""
     parser = cli.OneLineParser(PROG, "Evaluate a checkpoint of a training run on its test split.")
-    cli.add_checkpoint_flags(parser, epoch=True, data=True)
+    cli.add_checkpoint_flags(parser, data=True)
     return parser
 
 
@@ -33,6 +33,7 @@ def _evaluate(argv: Sequence[str] | None) -> int:
     from mlp_jax.workdir import FIX, read_metrics
     from mlp_jax.writers import print_line
 
+    records = read_metrics(args.workdir, FIX)[0]  # a bad line refuses before any result
     data = dataset_of(checkpoint, args.data_dir, args.idx_dir)
     batch_size = checkpoint.config.eval_batch_size
     test = evaluate(checkpoint.state, data.test_images, data.test_labels, batch_size=batch_size)
@@ -51,7 +52,6 @@ def _evaluate(argv: Sequence[str] | None) -> int:
     mine = {"epoch": checkpoint.epoch}  # training's record of this epoch (and model):
     if checkpoint.model is not None:  # a many-model run logs one record per model and epoch
         mine.update(seed=checkpoint.config.seed, peak_lr=checkpoint.config.lr)
-    records = read_metrics(args.workdir, FIX)[0]
     logged = next((r for r in records if mine.items() <= r.items()), {})
     if logged.get("test_loss") is None:
         print_line(f"training logged no test metrics for epoch {checkpoint.epoch}")

@@ -89,7 +89,7 @@ def test_the_final_report_and_selection_json(run):
 
 
 @pytest.mark.parametrize("command", ["evaluate", "plot", "export", "predict"])
-@pytest.mark.parametrize("which", [[], ["--best"], ["--model", "0", "--best"]])
+@pytest.mark.parametrize("which", [[], ["--best"], ["--model", "0", "--best"], ["--epoch", "2"]])
 def test_every_command_takes_the_run(run, command, which):
     cwd, k, _ = run
     extra = {

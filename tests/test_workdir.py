@@ -320,8 +320,8 @@ def test_resume_evaluate_and_plot_name_the_bad_file_and_line(
         if damaged == "config.json":
             shutil.rmtree(tmp_path / "w/checkpoints")
     before = snapshot(tmp_path / "w")
-    code, _, err = cli(tmp_path, *argv, module=module)
-    assert code == 2
+    code, out, err = cli(tmp_path, *argv, module=module)
+    assert code == 2 and "test loss" not in out  # refused before any result
     one_line_error(err, f"w/{damaged} line 2", "fix or delete that line")
     if module == "mlp_jax.train":
         del before[".lock"]
