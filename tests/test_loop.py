@@ -66,6 +66,29 @@ def test_each_models_selected_epoch_keeps_its_checkpoint(run):
         assert best.epoch == 1 + int(np.argmin(val))
 
 
+@pytest.mark.parametrize("k", [1, 2], ids=["K=1", "K=2"])
+def test_the_selected_epochs_checkpoint_outlives_keep(tmp_path, monkeypatch, k):
+    """--keep 1 keeps the newest checkpoint and each model's selected one besides."""
+    from mlp_jax import Config, selection, train_and_evaluate
+
+    # Every epoch looks worse than the one before: validation selects epoch 1, deterministically.
+    monkeypatch.setattr(selection, "monitored_value", lambda record, monitor: record["epoch"])
+    config = Config(
+        dataset="mnist_subset",
+        layers=2,
+        hidden=(16,),
+        epochs=3,
+        validation_split=0.1,
+        seeds=k,
+        keep=1,
+        workdir=str(tmp_path / "run"),
+    )
+    train_and_evaluate(config, log=lambda line: None)
+    assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()) == [1, 3]
+    for model in range(k):
+        assert restore_checkpoint(tmp_path / "run", best=True, model=model).epoch == 1
+
+
 def test_tensorboard_has_step_losses_and_a_confusion_image_per_model(run):
     cwd, k, _ = run
     logdir = cwd / "run" / "tensorboard"
