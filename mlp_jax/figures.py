@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure  # the object API needs no pyplot and no display backend
+from matplotlib.ticker import MaxNLocator
 
 from mlp_jax.config import ConfigError
 
@@ -66,6 +67,7 @@ def plot_curves(history: Sequence[dict[str, Any]], title: str) -> Figure:
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     error_axes.set(xlabel="epoch", ylabel="error rate (%)", title="error")
     for axes in (loss_axes, error_axes):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         axes.legend(fontsize=8 if len(groups) > 1 else None)
         axes.grid(alpha=0.3)
     several = any(len(seeds) > 1 for seeds in groups.values())

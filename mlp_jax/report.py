@@ -43,7 +43,7 @@ def describe_models(
     return (
         f"models: {len(lrs)} {shape} MLPs in one program (seeds "
         f"{config.seed}..{config.seed + config.seeds - 1} x peak lr {peaks}), "
-        f"{config.epochs} epochs of batch {config.batch_size}"
+        f"{config.epochs} epoch{'s' * (config.epochs != 1)} of batch {config.batch_size}"
     )
 
 
@@ -55,7 +55,8 @@ def describe_devices(devices: Sequence[Any]) -> str:
 def describe_training(config: Any, batches: int, lr: float) -> str:
     """The line a run of one model logs about its optimisation."""
     return (
-        f"training: {config.epochs} epochs x {batches} steps of batch {config.batch_size} "
+        f"training: {config.epochs} epoch{'s' * (config.epochs != 1)} x {batches} steps of "
+        f"batch {config.batch_size} "
         f"({config.optimizer}, lr {lr:g}, {config.schedule} schedule)"
     )
 

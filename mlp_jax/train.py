@@ -78,7 +78,8 @@ def _train(argv: Sequence[str] | None) -> int:
 
         data = f"--idx-dir {config.idx_dir}" if config.idx_dir else config.dataset
         models = f", {config.num_models} models" if config.num_models > 1 else ""
-        batches = f"{config.epochs} epochs of batch {config.batch_size}"
+        epochs = f"{config.epochs} epoch{'s' * (config.epochs != 1)}"
+        batches = f"{epochs} of batch {config.batch_size}"
         print_line(f"{PROG}: {config.layers}-layer MLP on {data}, {batches}{models}; starting JAX")
     from mlp_jax.loop import train_and_evaluate  # JAX and flax load here (orbax: --workdir)
 
