@@ -34,9 +34,7 @@ def _export(argv: Sequence[str] | None) -> int:
     if args.format != "stablehlo" and importlib.util.find_spec("tensorflow") is None:
         install = "not installed (pip install tensorflow-cpu); stablehlo needs nothing more"
         raise ConfigError("--format", f"{args.format} needs TensorFlow, which is {install}")
-    folder = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(folder):
-        raise ConfigError("--out", f"the folder {folder} does not exist")
+    cli.writable_folder(os.path.dirname(args.out) or ".", "--out")  # made, as plot's --out
     if os.path.isdir(args.out) and not os.path.exists(os.path.join(args.out, "saved_model.pb")):
         raise ConfigError("--out", f"{args.out} is a folder without a SavedModel: not overwriting")
     checkpoint = cli.restore(args, PROG)

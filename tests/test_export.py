@@ -104,7 +104,7 @@ def test_tensorflow_formats_without_tensorflow_say_what_to_install(workspace, mo
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--workdir", "run", "--out", "missing/model.jaxexport"], "--out: the folder"),
+        (["--workdir", "run", "--out", "run/config.json/x"], "cannot create run/config.json"),
         (["--workdir", "nowhere", "--out", "model.jaxexport"], "no checkpoints in"),
     ],
 )
@@ -115,3 +115,9 @@ def test_bad_input_gets_a_one_line_error(workspace, monkeypatch, capsys, args, m
     assert err.startswith("mlp_jax.export: error: ") and message in err
     assert len(err.splitlines()) == 1
     assert not (workspace / "model.jaxexport").exists()
+
+
+def test_out_in_a_folder_that_does_not_exist_yet_makes_it(workspace, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    assert main(["--workdir", "run", "--out", "new/model.jaxexport"]) == 0
+    assert (workspace / "new" / "model.jaxexport").is_file()
