@@ -38,6 +38,7 @@ def plot_workdir(
     from mlp_jax.workdir import CONFIG, FIX, METRICS, NoCheckpointError, Workdir
 
     run = Workdir.of(workdir)
+    run.check_is_run()
     for name in (CONFIG, METRICS):
         if not os.path.isfile(run.file(name)):
             raise ConfigError("--workdir", f"{run.show(name)} not found; is it a run's workdir?")

@@ -233,8 +233,10 @@ def restore_checkpoint(
     A sweep's checkpoint holds all its models: `model=k` gives model k alone (with its seed and
     peak lr), `model=None` the stack. `best=True`: the epoch validation selected (`model=None`: of
     the model it picked). Needs no dataset: `ckpt.state.apply_fn` and `.params` are ready to use;
-    newer unreadable ones are in `ckpt.skipped`. NoCheckpointError, or ConfigError("model")."""
+    newer unreadable ones are in `ckpt.skipped`. NoCheckpointError; ConfigError("workdir") for no
+    run's folder, ConfigError("model") for a model not there."""
     workdir = Workdir.of(workdir)  # relative paths are relative to the current directory
+    workdir.check_is_run()
     if (reader := _reader(workdir)) is None:
         raise NoCheckpointError(f"no checkpoints in {workdir.shown} (no {CHECKPOINTS}/ there)")
     checkpoint = reader.restore(abstract_state, epoch=epoch)

@@ -78,6 +78,16 @@ class Workdir:
     def holds_run(self) -> bool:
         return any(os.path.exists(self.file(name)) for name in (CONFIG, METRICS, CHECKPOINTS))
 
+    def check_is_run(self) -> None:
+        """ConfigError("workdir") unless this is a run's folder, for the commands that read one."""
+        if not os.path.isdir(self.path):
+            problem = "is a file" if os.path.exists(self.path) else "does not exist"
+        elif not self.holds_run():
+            problem = f"holds no run (no {CONFIG}, {METRICS} or {CHECKPOINTS}/)"
+        else:
+            return
+        raise ConfigError("workdir", f"{self.shown} {problem}; give a training run's --workdir")
+
     def write_config(self, info: dict[str, Any]) -> None:
         write_atomically(self.file(CONFIG), json.dumps(info, indent=2), self.show(CONFIG))
 

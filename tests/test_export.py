@@ -105,7 +105,7 @@ def test_tensorflow_formats_without_tensorflow_say_what_to_install(workspace, mo
     "args, message",
     [
         (["--workdir", "run", "--out", "run/config.json/x"], "cannot create run/config.json"),
-        (["--workdir", "nowhere", "--out", "model.jaxexport"], "no checkpoints in"),
+        (["--workdir", "nowhere", "--out", "model.jaxexport"], "nowhere does not exist"),
     ],
 )
 def test_bad_input_gets_a_one_line_error(workspace, monkeypatch, capsys, args, message):

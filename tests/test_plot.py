@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from mlp_jax import Config
 from mlp_jax.data import class_names
@@ -82,9 +83,11 @@ def test_cli_draws_the_confusion_matrix_of_the_newest_checkpoint(tmp_path, capsy
     )
 
 
-def test_cli_rejects_a_folder_that_holds_no_run(tmp_path, capsys):
-    assert main(["--workdir", str(tmp_path)]) == 2
-    assert "config.json not found" in capsys.readouterr().err
+@pytest.mark.parametrize("where, problem", [("", "holds no run"), ("no", "does not exist")])
+def test_cli_rejects_a_folder_that_holds_no_run(tmp_path, capsys, where, problem):
+    assert main(["--workdir", str(tmp_path / where)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlp_jax.plot: error: --workdir: ") and problem in err, err
 
 
 def test_sweep_curves_are_one_mean_line_and_one_band_per_lr():

@@ -114,7 +114,7 @@ def test_an_unreadable_file_gets_one_line_from_the_command(workspace):
         ("empty", ["empty"], "empty: the folder holds no images"),
         ("blank", ["blank.png"], "blank.png: has no ink"),
         (None, ["missing.png"], "missing.png: no such file or folder"),
-        ("small", ["--workdir", "nowhere", "small.png"], "no checkpoints in"),
+        ("small", ["--workdir", "nowhere", "small.png"], "--workdir: nowhere does not exist"),
         ("small", ["--best", "small.png"], "best"),  # no validation: no best epoch
         ("small", ["--top", "0", "small.png"], "--top: must be an integer >= 1"),
     ],
