@@ -52,7 +52,7 @@ def plot_workdir(
     title = f"{dataset_title(dataset['name'])}: {sizes} MLP"
     written = [out / "curves.png"]
     save_figure(plot_curves(history, title), written[0], "--out")
-    args = args or argparse.Namespace(workdir=str(workdir), model=None, best=False)
+    args = args or argparse.Namespace(workdir=str(workdir), model=None, best=False, epoch=None)
     try:
         checkpoint = cli.restore(args, PROG)
     except NoCheckpointError as error:
