@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -25,16 +26,10 @@ UNSUPPORTED_JAX_FLAGS = {
     "JAX_DISABLE_JIT": "the epoch is one compiled program, which would take hours; unset it",
 }
 # A library ConfigError names the argument it is about; a command names the flag that set it:
-# these, or a Config field's own flag (batch_size: --batch-size).
-ARGUMENT_FLAGS = {"directory": "--idx-dir", "fraction": "--validation-split", "model": "--model"}
-CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(Config))
-
-
-def flag_for(argument: str) -> str:
-    """The flag (or other name) a command's user knows `argument` of a ConfigError by."""
-    if argument in CONFIG_FIELDS:
-        return "--" + argument.replace("_", "-")
-    return ARGUMENT_FLAGS.get(argument, argument)
+# a Config field's own flag (batch_size: --batch-size), or one of the library arguments below.
+FLAGS = {field.name: "--" + field.name.replace("_", "-") for field in dataclasses.fields(Config)}
+FLAGS.update(directory="--idx-dir", fraction="--validation-split", model="--model")
+Run = Callable[[Sequence[str] | None], int]  # a command's main(argv); None: sys.argv[1:]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -48,7 +43,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def main(prog: str, run: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:
+def command(prog: str) -> Callable[[Run], Run]:
+    """Decorator for a command's `main(argv=None)`: it runs through `run_command`."""
+
+    def decorate(run: Run) -> Run:
+        return functools.wraps(run)(lambda argv=None: run_command(prog, run, argv))
+
+    return decorate
+
+
+def run_command(prog: str, run: Run, argv: Sequence[str] | None) -> int:
     """`run(argv)` with one line and an exit code for every error a user can cause."""
     from mlp_jax.errors import exit_code
 
@@ -67,7 +71,7 @@ def main(prog: str, run: Callable[[Sequence[str] | None], int], argv: Sequence[s
             if code is None:
                 raise  # a bug: its traceback is what we need to see
             if isinstance(error, ConfigError):
-                error = f"{flag_for(error.argument)}: {error.message}"
+                error = f"{FLAGS.get(error.argument, error.argument)}: {error.message}"
             kind = "error: " if code in (1, 2) else ""
             print(f"{prog}: {kind}{error or 'interrupted'}", file=sys.stderr)
             return code
@@ -80,9 +84,10 @@ def main(prog: str, run: Callable[[Sequence[str] | None], int], argv: Sequence[s
     return code
 
 
-def add_checkpoint_flags(parser: argparse.ArgumentParser, *, data: bool = False) -> None:
-    """--workdir, --model, --best or --epoch: which checkpoint of which model to use; with
-    `data`, --data-dir and --idx-dir: where the run's dataset lives now, if it moved."""
+def checkpoint_parser(prog: str, description: str, *, data: bool = False) -> OneLineParser:
+    """A parser with --workdir, --model, --best or --epoch: which checkpoint of which model to
+    use; with `data`, --data-dir and --idx-dir: where the run's dataset lives now, if it moved."""
+    parser = OneLineParser(prog, description)
     for flag in ("--data-dir", "--idx-dir") if data else ():
         parser.add_argument(flag, type=path_text, help=f"the run's {flag}, if it moved")
     parser.add_argument("--workdir", required=True, type=path_text, help="a training run's folder")
@@ -92,6 +97,7 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser, *, data: bool = False)
     which = "the checkpoint of the epoch that validation selected (best --monitor value)"
     group.add_argument("--best", action="store_true", help=which)
     group.add_argument("--epoch", type=int, help="this epoch's checkpoint (default: newest)")
+    return parser
 
 
 def writable_folder(path: str | os.PathLike, flag: str) -> Path:
@@ -100,9 +106,8 @@ def writable_folder(path: str | os.PathLike, flag: str) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(
-            flag, f"cannot create {folder} ({error.strerror}); give a writable folder"
-        ) from None
+        message = f"cannot create {folder} ({error.strerror}); give a writable folder"
+        raise ConfigError(flag, message) from None
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise ConfigError(flag, f"{folder} is not a writable folder")
     return folder
@@ -127,18 +132,16 @@ def positive_int(text: str) -> int:
 
 
 def restore(args: argparse.Namespace, prog: str) -> Any:
-    """The checkpoint `args` name (see add_checkpoint_flags), one model of it; says which."""
-    from mlp_jax import resume
+    """The checkpoint `args` name (see checkpoint_parser), one model of it; says which."""
     from mlp_jax.results import picked_model
+    from mlp_jax.resume import describe_model, newest_selections, one_model, restore_checkpoint
 
-    checkpoint = resume.restore_checkpoint(
-        args.workdir, args.epoch, best=args.best, model=args.model
-    )
+    checkpoint = restore_checkpoint(args.workdir, args.epoch, best=args.best, model=args.model)
     for message in checkpoint.skipped:
         print(f"{prog}: {message}: skipped it", file=sys.stderr)
-    selections = resume.newest_selections(args.workdir, checkpoint) or []  # the run's, not
-    if checkpoint.config.num_models > 1 and checkpoint.model is None:  # --epoch's as of then
-        checkpoint = resume.one_model(checkpoint, picked_model(selections) or 0)
+    selections = newest_selections(args.workdir, checkpoint) or []  # the run's, not --epoch's
+    if checkpoint.config.num_models > 1 and checkpoint.model is None:  # as of then
+        checkpoint = one_model(checkpoint, picked_model(selections) or 0)
     if checkpoint.model is not None:
         why = "the run monitored nothing, so model 0; choose with --model K"
         if args.model is not None:
@@ -147,7 +150,7 @@ def restore(args: argparse.Namespace, prog: str) -> Any:
             monitor = selections[0]["monitor"]
             extreme = "highest" if monitor.endswith("accuracy") else "lowest"
             why = f"picked by its {extreme} {monitor} of the {len(selections)} models"
-        print_line(f"{resume.describe_model(checkpoint)}: {why}")
+        print_line(f"{describe_model(checkpoint)}: {why}")
     return checkpoint
 
 

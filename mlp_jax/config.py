@@ -1,7 +1,5 @@
-"""One typed, frozen config: the single source of truth for the CLI and the experiments.
-
-Every field is one `--flag` of `python -m mlp_jax.train` (underscores become dashes).
-"""
+"""One typed, frozen config: the single source of truth for the CLI and the experiments. Every
+field is one `--flag` of `python -m mlp_jax.train` (underscores become dashes)."""
 
 from __future__ import annotations
 
@@ -18,8 +16,6 @@ MIN_DEFAULT_WIDTH = 16  # default widths halve from 512, never below this (nor t
 # residuals, no normalisation) this deep no longer train anyway.
 MAX_LAYERS = 64
 MAX_SEED = 2**31 - 1  # JAX seeds are 32-bit; the --seeds engine stacks them as int32
-# Training computes in float32: an lr outside its normal range rounds to 0 (or subnormal) or inf.
-FLOAT32_NORMAL = (1.1754943508222875e-38, 3.4028234663852886e38)
 
 # Named recipes: `--preset NAME` sets these fields; flags given on the command line win. Each is
 # validation's pick by experiments/best_mlp.py (RESULTS.md; 5-seed test accuracy: choosing-models).
@@ -44,7 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 class ConfigError(ValueError):
     """Bad user input: names the argument at fault (a Config field, or a function's argument)
-    and what is allowed. The CLI prints it as one line naming the flag (cli.flag_for), exit 2."""
+    and what is allowed. The CLI prints it as one line naming the flag (cli.FLAGS), exit 2."""
 
     def __init__(self, argument: str, message: str):
         self.argument, self.message = argument, message
@@ -151,9 +147,7 @@ class Config:
         "[0, inf)",
     )
     seed: int = _field(0, "seed for init, dropout and data order", f"[0, {MAX_SEED}]")
-    workdir: str | None = _field(
-        None, "the run's folder (config, metrics, checkpoints); resumes it"
-    )
+    workdir: str | None = _field(None, "a run's folder (config, metrics, checkpoints); resumes it")
     checkpoint_every: int = _field(1, "checkpoint every N epochs (and the last)", "[1, inf)")
     keep: int = _field(3, "with --workdir: keep the newest K checkpoints", "[1, inf)")
     fresh: bool = _field(False, "move the run in --workdir aside (DIR.previous-<time>), restart")
@@ -178,13 +172,9 @@ class Config:
         "ALPHA in [0, 100], SIGMA in [1, 10]; Simard used elastic:34:4). E.g. shift:2,flip",
     )
     input_dropout: float = _field(0.0, "dropout rate on the input pixels", "[0, 1)")
-    max_norm: float | None = _field(
-        None, "after updates, cap incoming weight norms at C", "(0, inf)"
-    )
+    max_norm: float | None = _field(None, "cap incoming weight norms at C, post-update", "(0, inf)")
     label_smoothing: float = _field(0.0, "train on targets (1-A) * one_hot + A/classes", "[0, 1)")
-    ema: float | None = _field(
-        None, "evaluate the params' EMA with this decay, e.g. 0.999", "(0, 1)"
-    )
+    ema: float | None = _field(None, "evaluate the params' EMA, e.g. decay 0.999", "(0, 1)")
     loss: str = _field(
         "cross_entropy",
         "training loss: cross_entropy (softmax), or mse (1/2 sum_k (sigmoid(z_k) - y_k)^2, the "
@@ -225,9 +215,8 @@ class Config:
         return tuple(max(512 // 2**i, floor) for i in range(self.layers - 1))
 
     def validate(self) -> None:
-        """Raise ConfigError naming the first bad field: first the checks declared with the
-        fields (`choices`, `bounds`), then the rules that relate fields. Checks that need the
-        data (label values, memory) live in data.py and state.py."""
+        """Raise ConfigError naming the first bad field: the checks declared with the fields, then
+        the rules that relate fields. Checks that need the data live in data.py and state.py."""
         for field in dataclasses.fields(self):
             name, value, meta = field.name, getattr(self, field.name), field.metadata
             if value is None:
@@ -247,20 +236,18 @@ class Config:
                 message = f"must be {finite}{_allowed(bounds)}, got {value}"
                 _check(math.isfinite(value) and above and below, name, message)
         if self.hidden is not None:
-            count = f"gives {len(self.hidden)} widths but --layers {self.layers} needs"
-            needs = f"{count} {self.layers - 1} (one per hidden layer)"
+            needs = f"has {len(self.hidden)} widths; --layers {self.layers} needs {self.layers - 1}"
             _check(len(self.hidden) == self.layers - 1, "hidden", needs)
             _check(all(h >= 1 for h in self.hidden), "hidden", "widths must be >= 1")
-        low, high = FLOAT32_NORMAL
+        # Training computes in float32: an lr outside its normal range rounds to 0 or inf.
+        low, high = 1.1754943508222875e-38, 3.4028234663852886e38
         normal = f"must be a finite number > 0 in float32's normal range [{low:.3g}, {high:.3g}]"
         for name, lr in [("lr", self.lr), *(("lr_sweep", lr) for lr in self.lr_sweep or ())]:
             _check(low <= lr <= high, name, f"{normal}, got {lr}")
-        _check(
-            self.schedule != "warmup_cosine" or self.warmup_epochs < self.epochs,
-            "warmup_epochs",
-            f"{self.warmup_epochs:g} is not shorter than --epochs {self.epochs}: the learning "
-            "rate would never reach its peak; use fewer warm-up epochs or more --epochs",
-        )
+        late = f"{self.warmup_epochs:g} is not shorter than --epochs {self.epochs}: the lr would "
+        late += "never reach its peak; use fewer warm-up epochs or more --epochs"
+        warmup_ok = self.schedule != "warmup_cosine" or self.warmup_epochs < self.epochs
+        _check(warmup_ok, "warmup_epochs", late)
         for name in ("fresh", "profile"):
             _check(not getattr(self, name) or self.workdir is not None, name, "needs --workdir")
         for name in ("workdir", "idx_dir", "data_dir", "manual_dir", "compilation_cache"):
@@ -344,12 +331,8 @@ class Config:
             allowed = "host:port with a port 1..65535, e.g. 10.0.0.1:1234"
             _check(valid, "coordinator", f"expected {allowed}, got {self.coordinator!r}")
         n, index = self.num_processes, self.process_id
-        valid = index is None or (n is not None and 0 <= index < n)
-        _check(
-            valid,
-            "process_id",
-            f"must be in 0 .. --num-processes - 1, got {index} (--num-processes {n})",
-        )
+        outside = f"must be in 0 .. --num-processes - 1, got {index} (--num-processes {n})"
+        _check(index is None or (n is not None and 0 <= index < n), "process_id", outside)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with `changes`, checked again."""

@@ -1,8 +1,6 @@
-"""`python -m mlp_jax.evaluate --workdir DIR [--best] [--model K]`: score a run's checkpoint.
-
-Reloads the dataset the checkpoint was trained on and prints the model's layers, test loss,
-accuracy and confusion matrix, next to what training logged for that epoch in metrics.jsonl.
-"""
+"""`python -m mlp_jax.evaluate --workdir DIR [--best] [--model K]`: score a run's checkpoint on the
+test split of the dataset it was trained on (layers, loss, accuracy, confusion matrix), next to
+what training logged for that epoch in metrics.jsonl."""
 
 from __future__ import annotations
 
@@ -14,15 +12,10 @@ from mlp_jax import cli
 PROG = "mlp_jax.evaluate"
 
 
-def build_parser() -> cli.OneLineParser:
-    """--workdir, --model, --best, --epoch, --data-dir, --idx-dir."""
-    parser = cli.OneLineParser(PROG, "Evaluate a checkpoint of a training run on its test split.")
-    cli.add_checkpoint_flags(parser, data=True)
-    return parser
-
-
-def _evaluate(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+@cli.command(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    description = "Evaluate a checkpoint of a training run on its test split."
+    args = cli.checkpoint_parser(PROG, description, data=True).parse_args(argv)
     checkpoint = cli.restore(args, PROG)
     import jax
 
@@ -46,29 +39,23 @@ def _evaluate(argv: Sequence[str] | None) -> int:
     print_line(f"checkpoint: {checkpoint.path} (epoch {checkpoint.epoch}, step {step}{chosen})")
     print_line(f"dataset: {data.name}, {data.num_test} test images")
     print_line(summary(model_from_info(checkpoint.info), data.image_shape))
+    scores = float(test["loss"]), float(test["accuracy"])
     right = f"({int(test['confusion'].trace())} of {int(test['count'])} correct)"
-    loss, accuracy = float(test["loss"]), float(test["accuracy"])
-    print_line(f"test loss {loss:.4f}  accuracy {100 * accuracy:.2f}%  {right}")
+    print_line(f"test loss {scores[0]:.4f}  accuracy {100 * scores[1]:.2f}%  {right}")
     mine = {"epoch": checkpoint.epoch}  # training's record of this epoch (and model):
     if checkpoint.model is not None:  # a many-model run logs one record per model and epoch
         mine.update(seed=checkpoint.config.seed, peak_lr=checkpoint.config.lr)
-    logged = next((r for r in records if mine.items() <= r.items()), {})
-    if logged.get("test_loss") is None:
+    record = next((r for r in records if mine.items() <= r.items()), {})
+    logged = record.get("test_loss"), record.get("test_accuracy")
+    if logged[0] is None:
         print_line(f"training logged no test metrics for epoch {checkpoint.epoch}")
     else:
-        same = (logged["test_loss"], logged["test_accuracy"]) == (loss, accuracy)  # to the bit
-        logged = (
-            f"test loss {logged['test_loss']:.4f}  accuracy {100 * logged['test_accuracy']:.2f}%"
-        )
-        same = "identical" if same else "DIFFERENT from the above"
-        print_line(f"training logged for epoch {checkpoint.epoch}: {logged}  ({same})")
+        same = "identical" if logged == scores else "DIFFERENT from the above"  # to the bit
+        shown = f"test loss {logged[0]:.4f}  accuracy {100 * logged[1]:.2f}%  ({same})"
+        print_line(f"training logged for epoch {checkpoint.epoch}: {shown}")
     print_line("confusion matrix (rows: true class, columns: predicted class):")
     print_line(format_confusion(test["confusion"]))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.main(PROG, _evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """`python -m mlp_jax.export --workdir DIR --out FILE`: the trained model, runnable without
-mlp_jax (artifact.py), and FILE.json with its input, output and class names.
-"""
+mlp_jax (artifact.py), and FILE.json with its input, output and class names."""
 
 from __future__ import annotations
 
@@ -13,24 +12,19 @@ from mlp_jax import cli
 from mlp_jax.config import ConfigError
 
 PROG = "mlp_jax.export"
-FORMATS = ("stablehlo", "savedmodel", "tflite")
 
 
-def build_parser() -> cli.OneLineParser:
-    """The checkpoint flags, --out and --format."""
-    what = "Export a trained run's model: uint8 images -> logits, runnable without mlp_jax."
-    parser = cli.OneLineParser(PROG, what)
-    cli.add_checkpoint_flags(parser)
-    parser.add_argument("--out", required=True, help="file to write (a folder for savedmodel)")
-    help = "stablehlo: serialized jax.export; savedmodel, tflite: through jax2tf (need TensorFlow)"
-    parser.add_argument("--format", choices=FORMATS, default="stablehlo", help=help)
-    return parser
-
-
-def _export(argv: Sequence[str] | None) -> int:
+@cli.command(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
     import importlib.util
 
-    args = build_parser().parse_args(argv)
+    what = "Export a trained run's model: uint8 images -> logits, runnable without mlp_jax."
+    parser = cli.checkpoint_parser(PROG, what)
+    parser.add_argument("--out", required=True, help="file to write (a folder for savedmodel)")
+    help = "stablehlo: serialized jax.export; savedmodel, tflite: through jax2tf (need TensorFlow)"
+    formats = ("stablehlo", "savedmodel", "tflite")
+    parser.add_argument("--format", choices=formats, default="stablehlo", help=help)
+    args = parser.parse_args(argv)
     if args.format != "stablehlo" and importlib.util.find_spec("tensorflow") is None:
         install = "not installed (pip install tensorflow-cpu); stablehlo needs nothing more"
         raise ConfigError("--format", f"{args.format} needs TensorFlow, which is {install}")
@@ -55,10 +49,6 @@ def _export(argv: Sequence[str] | None) -> int:
     model = f"uint8[batch, {shape}] -> float32[batch, {dataset['num_classes']}] logits"
     print(f"exported {what}; {model}; class names in {args.out}.json")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.main(PROG, _export, argv)
 
 
 if __name__ == "__main__":

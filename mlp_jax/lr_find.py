@@ -1,10 +1,6 @@
-"""`python -m mlp_jax.lr_find [train's flags]`: which peak learning rate to train with.
-
-K learning rates on a log grid each train for a short budget (--epochs, default 2) on 9/10 of the
-train split, all K in one vmapped program (train_many); the rest of the split scores them. The
-suggestion is the grid lr with the lowest validation loss after the budget (a diverged lr has
-none). The test split is not looked at. Writes lr_find.png: loss and accuracy against the lr.
-"""
+"""`python -m mlp_jax.lr_find [train's flags]`: K lrs on a log grid train for --epochs (2) on 9/10
+of train in one vmapped program (train_many); the lowest validation loss after that (a diverged lr
+has none) picks the peak lr. The test split is not looked at. Writes lr_find.png."""
 
 from __future__ import annotations
 
@@ -20,17 +16,6 @@ from mlp_jax.train import build_parser as train_parser
 from mlp_jax.train import config_from_args
 
 PROG = "mlp_jax.lr_find"
-
-
-def build_parser() -> cli.OneLineParser:
-    """train's flags (--epochs 2, --validation-split 0.1), and the grid's."""
-    parser = train_parser(PROG, "Find a peak learning rate: a short vmapped sweep on validation.")
-    parser.set_defaults(epochs=2, validation_split=0.1)
-    parser.add_argument("--min-lr", type=float, default=1e-4, help="smallest lr of the grid")
-    parser.add_argument("--max-lr", type=float, default=1.0, help="largest lr of the grid")
-    parser.add_argument("--num-lrs", type=cli.positive_int, default=9, help="lrs on the grid")
-    parser.add_argument("--out", default="lr_find.png", help="where to write the figure")
-    return parser
 
 
 def lr_grid(min_lr: float, max_lr: float, num_lrs: int) -> tuple[float, ...]:
@@ -61,14 +46,20 @@ def grid_search(config: Config, dataset: Any = None) -> tuple[list[dict], Any]:
     return rows, result
 
 
-def _lr_find(argv: Sequence[str] | None) -> int:
-    args = (parser := build_parser()).parse_args(argv)
+@cli.command(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = train_parser(PROG, "Find a peak learning rate: a short vmapped sweep on validation.")
+    parser.set_defaults(epochs=2, validation_split=0.1)
+    parser.add_argument("--min-lr", type=float, default=1e-4, help="smallest lr of the grid")
+    parser.add_argument("--max-lr", type=float, default=1.0, help="largest lr of the grid")
+    parser.add_argument("--num-lrs", type=cli.positive_int, default=9, help="lrs on the grid")
+    parser.add_argument("--out", type=Path, default="lr_find.png", help="where to write the figure")
+    args = parser.parse_args(argv)
     lrs = lr_grid(args.min_lr, args.max_lr, args.num_lrs)
     config = config_from_args(argv, parser).replace(lr_sweep=lrs, seeds=1)
     if config.validation_split == 0:
         raise ConfigError("--validation-split", "lr_find scores on validation: give one > 0")
-    out = Path(args.out)
-    cli.writable_folder(out.parent, "--out")
+    cli.writable_folder(args.out.parent, "--out")
     from mlp_jax.figures import dataset_title, plot_lr_find, save_figure
     from mlp_jax.writers import print_line
 
@@ -77,21 +68,16 @@ def _lr_find(argv: Sequence[str] | None) -> int:
     for row in rows:
         diverged = "  (diverged)" if math.isnan(row["val_loss"]) else ""
         losses = f"train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}"
-        print_line(
-            f"lr {row['lr']:<9g} {losses}  val acc {100 * row['val_accuracy']:.2f}%{diverged}"
-        )
+        accuracy = f"val acc {100 * row['val_accuracy']:.2f}%{diverged}"
+        print_line(f"lr {row['lr']:<9g} {losses}  {accuracy}")
     best = suggest(rows)
     if best is None:
         raise ConfigError("--max-lr", "every lr of the grid diverged; lower the grid")
     print_line(f"suggested lr {best['lr']:g} (lowest validation loss after {config.epochs} epochs)")
     title = f"{dataset_title(result.dataset.name)}: {config.epochs} epochs per lr"
-    save_figure(plot_lr_find(rows, best["lr"], title), out, "--out")
-    print_line(f"wrote {out}")
+    save_figure(plot_lr_find(rows, best["lr"], title), args.out, "--out")
+    print_line(f"wrote {args.out}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.main(PROG, _lr_find, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
-"""`python -m mlp_jax.predict --workdir DIR FILE_OR_FOLDER...`: classify your own images.
-
-Each PNG/JPEG is brought into the training format the way the dataset was made (images.py), then
-the run's newest (or --best) checkpoint prints the top classes with their probabilities.
-"""
+"""`python -m mlp_jax.predict --workdir DIR FILE_OR_FOLDER...`: classify your own images. Each
+PNG/JPEG is brought into the training format the way the dataset was made (images.py), then the
+run's newest (or --best) checkpoint prints the top classes with their probabilities."""
 
 from __future__ import annotations
 
@@ -12,30 +10,25 @@ from collections.abc import Sequence
 from mlp_jax import cli
 
 PROG = "mlp_jax.predict"
-STYLES = ("digit", "object", "none")  # images.STYLES, without importing Pillow for --help
 
 
-def build_parser() -> cli.OneLineParser:
-    """FILE_OR_FOLDER..., the checkpoint flags, --preprocess, --top, --save-preprocessed."""
-    parser = cli.OneLineParser(PROG, "Predict the classes of image files with a trained run.")
+@cli.command(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = cli.checkpoint_parser(PROG, "Predict the classes of image files with a trained run.")
     help = "PNG/JPEG files, or folders of them"
     parser.add_argument("files", nargs="+", metavar="FILE_OR_FOLDER", help=help)
-    cli.add_checkpoint_flags(parser)
     help = (
         "digit: as MNIST was made (ink fit in 20x20, centre of mass centred); object: as "
         "Fashion-MNIST (fill the field, box centred); none: files already in the training "
         "format; auto: object for Fashion-MNIST runs, else digit"
     )
-    parser.add_argument("--preprocess", choices=("auto", *STYLES), default="auto", help=help)
+    styles = ("auto", "digit", "object", "none")  # images.STYLES: --help imports no Pillow
+    parser.add_argument("--preprocess", choices=styles, default="auto", help=help)
     help = "how many classes to print per file"
     parser.add_argument("--top", type=cli.positive_int, default=3, help=help)
     help = "write the image the net saw for each file here (PNG, training size)"
     parser.add_argument("--save-preprocessed", metavar="DIR", default=None, help=help)
-    return parser
-
-
-def _predict(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     from mlp_jax.images import image_files, output_names, prepare_images, read_grayscale, save_image
 
     files = image_files(args.files)  # bad files fail fast, before the restore
@@ -70,10 +63,6 @@ def _predict(argv: Sequence[str] | None) -> int:
             save_image(target, image)
         print_line(f"saved the {len(files)} preprocessed image(s) to {folder}/")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.main(PROG, _predict, argv)
 
 
 if __name__ == "__main__":

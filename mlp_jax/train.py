@@ -9,8 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mlp_jax.cli import OneLineParser
-from mlp_jax.cli import main as run_command
+from mlp_jax.cli import OneLineParser, command
 from mlp_jax.config import PRESETS, Config
 
 PROG = "mlp_jax.train"
@@ -71,24 +70,20 @@ def config_from_args(
     return Config(**{field.name: args[field.name] for field in dataclasses.fields(Config)})
 
 
-def _train(argv: Sequence[str] | None) -> int:
+@command(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(argv)
     if config.process_id in (None, 0):  # an answer within a second, before JAX takes its time
         from mlp_jax.writers import print_line  # numpy and tqdm only
 
         data = f"--idx-dir {config.idx_dir}" if config.idx_dir else config.dataset
         models = f", {config.num_models} models" if config.num_models > 1 else ""
-        epochs = f"{config.epochs} epoch{'s' * (config.epochs != 1)}"
-        batches = f"{epochs} of batch {config.batch_size}"
+        batches = f"{config.epochs} epoch{'s' * (config.epochs != 1)} of batch {config.batch_size}"
         print_line(f"{PROG}: {config.layers}-layer MLP on {data}, {batches}{models}; starting JAX")
     from mlp_jax.loop import train_and_evaluate  # JAX and flax load here (orbax: --workdir)
 
     train_and_evaluate(config)
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PROG, _train, argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from mlp_jax.config import MAX_LAYERS, MIN_DEFAULT_WIDTH
 from mlp_jax.data import load_idx_dir
 from mlp_jax.figures import plot_curves
 from mlp_jax.loop import DivergedError, train_and_evaluate
-from mlp_jax.plot import plot_workdir
+from mlp_jax.plot import main as plot_main
 from mlp_jax.report import format_models_epoch, sample_std
 from mlp_jax.train import main
 
@@ -178,7 +178,7 @@ def test_sweep_epoch_line_groups_by_lr_with_the_sample_std():
     assert sample_std([0.9]) == 0.0
 
 
-def test_plot_of_a_sweep_draws_one_line_per_lr_and_counts_epochs(tmp_path):
+def test_plot_of_a_sweep_draws_one_line_per_lr_and_counts_epochs(tmp_path, capsys):
     history = _sweep_records(1) + _sweep_records(2)
     figure = plot_curves(history, "sweep")
     loss_axes = figure.axes[0]
@@ -194,15 +194,12 @@ def test_plot_of_a_sweep_draws_one_line_per_lr_and_counts_epochs(tmp_path):
         )
     )
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
-    lines = []
-    plot_workdir(tmp_path, log=lines.append)
-    assert lines and "no confusion matrix" in lines[0]
+    assert plot_main(["--workdir", str(tmp_path)]) == 0
+    assert "no confusion matrix" in capsys.readouterr().out.splitlines()[0]
 
 
 @pytest.mark.parametrize("out", ["a_file", "a_file/below"])
 def test_plot_out_that_cannot_be_a_folder_is_one_line(tmp_path, out, capsys):
-    from mlp_jax.plot import main as plot_main
-
     (tmp_path / "config.json").write_text(
         json.dumps(
             {
