@@ -21,7 +21,7 @@ from mlp_jax.data import Dataset, class_names, for_config, load_dataset
 from mlp_jax.errors import DivergedError, StoppedByOutput, StoppedBySignal
 from mlp_jax.model import count_params, layer_sizes, summary
 from mlp_jax.optim import make_schedule, plateau_scale, step_plateau
-from mlp_jax.report import Record
+from mlp_jax.report import Log, Record
 from mlp_jax.results import RunResult, SweepResult, per_model
 from mlp_jax.resume import Progress, as_saved, dataset_facts, resume, run_config
 from mlp_jax.runtime import active_compilation_cache, use_compilation_cache
@@ -40,8 +40,6 @@ from mlp_jax.writers import (
     write_epoch,
 )
 
-Log = Callable[[str], None]
-
 
 def _silent(line: str) -> None:
     """The log of every process but process 0, and of train_many."""
@@ -51,13 +49,10 @@ def train_and_evaluate(
     config: Config, dataset: Dataset | None = None, log: Log = print_line
 ) -> RunResult | SweepResult:
     """Train config.num_models models for `config.epochs`, evaluating every `config.eval_every`
-    epochs and after the last; a RunResult for one model, a SweepResult for several.
-
-    Runs on the `data` mesh of --devices in every process of a launch; process 0 alone logs and
-    writes the workdir. A run already in `config.workdir` resumes from its newest readable
-    checkpoint; one is saved every `config.checkpoint_every` epochs, at each new best epoch,
-    after the last and on a signal.
-    """
+    epochs and after the last: a RunResult for one model, a SweepResult for several. Runs in every
+    process of a launch; process 0 alone logs and writes the workdir, where a run resumes from its
+    newest readable checkpoint (saved every `config.checkpoint_every` epochs, at each new best
+    epoch, after the last and on a signal)."""
     sharding.initialize_distributed(config)  # before any JAX computation
     devices = sharding.available_devices()  # the first use of a backend: JAX_PLATFORMS errors here
     log = log if sharding.is_main_process() else _silent
@@ -65,7 +60,7 @@ def train_and_evaluate(
     # Process 0 alone writes the workdir, so it alone holds the lock (for the whole run).
     with open_workdir(config, log, lock=sharding.is_main_process()) as workdir:
         mesh = sharding.make_mesh(config)
-        log(report.describe_devices(devices))
+        log(f"devices: {', '.join(map(str, devices))}")
         log(sharding.describe(mesh))
         start, seconds = time.perf_counter(), None
         if dataset is None:
@@ -89,15 +84,13 @@ def train_many(
     on_epoch: Callable[[int, list[Record]], None] | None = None,
     model: Any = None,
 ) -> SweepResult:
-    """Train one model per (seed, lr) for config.epochs with the loop of `train_and_evaluate`,
-    without files or printing: all models in one compiled program.
-
-    Seeds default to config.seed .. config.seed + config.seeds - 1, lrs to config.lr_sweep or
-    (config.lr,). Model k is train_and_evaluate(config.replace(seed=seeds[k], lr=lrs[k])) up to
-    float rounding, which long runs amplify. A model whose loss becomes NaN keeps going (says so).
-    `on_epoch(epoch, records)` gets one metrics record per model after each epoch. `model`, a
-    linen or an NNX module of your own (uint8 images -> logits), replaces the Config's MLP; an
-    NNX module's own weights start every model (seeds then change dropout and data order only).
+    """Train one model per (seed, lr) with the loop of `train_and_evaluate`, all in one compiled
+    program, without files or printing. Seeds default to config.seed .. + config.seeds - 1, lrs to
+    config.lr_sweep or (config.lr,); model k is train_and_evaluate(config.replace(seed=seeds[k],
+    lr=lrs[k])) up to float rounding. A model whose loss becomes NaN keeps going (says so).
+    `on_epoch(epoch, records)` gets each model's record after each epoch. `model`, a linen or NNX
+    module of your own (uint8 images -> logits), replaces the MLP; an NNX module's own weights
+    start every model (seeds then change dropout and data order only).
     """
     dataset = dataset if dataset is not None else load_dataset(config)
     mesh = mesh if mesh is not None else sharding.make_mesh(config)
@@ -134,8 +127,12 @@ class _Loop:
         selection = new_selection(config)
         selections = None if selection is None else [selection] * self.num_models
         progress = Progress(0, states, [[] for _ in self.seeds], selections)
-        if self.log is not _silent:
-            self._log_model(states, time.perf_counter() - start)
+        if self.log is not _silent:  # (flax's summary initialises the model once more)
+            seconds, num_params = time.perf_counter() - start, count_params(states.params)
+            self.log(report.describe_models(config, self._sizes(), self.lrs, num_params, seconds))
+            if self.num_models == 1:
+                self.log(summary(self.model, dataset.image_shape))
+                self.log(report.describe_training(config, self.batches, self.lrs[0]))
         if self.workdir is not None:
             progress = self._open_workdir(progress)
         # Replicated on every device (MNIST-sized sets fit): each device gathers its batch rows.
@@ -150,20 +147,11 @@ class _Loop:
                 progress, test = self._epochs(progress, writers, stop)
         finally:  # the last asynchronous save is on disk after the checkpointer's close
             close_all([*writers, self.checkpointer] if self.checkpointer else writers)
-        if test is None or progress.history[0][-1]["test_accuracy"] is None:  # resumed a run,
-            # or early stopping (on train_loss) ended it in an epoch without evaluation
-            test = _fetch(self._run("test", progress.states))
+        if test is None:  # a resumed run with no epoch left, or early stopping (on train_loss)
+            test = self._evaluate("test", progress.states)  # in an epoch without evaluation
         return self._finish(progress, test)
 
-    def _log_model(self, states: TrainState, seconds: float) -> None:
-        num_params = count_params(states.params)  # of one model
-        self.log(report.describe_models(self.config, self._sizes(), self.lrs, num_params, seconds))
-        if self.num_models > 1:
-            return
-        self.log(summary(self.model, self.dataset.image_shape))
-        self.log(report.describe_training(self.config, self.batches, self.lrs[0]))
-
-    def _sizes(self) -> list[int]:
+    def _sizes(self) -> list[int]:  # of the Config's MLP (a model of your own has no workdir)
         return layer_sizes(int(np.prod(self.dataset.image_shape)), self.model)
 
     def _open_workdir(self, progress):
@@ -180,8 +168,7 @@ class _Loop:
         return progress
 
     def _compile(self, states: TrainState) -> None:
-        """The epoch, test and validation programs, compiled before epoch 1 (and timed), and the
-        data they run on."""
+        """Compile (and time) the epoch, test and validation programs; place their data."""
         config, mesh, dataset = self.config, self.mesh, self.dataset
         start = time.perf_counter()
         split = sharding.batch_sharding(mesh)
@@ -197,10 +184,8 @@ class _Loop:
             epoch_fn = jax.vmap(epoch_fn, in_axes=(0, None, None, 0))
             eval_fn = jax.vmap(eval_fn, in_axes=(0, None, None))
             plateau_fn = jax.vmap(plateau_fn)
-        splits = {
-            "train": (dataset.train_images, dataset.train_labels),
-            "test": (dataset.test_images, dataset.test_labels),
-        }
+        splits = {"train": (dataset.train_images, dataset.train_labels)}
+        splits["test"] = (dataset.test_images, dataset.test_labels)
         if dataset.val_images is not None:
             splits["val"] = (dataset.val_images, dataset.val_labels)
         data = self.data = sharding.put_replicated(splits, mesh)
@@ -208,24 +193,22 @@ class _Loop:
         run_epoch = sharding.data_parallel(epoch_fn, mesh, donate_state=True)
         run_eval = sharding.data_parallel(eval_fn, mesh, donate_state=False)
         self.programs = {"train": run_epoch.lower(states, *data["train"], key).compile()}
-        self.programs |= {
-            s: run_eval.lower(states, *data[s]).compile() for s in data if s != "train"
-        }
+        for split in ("test", "val") if "val" in data else ("test",):
+            self.programs[split] = run_eval.lower(states, *data[split]).compile()
         self.plateau = jax.jit(plateau_fn)
         self.compile_seconds = seconds = time.perf_counter() - start
         self.log(report.describe_compiled(seconds, active_compilation_cache(), self.num_models))
 
-    def _run(self, split: str, states: TrainState, *key: jax.Array) -> Any:
-        """The compiled program of `split` on its data: the epoch (train), else an evaluation."""
-        return self.programs[split](states, *self.data[split], *key)
+    def _evaluate(self, split: str, states: TrainState) -> dict[str, np.ndarray]:
+        """The compiled evaluation of `split` (test or val), on the host, per model."""
+        return per_model(_fetch(self.programs[split](states, *self.data[split])), self.num_models)
 
     def _writers(self, done: int) -> list[MetricWriter]:
-        """Where metrics go, hparams written: train_many's on_epoch, or process 0's console and,
-        with a workdir, --profile, metrics.jsonl and TensorBoard (DIR/tensorboard/, which drops
-        what an interrupted run logged after the `done` epochs that a resume keeps)."""
+        """Where metrics go (hparams written): train_many's on_epoch, or the console and, with a
+        workdir, --profile, metrics.jsonl and TensorBoard (purging what a resume redoes)."""
         if self.on_epoch is not None:
             return [CallbackWriter(self.on_epoch)]
-        if not sharding.is_main_process() or self.log is _silent:
+        if self.log is _silent:  # train_many, or any process but process 0
             return []
         config, workdir, base = self.config, self.workdir, self.config.to_dict()
         writers: list[MetricWriter] = [ConsoleWriter(config.epochs, self.log, done)]
@@ -266,28 +249,25 @@ class _Loop:
 
     def _epoch(self, progress):
         """Train and evaluate one epoch: (progress, one record per model, per-step losses
-        float[K, steps], test confusion matrices int[K, C, C] at the last epoch, test)."""
+        float[K, steps], test confusion matrices int[K, C, C] at the last epoch, test per model)."""
         config, epoch, states, K = self.config, progress.epoch + 1, progress.states, self.num_models
         scales = np.broadcast_to(jax.device_get(plateau_scale(states.opt_state)), K)
         step = (epoch - 1) * self.batches
         lrs = [float(s(step)) * float(c) for s, c in zip(self.schedules, scales, strict=True)]
         start = time.perf_counter()
         key = sharding.put_replicated(state.epoch_keys(self.seeds, epoch), self.mesh)
-        states, train = self._run("train", states, key)
+        states, train = self.programs["train"](states, *self.data["train"], key)
         train = per_model(_fetch(train), K)
         seconds = time.perf_counter() - start
         # A mean train loss above 1e6 (or NaN) has diverged: ln(10) is 2.3 at the start.
         if self.stop_on_divergence and not (np.abs(train["train_loss"]) < 1e6).any():
             loss = float(train["train_loss"][0])
             raise DivergedError(epoch, loss, lrs[0], config, self.model.std)
-        evaluated = epoch % config.eval_every == 0 or epoch == config.epochs
         val = test = None
-        if evaluated:
-            if "val" in self.data:
-                val = per_model(_fetch(self._run("val", states)), K)
-            test = _fetch(self._run("test", states))
-        tests = per_model(test, K) if test is not None else None
-        records = [self._record(k, epoch, train, val, tests, lrs[k], seconds) for k in range(K)]
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            val = self._evaluate("val", states) if "val" in self.data else None
+            test = self._evaluate("test", states)
+        records = [self._record(k, epoch, train, val, test, lrs[k], seconds) for k in range(K)]
         selections = progress.selections
         if selections is not None:
             selections = [s.update(epoch, r) for s, r in zip(selections, records, strict=True)]
@@ -299,8 +279,8 @@ class _Loop:
         history = [h + [r] for h, r in zip(progress.history, records, strict=True)]
         progress = Progress(epoch, states, history, selections)
         # TensorBoard's confusion image is drawn once, at the run's last epoch (0.26 s each).
-        last = evaluated and (epoch == config.epochs or progress.stopped)
-        confusion = tests["confusion"] if last else None
+        last = test is not None and (epoch == config.epochs or progress.stopped)
+        confusion = test["confusion"] if last else None
         return progress, records, train["per_step_loss"], confusion, test
 
     def _record(self, k, epoch, train, val, test, lr, seconds) -> Record:
@@ -337,15 +317,14 @@ class _Loop:
         """The result, the final report, and DIR/selection.json."""
         states, K = progress.states, self.num_models
         states = states if K > 1 else jax.tree.map(lambda leaf: leaf[None], states)  # a stack of 1
-        tests = [{name: v[k] for name, v in per_model(test, K).items()} for k in range(K)]
+        tests = [{name: v[k] for name, v in test.items()} for k in range(K)]
         models = (self.seeds, self.lrs, states, progress.history, tests, self.dataset)
         result = SweepResult(*models, self.compile_seconds, progress.selections)
-        if self.log is _silent:
-            return result
-        path = self.checkpointer.path if self.checkpointer is not None else None
-        payload = report.report_run(result, path, self.log)
-        if payload is not None and self.workdir is not None and sharding.is_main_process():
-            write_atomically(self.workdir.file(SELECTION), json.dumps(payload, indent=2))
+        if self.log is not _silent:  # process 0's report, and its DIR/selection.json
+            path = self.checkpointer.path if self.checkpointer is not None else None
+            payload = report.report_run(result, path, self.log)
+            if payload is not None and self.workdir is not None:
+                write_atomically(self.workdir.file(SELECTION), json.dumps(payload, indent=2))
         return result
 
 

@@ -47,17 +47,11 @@ def describe_models(
     )
 
 
-def describe_devices(devices: Sequence[Any]) -> str:
-    """The first line of a run: the devices JAX found, e.g. "devices: cpu:0"."""
-    return f"devices: {', '.join(str(d) for d in devices)}"
-
-
 def describe_training(config: Any, batches: int, lr: float) -> str:
     """The line a run of one model logs about its optimisation."""
     return (
         f"training: {config.epochs} epoch{'s' * (config.epochs != 1)} x {batches} steps of "
-        f"batch {config.batch_size} "
-        f"({config.optimizer}, lr {lr:g}, {config.schedule} schedule)"
+        f"batch {config.batch_size} ({config.optimizer}, lr {lr:g}, {config.schedule} schedule)"
     )
 
 
@@ -93,7 +87,6 @@ def format_epoch(record: Record, epochs: int) -> str:
             text += f" acc {100 * accuracy:5.2f}%"
         if text != split:
             parts.append(text)
-    # (grad_norm: only with --diagnostics)
     tail = (("grad_norm", "grad norm {:.3g}"), ("lr", "lr {:.4g}"), ("epoch_seconds", "{:.2f}s"))
     parts += [text.format(record[key]) for key, text in tail if record.get(key) is not None]
     if record.get("epoch_seconds") is not None and record.get("examples_per_second") is not None:
@@ -106,11 +99,11 @@ def format_models_epoch(records: Sequence[Record], epochs: int) -> str:
     as SweepResult.summary; models of different learning rates are never pooled)."""
     first, groups = records[0], {}
     for record in records:
-        groups.setdefault(record.get("peak_lr"), []).append(record)
+        groups.setdefault(record["peak_lr"], []).append(record)
     parts = [f"epoch {first['epoch']:>{len(str(epochs))}}/{epochs}"]
     for lr, members in groups.items():
         loss = np.array([r["train_loss"] for r in members])
-        text = f"lr {lr:g}: " if lr is not None and len(groups) > 1 else ""
+        text = f"lr {lr:g}: " if len(groups) > 1 else ""
         text += f"train loss {np.mean(loss):.4f} ± {sample_std(loss):.4f}"
         for split in ("val", "test"):
             if members[0].get(f"{split}_accuracy") is not None:

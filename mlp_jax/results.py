@@ -84,10 +84,9 @@ class SweepResult:
     def pick(self) -> Record | None:
         """The summary row of the lr with the best mean val accuracy at the selected epochs;
         None without a validation split: a sweep never picks on test."""
-        if self.dataset.val_labels is None:
-            return None
-        rows = [row for row in self.summary() if np.isfinite(row["selected_val_accuracy_mean"])]
-        return max(rows, key=lambda row: row["selected_val_accuracy_mean"], default=None)
+        mean = "selected_val_accuracy_mean"  # absent without a validation split
+        rows = [row for row in self.summary() if np.isfinite(row.get(mean, np.nan))]
+        return max(rows, key=lambda row: row[mean], default=None)
 
 
 def _mean_std(name: str, values: Sequence[float | None]) -> Record:
@@ -106,6 +105,4 @@ def picked_model(selections: Sequence[dict[str, Any] | None]) -> int | None:
 
 def per_model(metrics: dict[str, Any], num_models: int) -> dict[str, np.ndarray]:
     """Host metrics with a leading model axis (K = 1 gets one)."""
-    return {
-        k: np.asarray(v)[None] if num_models == 1 else np.asarray(v) for k, v in metrics.items()
-    }
+    return {k: np.asarray([v] if num_models == 1 else v) for k, v in metrics.items()}

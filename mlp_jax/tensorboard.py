@@ -44,11 +44,9 @@ class TensorBoardWriter(MetricWriter):
     def write_hparams(self, hparams: Sequence[Record]) -> None:
         for record in hparams:
             name = f"seed{record['seed']}-lr{record['peak_lr']:g}" if len(hparams) > 1 else ""
+            path, purge = os.path.join(self.logdir, name), self.purge_step
             # The default file name has whole seconds: a restart within one would overwrite it.
-            path = os.path.join(self.logdir, name)
-            run = SummaryWriter(
-                path, purge_step=self.purge_step, filename_suffix=f".{time.time_ns()}"
-            )
+            run = SummaryWriter(path, purge_step=purge, filename_suffix=f".{time.time_ns()}")
             metrics = dict.fromkeys(HPARAM_METRICS, 0.0)
             for summary in hparams_summaries(hparam_values(record), metrics):
                 run.file_writer.add_summary(summary)
@@ -58,9 +56,8 @@ class TensorBoardWriter(MetricWriter):
         """Each model's numbers, tagged by `scalar_tag` (a sweep's seed and peak lr: hparams)."""
         for run, values in zip(self._runs, scalars, strict=True):
             for key, value in values.items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    if key not in ("seed", "peak_lr"):
-                        run.add_scalar(scalar_tag(key), value, step)
+                if isinstance(value, int | float) and key not in ("seed", "peak_lr"):
+                    run.add_scalar(scalar_tag(key), value, step)
 
     def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
         """A confusion matrix int[C, C] per model, drawn as a labelled heat map."""

@@ -1,7 +1,6 @@
 """How metrics leave the loop, as CLU's metric writers (`write_scalars`, `write_images`,
 `write_hparams`): the console line and progress bar, metrics.jsonl, TensorBoard and the profiler
-are writers that `write_epoch` feeds; and `print_line`, stdout that may fail (a pager that quit).
-"""
+are writers that `write_epoch` feeds; and `print_line`: stdout that may fail (a pager quit)."""
 
 from __future__ import annotations
 
@@ -93,12 +92,9 @@ _stdout_error: list[OSError] = []  # the first failed write to stdout, if any
 
 
 def print_line(line: str) -> None:
-    """Print one line to stdout, above the progress bar when there is one.
-
-    If stdout fails (a pager quit: EPIPE; a full disk: ENOSPC), this and all later lines are
-    dropped, fd 1 is pointed at /dev/null (so no exit-time flush fails either), and
-    `stdout_error()` says why: the loop then saves a checkpoint and stops.
-    """
+    """Print one line to stdout, above the progress bar when there is one. If stdout fails (a
+    pager quit: EPIPE; a full disk: ENOSPC), this and later lines are dropped, fd 1 becomes
+    /dev/null (no exit-time flush fails) and `stdout_error()` says why: the loop saves and stops."""
     if _stdout_error:
         return
     try:
