@@ -1,7 +1,6 @@
 """Orbax checkpoints of a run, `DIR/checkpoints/<epoch>/`: saving, restoring, which to keep.
 Each is the whole TrainState (of all K models) plus a JSON record (epoch, config, dataset,
-normalisation, selections, a hash of the state); what it must match to resume is resume.py's.
-"""
+normalisation, selections, a hash of the state); what it must match to resume is resume.py's."""
 
 from __future__ import annotations
 
@@ -42,22 +41,18 @@ class Checkpoint:
 
 class Checkpointer:
     """Saves checkpoints of one workdir asynchronously, keeps the newest `keep`, restores.
-    `read_only=True` writes nothing until `save`/`set_aside` (orbax's own option logs warnings).
-    """
+    `read_only=True` writes nothing until `save`/`set_aside` (orbax's own option logs warnings)."""
 
     def __init__(self, workdir: str | Workdir, keep: int = 3, *, keep_best=False, read_only=False):
         self.workdir = Workdir.of(workdir)
         self.directory = self.workdir.file(CHECKPOINTS)  # absolute, as orbax needs
-        # The newest `keep`, and with keep_best each model's selected epoch: `save` puts a
-        # CustomSteps policy in this list (BestN would need one value for all models, and alone
-        # it evicts the newest: google/orbax#526).
+        # The newest `keep`, and with keep_best each model's selected epoch (a CustomSteps that
+        # `save` sets; BestN wants one value for all models and evicts the newest: orbax#526).
         self._keep_best, self._policies = keep_best, [ocp.checkpoint_managers.LatestN(keep)]
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(self._policies),
-            # Temporary dirs are saves that a kill interrupted: never complete, so never used.
-            cleanup_tmp_directories=not read_only,
+            cleanup_tmp_directories=not read_only,  # saves a kill interrupted: never used
             create=False,  # orbax cannot create it with `active_processes` set (below)
-            enable_async_checkpointing=True,
             # In a multi-process run only process 0 saves: no barriers with the others.
             multiprocessing_options=ocp.options.MultiprocessingOptions(
                 primary_host=jax.process_index(), active_processes={jax.process_index()}
@@ -83,10 +78,8 @@ class Checkpointer:
     def save(
         self, epoch: int, state: TrainState, config: Config, run_info: dict, selected_epochs=()
     ) -> str:
-        """Start writing the checkpoint of `epoch` (visible once complete); return its path.
-        The state is copied to the host first: the caller may donate it. With `keep_best`,
-        `selected_epochs` (each model's best so far) are kept besides the newest `keep`.
-        CheckpointError if this or the previous save failed."""
+        """Start writing epoch's checkpoint (copied to the host first: the caller may donate it);
+        return its path. CheckpointError if this or the previous save failed."""
         if self._keep_best:
             self._policies[1:] = [ocp.checkpoint_managers.CustomSteps(selected_epochs)]
         host_state = jax.device_get(state)
@@ -115,21 +108,14 @@ class Checkpointer:
         finally:
             self._manager.close()
 
-    def restore(
-        self,
-        target: Callable[[dict[str, Any]], TrainState],
-        epoch: int | None = None,
-        check: Callable[[dict[str, Any]], None] = lambda info: None,
-    ) -> Checkpoint:
-        """The newest checkpoint that reads back intact (or exactly `epoch`): one whose files or
-        hash do not is named in `Checkpoint.skipped` and the next older one tried. `check(info)`
-        may raise to refuse one outright; `target(info)` gives a state of the saved structure."""
+    def restore(self, target: Callable[[dict], TrainState], epoch: int | None = None) -> Checkpoint:
+        """The newest checkpoint that reads back intact (or exactly `epoch`), naming the newer ones
+        in `.skipped`. `target(info)` gives the saved state's structure, or raises to refuse."""
         kept = self.epochs()
+        where = self.path() if epoch is None else f"epoch {epoch} in {self.path()}"
         if epoch is not None and epoch not in kept:
             listed = ", ".join(map(str, kept)) or "none"
-            raise NoCheckpointError(
-                f"no checkpoint of epoch {epoch} in {self.path()} (epochs: {listed})"
-            )
+            raise NoCheckpointError(f"no checkpoint of {where} (epochs: {listed})")
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         skipped = []
         for candidate in [epoch] if epoch is not None else reversed(kept):
@@ -141,7 +127,6 @@ class Checkpointer:
             except Exception as error:
                 skipped.append(f"checkpoint {path} cannot be read ({reason(error)})")
                 continue
-            check(info)
             abstract = jax.tree.map(  # orbax needs a sharding for each array
                 lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding or device),
                 target(info),
@@ -154,7 +139,6 @@ class Checkpointer:
                 skipped.append(f"checkpoint {path} cannot be read ({reason(error)})")
                 continue
             return Checkpoint(state, saved_epoch, config, info, path, tuple(skipped))
-        where = self.path() if epoch is None else f"epoch {epoch} in {self.path()}"
         reasons = "; ".join(skipped) or "there is none"
         raise NoCheckpointError(f"no readable checkpoint of {where}: {reasons}")
 

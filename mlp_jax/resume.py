@@ -1,14 +1,11 @@
 """Resuming a run and restoring its checkpoints: what must match, what may change, what is
 restored. A run of K models is one `Progress`; a checkpoint holds all of it, and with the epoch
-keys (state.epoch_keys) that is all a resume needs to continue bit for bit.
-"""
+keys (state.epoch_keys) that is all a resume needs to continue bit for bit."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -22,15 +19,14 @@ from mlp_jax.results import picked_model
 from mlp_jax.selection import Selection, selection_from_json
 from mlp_jax.state import new_train_state, sweep_models
 from mlp_jax.steps import TrainState, steps_per_epoch
-from mlp_jax.workdir import CHECKPOINTS, CONFIG, NoCheckpointError, Record, Workdir
+from mlp_jax.workdir import CONFIG, Log, NoCheckpointError, Record, Workdir
 
 if TYPE_CHECKING:  # orbax loads only where a run reads or writes checkpoints
     from mlp_jax.checkpoint import Checkpoint, Checkpointer
 
-# Config fields that change the saved state's shapes or meaning (--seeds/--lr-sweep stack K
-# models; grad_accum, plateau and ema add state; monitored is what early stopping refers to), or
-# which images are used in which order: a resume with any of them different would not continue
-# the same run. The rest (epochs, lr, evaluation, data paths, checkpointing) may change.
+# Config fields that change the saved state (--seeds/--lr-sweep stack K models; grad_accum,
+# plateau and ema add state; early stopping watches `monitored`) or which images come in which
+# order: to resume, they must match. The rest (epochs, lr, evaluation, paths...) may change.
 MUST_MATCH = (
     *("dataset", "idx_dir", "normalize", "layers", "hidden_sizes", "activation", "dropout"),
     *("bias", "optimizer", "momentum", "weight_decay", "clip_norm", "batch_size", "seed"),
@@ -66,23 +62,20 @@ class Progress:
 def dataset_facts(dataset: Dataset) -> dict[str, Any]:
     """What config.json and each checkpoint record about the data: DATASET_FACTS, where it came
     from, and `validation` (the split's sizes and how it was drawn)."""
-    names = ("name", "source", "note", "num_train", "num_test", "image_shape", "num_classes")
-    facts = {name: getattr(dataset, name) for name in (*names, "validation")}
-    return facts | {"image_shape": list(dataset.image_shape)}
+    names = ("name", "source", "note", *DATASET_FACTS[1:], "validation")
+    return {n: getattr(dataset, n) for n in names} | {"image_shape": list(dataset.image_shape)}
 
 
-def _absolute(config: Config, paths: dict[str, str | None]) -> Config:
+def as_saved(config: Config, **moved: str | None) -> Config:
+    """`config` with absolute data paths, those in `moved` (when not None) first: evaluate and
+    plot may run from another directory."""
+    paths = {n: getattr(config, n) for n in ("idx_dir", "data_dir", "manual_dir")}
+    paths |= {name: path for name, path in moved.items() if path is not None}
     return config.replace(**{n: os.path.abspath(p) for n, p in paths.items() if p is not None})
 
 
-def as_saved(config: Config) -> Config:
-    """`config` with absolute data paths: evaluate and plot may run from another directory."""
-    return _absolute(config, {n: getattr(config, n) for n in ("idx_dir", "data_dir", "manual_dir")})
-
-
 def run_config(config: Config, run_info: dict[str, Any], layer_sizes: list[int]) -> dict:
-    """What DIR/config.json records: the config (data paths absolute), the dataset's facts
-    that a resume checks, the layer sizes and the devices."""
+    """What DIR/config.json records: the config, the dataset's facts, layer sizes, devices."""
     return {
         "config": as_saved(config).to_dict(),
         "dataset": run_info["dataset"],
@@ -91,11 +84,8 @@ def run_config(config: Config, run_info: dict[str, Any], layer_sizes: list[int])
     }
 
 
-def check_resumable(
-    config: Config, info: dict[str, Any], facts: dict[str, Any], source: str = "config.json"
-) -> None:
-    """Raise ConfigError listing every MUST_MATCH field (and dataset fact) that differs, or
-    naming `source` if its config is not one a run writes."""
+def check_resumable(config: Config, info: dict, facts: dict, source: str = "config.json") -> None:
+    """ConfigError listing each MUST_MATCH field and dataset fact that differs in `info`."""
     saved, trained = Config.from_dict(info["config"], source), info.get("dataset", {})
     pairs = [(name, getattr(saved, name), getattr(config, name)) for name in MUST_MATCH]
     pairs += [(f"dataset {n}", trained[n], facts.get(n)) for n in DATASET_FACTS if n in trained]
@@ -113,30 +103,32 @@ def check_resumable(
         )
 
 
-def resume(
-    config: Config, workdir: Workdir, start: Progress, run_info: dict, log: Callable[[str], None]
-) -> Progress:
-    """The run in `workdir` continued from its newest readable checkpoint (`start` if there is
-    none). Everything that can refuse (another config, no readable checkpoint, too few epochs)
-    runs before anything in the workdir changes; then unreadable newer checkpoints are set
-    aside and metrics.jsonl is cut to the epochs the checkpoint holds."""
+def resume(config: Config, workdir: Workdir, start: Progress, run_info: dict, log: Log) -> Progress:
+    """The run in `workdir` continued from its newest readable checkpoint (else `start`). All
+    refusals come before any change; then unreadable newer checkpoints are set aside and
+    metrics.jsonl is cut to the epochs the checkpoint holds."""
     if not workdir.holds_run():
         return start
     workdir.read_metrics()  # a hand-edited or corrupted line refuses before anything changes
-    check = functools.partial(check_resumable, as_saved(config), facts=run_info["dataset"])
-    reader, checkpoint, progress = _reader(workdir), None, start
-    if reader is not None and reader.epochs():
+    saved_config, facts = as_saved(config), run_info["dataset"]
+
+    def same_run(info: dict) -> TrainState:  # restore's target: refuses another run's checkpoint
+        check_resumable(saved_config, info, facts)
+        return start.states
+
+    reader = _reader(workdir)
+    kept = reader.epochs()
+    if not kept:
+        if os.path.exists(workdir.file(CONFIG)):
+            check_resumable(saved_config, workdir.read_config(), facts, workdir.show(CONFIG))
+        progress, done, skipped = start, 0, ()
+        where = f"{workdir.shown}: no checkpoint yet, starting at epoch 1"
+    else:
         try:
-            checkpoint = reader.restore(lambda info: start.states, check=check)
+            checkpoint = reader.restore(same_run)
         except NoCheckpointError as error:
             message = f"{error}; --fresh moves this run aside and starts over"
             raise ConfigError("workdir", message) from None
-    if checkpoint is None:
-        if os.path.exists(workdir.file(CONFIG)):
-            check(workdir.read_config(), source=workdir.show(CONFIG))
-        done, skipped = 0, ()
-        where = f"{workdir.shown}: no checkpoint yet, starting at epoch 1"
-    else:
         done, skipped = checkpoint.epoch, checkpoint.skipped
         if done > config.epochs:
             message = f"must be {done} or more (the run in {workdir.shown} is at epoch {done})"
@@ -145,16 +137,14 @@ def resume(
         if checkpoint.config.lr != config.lr:  # the peak lr lives in the optimizer state: today's
             hyperparams = start.states.opt_state.hyperparams
             states = states.replace(opt_state=states.opt_state._replace(hyperparams=hyperparams))
-        saved, selections = saved_selections(checkpoint.info), start.selections
-        if selections is not None and saved:
-            selections = [selection_from_json(config, s) for s in saved]
+        saved = checkpoint.info.get("selections")  # None iff it monitored nothing (MUST_MATCH)
+        selections = [selection_from_json(config, s) for s in saved] if saved else start.selections
         progress = Progress(checkpoint.epoch, states, start.history, selections)
         step = checkpoint.info["step"]
         where = f"from checkpoint {checkpoint.path} (epoch {done}/{config.epochs}, step {step})"
     if jax.process_index() != 0:  # process 0 alone changes the workdir
         return progress
-    newer = sorted((e for e in reader.epochs() if e > done), reverse=True) if reader else []
-    for epoch, reason in zip(newer, skipped, strict=True):
+    for epoch, reason in zip([e for e in reversed(kept) if e > done], skipped, strict=True):
         log(f"{reason}: moved it to {reader.set_aside(epoch)}")
     records, dropped = workdir.keep_metrics_until(done)
     note = f"; dropped {dropped} metrics.jsonl lines after epoch {done}" if dropped else ""
@@ -164,40 +154,29 @@ def resume(
     return dataclasses.replace(progress, history=_per_model(config, records, len(start.history)))
 
 
-def _reader(workdir: Workdir) -> Checkpointer | None:
-    """A read-only Checkpointer of DIR/checkpoints, or None if there is no such folder."""
-    if not os.path.isdir(workdir.file(CHECKPOINTS)):
-        return None
+def _reader(workdir: Workdir) -> Checkpointer:
+    """A read-only Checkpointer of DIR/checkpoints (without that folder: no epochs)."""
     from mlp_jax.checkpoint import Checkpointer
 
     return Checkpointer(workdir, read_only=True)
 
 
-def saved_selections(info: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """Each model's selection in a checkpoint record (None when the run monitored nothing)."""
-    return info.get("selections") or None
-
-
 def newest_selections(workdir: str | Workdir, checkpoint: Checkpoint) -> list[dict] | None:
-    """Each model's selection as the run's newest checkpoint records it: an older checkpoint's
-    record holds the selection as of its own epoch (its own, if the newest cannot be read)."""
+    """Each model's selection as the newest checkpoint records it (an older one's is as of its
+    own epoch); `checkpoint`'s own if the newest cannot be read."""
     reader = _reader(Workdir.of(workdir))
     try:
-        return saved_selections(reader.read_info(reader.epochs()[-1]))
+        return reader.read_info(reader.epochs()[-1]).get("selections")
     except Exception:  # unreadable (it was skipped when restoring): the checkpoint's own
-        return saved_selections(checkpoint.info)
+        return checkpoint.info.get("selections")
 
 
 def _per_model(config: Config, records: list[Record], num_models: int) -> list[list[Record]]:
     """metrics.jsonl's records regrouped per model (a sweep's carry their seed and peak lr)."""
     if num_models == 1:
         return [records]
-    index = {model: k for k, model in enumerate(zip(*sweep_models(config), strict=True))}
-    history: list[list[Record]] = [[] for _ in range(num_models)]
-    for record in records:
-        if (k := index.get((record.get("seed"), record.get("peak_lr")))) is not None:
-            history[k].append(record)
-    return history
+    models = zip(*sweep_models(config), strict=True)  # (seed, peak lr) of each
+    return [[r for r in records if (r.get("seed"), r.get("peak_lr")) == model] for model in models]
 
 
 # ------------------------------------------------------------------------ restoring for use
@@ -219,34 +198,32 @@ def abstract_state(info: dict[str, Any]) -> TrainState:
     def create(key: jax.Array) -> TrainState:
         return new_train_state(config, key, model, tx, sample)
 
+    keys = jnp.zeros((config.num_models, 2), jnp.uint32)
     if config.num_models == 1:
-        return jax.eval_shape(create, jnp.zeros(2, jnp.uint32))
-    # --seeds/--lr-sweep: a stack of states
-    return jax.eval_shape(jax.vmap(create), jnp.zeros((config.num_models, 2), jnp.uint32))
+        return jax.eval_shape(create, keys[0])
+    return jax.eval_shape(jax.vmap(create), keys)  # --seeds/--lr-sweep: a stack of states
 
 
 def restore_checkpoint(
     workdir: str | Workdir, epoch: int | None = None, best: bool = False, model: int | None = None
 ) -> Checkpoint:
-    """Restore the newest readable checkpoint of `workdir` (or that of `epoch`), for research code.
-
-    A sweep's checkpoint holds all its models: `model=k` gives model k alone (with its seed and
-    peak lr), `model=None` the stack. `best=True`: the epoch validation selected (`model=None`: of
-    the model it picked). Needs no dataset: `ckpt.state.apply_fn` and `.params` are ready to use;
-    newer unreadable ones are in `ckpt.skipped`. NoCheckpointError; ConfigError("workdir") for no
-    run's folder, ConfigError("model") for a model not there."""
+    """The newest readable checkpoint of `workdir` (or that of `epoch`), for research code; newer
+    unreadable ones are named in `.skipped`. `model=k`: a sweep's model k alone, None: the stack.
+    `best=True`: the epoch validation selected (of the model it picked, for `model=None`). Needs
+    no dataset (`.state.apply_fn`, `.params` are ready). NoCheckpointError; ConfigError("workdir")
+    for no run's folder, ConfigError("model") for a model not there."""
     workdir = Workdir.of(workdir)  # relative paths are relative to the current directory
     workdir.check_is_run()
-    if (reader := _reader(workdir)) is None:
-        raise NoCheckpointError(f"no checkpoints in {workdir.shown} (no {CHECKPOINTS}/ there)")
+    reader = _reader(workdir)
     checkpoint = reader.restore(abstract_state, epoch=epoch)
     num_models = checkpoint.config.num_models
     if model is not None and not 0 <= model < num_models:
         trained = f"models 0 .. {num_models - 1}" if num_models > 1 else "one model (model 0)"
         raise ConfigError("model", f"the run in {workdir.shown} trained {trained}, got {model}")
     if best:
-        model = default_model(checkpoint.info) if model is None else model
-        selections = saved_selections(checkpoint.info)
+        selections = checkpoint.info.get("selections")
+        if model is None:  # the model validation picked (the best monitored value), else 0
+            model = picked_model(selections or []) or 0
         chosen = selections[model].get("best_epoch") if selections else None
         if chosen is None:
             why = "it monitored nothing: train with --validation-split F or --monitor"
@@ -254,11 +231,6 @@ def restore_checkpoint(
         if chosen != checkpoint.epoch:
             checkpoint = reader.restore(abstract_state, epoch=chosen)
     return checkpoint if model is None or num_models == 1 else one_model(checkpoint, model)
-
-
-def default_model(info: dict[str, Any]) -> int:
-    """The model validation picked (the best monitored value), else model 0."""
-    return picked_model(saved_selections(info) or []) or 0
 
 
 def describe_model(checkpoint: Checkpoint) -> str:
@@ -272,13 +244,10 @@ def describe_model(checkpoint: Checkpoint) -> str:
 def one_model(checkpoint: Checkpoint, k: int) -> Checkpoint:
     """Model k of a sweep's checkpoint, unstacked, with a config that trains it alone."""
     config, (seeds, lrs) = checkpoint.config, sweep_models(checkpoint.config)
-    return dataclasses.replace(
-        checkpoint,
-        state=jax.tree.map(lambda leaf: leaf[k], checkpoint.state),
-        config=config.replace(seed=seeds[k], seeds=1, lr=lrs[k], lr_sweep=None),
-        info={**checkpoint.info, "config_models": config.num_models},
-        model=k,
-    )
+    state = jax.tree.map(lambda leaf: leaf[k], checkpoint.state)
+    alone = config.replace(seed=seeds[k], seeds=1, lr=lrs[k], lr_sweep=None)
+    info = {**checkpoint.info, "config_models": config.num_models}
+    return dataclasses.replace(checkpoint, state=state, config=alone, info=info, model=k)
 
 
 def restore_params(workdir: str | Workdir, epoch: int | None = None, model: int | None = None):
@@ -289,13 +258,12 @@ def restore_params(workdir: str | Workdir, epoch: int | None = None, model: int 
 def dataset_of(
     checkpoint: Checkpoint, data_dir: str | None = None, idx_dir: str | None = None
 ) -> Dataset:
-    """The dataset `checkpoint` was trained on, loaded again (the subset if training fell back
-    to it offline; from `data_dir` / `idx_dir` if given, where it moved); ConfigError if it now
-    loads differently (another size, shape or classes)."""
+    """The dataset `checkpoint` was trained on, loaded again (from `data_dir` / `idx_dir` if it
+    moved); ConfigError if it now loads differently (another size, shape or classes)."""
     config, saved = checkpoint.config, checkpoint.info["dataset"]
     if saved["name"] == "mnist_subset":  # also when training fell back to it offline
         config = config.replace(dataset="mnist_subset", idx_dir=None)
-    config = _absolute(config, {"data_dir": data_dir, "idx_dir": idx_dir})
+    config = as_saved(config, data_dir=data_dir, idx_dir=idx_dir)
     facts = dataset_facts(dataset := load_dataset(config))
     moved_name = ("name",) if idx_dir is not None else ()  # an IDX dataset is named by its folder
     differing = [n for n in DATASET_FACTS if n not in moved_name and saved.get(n) != facts[n]]

@@ -1,7 +1,6 @@
 """A run's folder, not the arrays in it (checkpoint.py writes DIR/checkpoints/): the path, the
 lock, config.json, metrics.jsonl, moving an old run aside for --fresh. One run writes a workdir
-at a time, holding the flock'ed DIR/.lock for its whole life; readers (evaluate, plot) take none.
-"""
+at a time, holding the flock'ed DIR/.lock for its whole life; readers (evaluate, plot) take none."""
 
 from __future__ import annotations
 
@@ -25,6 +24,7 @@ SELECTION = "selection.json"  # the last and the selected epoch (a sweep: the lr
 LOCK = ".lock"  # flock'ed by the run writing DIR; says who holds it, for messages
 
 Record = dict[str, Any]
+Log = Callable[[str], None]  # where a line for the user goes (print, or the loop's log)
 # What an error about a bad config.json/metrics.jsonl line advises: the readers', and a run's.
 FIX = "fix or delete that line (the checkpoints are not affected)"
 FIX_OR_FRESH = f"{FIX}, or start over with --fresh (moves the run aside)"
@@ -125,9 +125,9 @@ class Workdir:
         return [json.loads(line) for line in lines[:-1]], int(lines[-1] != b"")
 
     def keep_metrics_until(self, epoch: int) -> tuple[list[Record], int]:
-        """Cut metrics.jsonl to the records of epochs 1..`epoch` (atomically); return them and
-        how many lines were dropped (later epochs, or a torn last line)."""
-        records, torn = self.read_metrics(FIX_OR_FRESH)
+        """Cut metrics.jsonl atomically to epochs 1..`epoch`; return those records and how many
+        lines were dropped (later epochs, or a torn last line)."""
+        records, torn = self.read_metrics()
         kept = [record for record in records if record["epoch"] <= epoch]  # read_metrics: an int
         dropped = len(records) - len(kept) + torn
         if dropped:
@@ -144,10 +144,10 @@ class Workdir:
             raise RunFileError(self.show(name), problem, advice) from None
 
     @contextlib.contextmanager
-    def lock(self, log: Callable[[str], None]) -> Iterator[None]:
-        """Hold DIR/.lock for the block: another live run gets WorkdirBusy naming its pid. The
-        kernel releases a dead holder's flock (even after SIGKILL): it is taken, with a line naming
-        it. The file stays (removing it would let two runs lock two different files)."""
+    def lock(self, log: Log) -> Iterator[None]:
+        """Hold DIR/.lock for the block (another live run: WorkdirBusy naming its pid); a dead
+        holder's (even SIGKILL'ed) is taken over with a line. The file stays: removing it would
+        let two runs lock two different files."""
         try:
             fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
@@ -156,11 +156,9 @@ class Workdir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise WorkdirBusy(
-                    "workdir",
-                    f"{self.shown} is in use by {_holder(fd)}; wait for that run to end (or stop "
-                    "it), or use another --workdir",
-                ) from None
+                advice = "wait for that run to end (or stop it), or use another --workdir"
+                busy = f"{self.shown} is in use by {_holder(fd)}; {advice}"
+                raise WorkdirBusy("workdir", busy) from None
             if os.pread(fd, 200, 0).strip():  # a holder that ended cleanly empties the file
                 log(f"took over the lock of {self.shown} from {_holder(fd)}, which died")
             holder = f"pid {os.getpid()} on {socket.gethostname()} (since {time.strftime('%F %T')})"
@@ -192,22 +190,18 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def open_workdir(
-    config: Config, log: Callable[[str], None], *, lock: bool = True
-) -> Iterator[Workdir | None]:
-    """config.workdir, created and locked for the block (None without --workdir); with --fresh,
-    a run there is first moved aside (one rename to DIR.previous-<time>). `lock=False` (processes
-    other than 0 of a multi-process run, which never write) changes nothing."""
+def open_workdir(config: Config, log: Log, *, lock: bool = True) -> Iterator[Workdir | None]:
+    """config.workdir, created and locked for the block (None without one); --fresh first moves
+    a run there to DIR.previous-<time>. `lock=False` (processes other than 0) changes nothing."""
     if config.workdir is None or not lock:
         yield None if config.workdir is None else Workdir.of(config.workdir)
         return
     workdir = Workdir.of(config.workdir)
-    if os.path.exists(workdir.path) and not os.path.isdir(workdir.path):
-        raise ConfigError("workdir", f"{workdir.shown} is a file; expected a directory")
     try:
         os.makedirs(workdir.path, exist_ok=True)
     except OSError as error:
-        raise ConfigError("workdir", f"cannot create {workdir.shown}: {reason(error)}") from None
+        why = "it is a file; give a folder" if os.path.isfile(workdir.path) else reason(error)
+        raise ConfigError("workdir", f"cannot create {workdir.shown}: {why}") from None
     with contextlib.ExitStack() as locks:
         locks.enter_context(workdir.lock(log))
         if config.fresh and workdir.holds_run():
@@ -215,12 +209,10 @@ def open_workdir(
             try:
                 os.rename(workdir.path, aside)  # with its lock: lock the new DIR too
             except OSError as error:
-                raise ConfigError(
-                    "fresh", f"cannot move the run in {workdir.shown} aside: {error.strerror}"
-                ) from None
-            shown = os.path.join(
-                os.path.dirname(os.path.normpath(workdir.shown)), os.path.basename(aside)
-            )
+                why = f"cannot move the run in {workdir.shown} aside: {error.strerror}"
+                raise ConfigError("fresh", why) from None
+            typed = os.path.normpath(workdir.shown)
+            shown = os.path.join(os.path.dirname(typed), os.path.basename(aside))
             log(f"--fresh: moved the previous run in {workdir.shown} to {shown}")
             os.makedirs(workdir.path, exist_ok=True)  # where DIR was a moment ago
             locks.enter_context(workdir.lock(log))
@@ -238,9 +230,8 @@ def read_metrics(workdir: str | Workdir, advice: str = FIX_OR_FRESH) -> tuple[li
 
 
 def write_atomically(path: str, text: str | bytes, shown: str | None = None) -> None:
-    """Write `text` to a temp file beside `path`, fsync, then rename: readers see old or new.
-    On failure (full or read-only disk) the temp file is removed and WorkdirError names `shown`.
-    """
+    """Write `text` to a temp file beside `path`, fsync, then rename: readers see old or new. On
+    failure (full or read-only disk) the temp file is removed and WorkdirError names `shown`."""
     temp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(temp, "wb" if isinstance(text, bytes) else "w") as file:
@@ -260,10 +251,9 @@ def _config_problem(info: Any, for_resume: bool) -> str | None:
         return f"holds a {type(info).__name__}, expected a JSON object"
     if for_resume and not isinstance(info.get("config"), dict):
         return 'lacks its "config" object'
-    if not isinstance(dataset := info.get("dataset"), dict):
-        return 'lacks its "dataset" object'
+    dataset = info.get("dataset")
     for key, kind in (("name", str), ("num_classes", int)):
-        if not isinstance(dataset.get(key), kind):
+        if not isinstance(dataset, dict) or not isinstance(dataset.get(key), kind):
             return f'"dataset" lacks "{key}" ({kind.__name__})'
     return None
 
@@ -290,14 +280,11 @@ def _record_problem(line: bytes) -> str | None:
 
 
 def reason(error: BaseException) -> str:
-    """'No space left on device (errno 28)' out of an OSError or a TensorStore error, else the
-    error's first line."""
+    """'No space left on device (errno 28)' of an OSError or TensorStore error, else line 1."""
     if isinstance(error, OSError) and error.strerror:
         return f"{error.strerror} (errno {error.errno})"
-    # TensorStore puts the code after varying text (a file name, a JSON spec): the code is what
-    # is reliable, and the OS names it.
-    match = re.search(r"\[os_error_code='?(\d+)", str(error))
-    if match:
+    # TensorStore puts the code after varying text (a file name, a JSON spec): the OS names it.
+    if match := re.search(r"\[os_error_code='?(\d+)", str(error)):
         return f"{os.strerror(int(match.group(1)))} (errno {match.group(1)})"
     return (str(error).strip() or type(error).__name__).splitlines()[0][:300]
 

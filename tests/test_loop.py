@@ -11,7 +11,6 @@ from PIL import Image
 from test_workdir import TINY, cli, one_line_error, start, wait_for_pause
 
 from mlp_jax import restore_checkpoint
-from mlp_jax.resume import saved_selections
 
 FLAGS = [
     *TINY,
@@ -56,7 +55,7 @@ def test_diagnostics_are_logged_for_every_model(run):
 def test_each_models_selected_epoch_keeps_its_checkpoint(run):
     cwd, k, _ = run
     newest = restore_checkpoint(cwd / "run")
-    selections = saved_selections(newest.info)
+    selections = newest.info["selections"]
     assert len(selections) == k
     for model, selection in enumerate(selections):
         best = restore_checkpoint(cwd / "run", best=True, model=model)
@@ -139,7 +138,7 @@ def test_evaluate_best_names_the_models_selected_epoch(run):
         cwd, "--workdir", "run", "--best", "--model", "0", module="mlp_jax.evaluate"
     )
     assert code == 0, err
-    epoch = saved_selections(restore_checkpoint(cwd / "run").info)[0]["best_epoch"]
+    epoch = restore_checkpoint(cwd / "run").info["selections"][0]["best_epoch"]
     assert f"(epoch {epoch}," in out and "selected by val_loss" in out
 
 
@@ -147,7 +146,7 @@ def test_only_the_runs_selected_epoch_is_labelled_selected(run):
     """An older checkpoint's record holds the selection as of its own epoch; the label follows
     the run's newest record, so only the epoch the run selected says so."""
     cwd, k, _ = run
-    best = saved_selections(restore_checkpoint(cwd / "run").info)[0]["best_epoch"]
+    best = restore_checkpoint(cwd / "run").info["selections"][0]["best_epoch"]
     for epoch in (1, 2, 3):
         code, out, err = cli(
             cwd,
