@@ -444,3 +444,11 @@ def test_an_epoch_with_every_example_right_has_train_accuracy_exactly_one():
     for epoch in range(3):
         state, metrics = train_epoch(state, images, labels, jax.random.PRNGKey(epoch), 128)
     assert float(metrics["train_accuracy"]) == 1.0
+
+
+def test_batch_indices_pad_with_the_orders_first_example_and_mask_it():
+    indices, mask = batch_indices(jnp.array([5, 3, 4], jnp.int32), 2)
+    np.testing.assert_array_equal(indices, [[5, 3], [4, 5]])  # in bounds for any order
+    np.testing.assert_array_equal(mask, [[True, True], [True, False]])
+    indices, mask = batch_indices(jnp.array([2, 0, 1, 3], jnp.int32), 2)
+    assert mask is None and indices.shape == (2, 2)
