@@ -391,3 +391,25 @@ def test_every_mutant_of_the_mutation_run_finds_its_line_once():
         if (ROOT / m.path).read_text().count(m.old) != 1
     ]
     assert not stale, stale
+
+
+def test_compare_epoch_finds_a_checkout_bit_identical_to_itself():
+    from experiments.compare_epoch import ROOT, compare, load_steps
+
+    row = compare(load_steps(ROOT).train_epoch, batch_size=256, epochs=3, num_train=1024)
+    assert row["bit_identical_params"]
+    assert row["this_median_s"] > 0 and row["other_median_s"] > 0
+
+
+def test_compare_epoch_sees_a_different_step_as_different_params(tmp_path):
+    from experiments.compare_epoch import ROOT, compare, load_steps
+
+    (tmp_path / "mlp_jax").mkdir()
+    source = (ROOT / "mlp_jax" / "steps.py").read_text()
+    changed = source.replace(
+        "jax.random.permutation(key, images.shape[0])", "jnp.arange(images.shape[0])"
+    )
+    assert changed != source  # the epoch now visits the examples in order
+    (tmp_path / "mlp_jax" / "steps.py").write_text(changed)
+    row = compare(load_steps(tmp_path).train_epoch, batch_size=256, epochs=3, num_train=1024)
+    assert not row["bit_identical_params"]
