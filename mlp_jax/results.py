@@ -56,10 +56,12 @@ class SweepResult:
         """The model with the best monitored value at its selected epoch (None: no selection)."""
         return picked_model([s.to_json() for s in self.selections or []])
 
-    def selected(self, k: int) -> Record:
-        """Model k's record of the epoch validation selected (its last epoch if none was)."""
+    def selected(self, k: int) -> Record | None:
+        """Model k's record of the epoch validation selected (its last epoch if none was); None
+        when metrics.jsonl lacks it (a line deleted by hand)."""
         best = self.selections[k].best_epoch if self.selections else None
-        return self.history[k][-1] if best is None else self.history[k][best - 1]
+        records = [r for r in self.history[k] if best is None or r["epoch"] == best]
+        return records[-1] if records else None
 
     def summary(self) -> list[Record]:
         """Per peak lr: mean and `sample_std` over seeds of the final test accuracy and loss and,
@@ -68,13 +70,18 @@ class SweepResult:
         rows = []
         for lr in dict.fromkeys(self.lrs):  # first-seen order
             members = [k for k, model_lr in enumerate(self.lrs) if model_lr == lr]
-            finite = [k for k in members if np.isfinite(self.history[k][-1]["train_loss"])]
+            # The last train loss (the final test loss if metrics.jsonl lost every record).
+            history, test = self.history, self.test
+            loss = [
+                history[k][-1]["train_loss"] if history[k] else test[k]["loss"] for k in members
+            ]
+            finite = [k for k, value in zip(members, loss, strict=True) if np.isfinite(value)]
             row = {"lr": lr, "seeds": [self.seeds[k] for k in members]}
             row["diverged"] = len(members) - len(finite)
             for key in ("accuracy", "loss"):
                 row.update(_mean_std(f"test_{key}", [self.test[k][key] for k in finite]))
             if self.dataset.val_labels is not None:
-                selected = [self.selected(k) for k in finite]
+                selected = [r for r in map(self.selected, finite) if r is not None]
                 row["selected_epochs"] = [record["epoch"] for record in selected]
                 for key in ("val_loss", "val_accuracy", "test_accuracy"):
                     row.update(_mean_std(f"selected_{key}", [record[key] for record in selected]))

@@ -138,7 +138,9 @@ def resume(config: Config, workdir: Workdir, start: Progress, run_info: dict, lo
             hyperparams = start.states.opt_state.hyperparams
             states = states.replace(opt_state=states.opt_state._replace(hyperparams=hyperparams))
         saved = checkpoint.info.get("selections")  # None iff it monitored nothing (MUST_MATCH)
-        selections = [selection_from_json(config, s) for s in saved] if saved else start.selections
+        changed = checkpoint.config.early_stopping != config.early_stopping
+        restored = [selection_from_json(config, s, changed) for s in saved or ()]
+        selections = restored if saved else start.selections
         progress = Progress(checkpoint.epoch, states, start.history, selections)
         step = checkpoint.info["step"]
         where = f"from checkpoint {checkpoint.path} (epoch {done}/{config.epochs}, step {step})"
@@ -150,6 +152,8 @@ def resume(config: Config, workdir: Workdir, start: Progress, run_info: dict, lo
     note = f"; dropped {dropped} metrics.jsonl lines after epoch {done}" if dropped else ""
     if sorted({record["epoch"] for record in records}) != list(range(1, done + 1)):
         note += f"; metrics.jsonl lacks some of epochs 1..{done}"
+    if progress.stopped and done < config.epochs:
+        note += "; early stopping had ended it (raise --early-stopping, or leave it out, to go on)"
     log(f"resuming {where}{note}")
     return dataclasses.replace(progress, history=_per_model(config, records, len(start.history)))
 

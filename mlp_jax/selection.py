@@ -74,16 +74,21 @@ def new_selection(config: Config) -> Selection | None:
     return Selection(config.monitored, EarlyStopping(min_delta=0.0, patience=patience))
 
 
-def selection_from_json(config: Config, saved: dict[str, Any] | None) -> Selection | None:
-    """The selection state a checkpoint recorded (see Selection.to_json), with today's patience."""
+def selection_from_json(
+    config: Config, saved: dict[str, Any] | None, patience_changed: bool = False
+) -> Selection | None:
+    """The selection state a checkpoint recorded (see Selection.to_json), with today's patience;
+    if that changed, whether to stop is decided again by it (a stopped run may train on)."""
     selection = new_selection(config)
     if selection is None or saved is None or saved.get("monitor") != selection.monitor:
         return selection
-    best = saved["best_value"]
+    best, count, stop = saved["best_value"], int(saved["patience_count"]), saved["should_stop"]
+    if patience_changed:  # flax stops at the update that finds `patience` flat ones before it
+        stop = count > selection.early_stopping.patience
     stopper = selection.early_stopping.replace(
         best_metric=math.inf if best is None else float(best),
-        patience_count=int(saved["patience_count"]),
-        should_stop=bool(saved["should_stop"]),
+        patience_count=count,
+        should_stop=bool(stop),
         has_improved=bool(saved["has_improved"]),
     )
     return dataclasses.replace(selection, early_stopping=stopper, best_epoch=saved["best_epoch"])

@@ -198,3 +198,46 @@ def test_evaluate_takes_any_model_of_a_sweep_that_monitored_nothing(tmp_path):
         )
         assert code == 0, err
         assert f"model {model} of 2" in out and "(identical)" in out, out
+
+
+def _worsening_run(tmp_path, monkeypatch, k, sign=1, **changes):
+    """train_and_evaluate of K models on a validation split that only ever worsens after epoch 1
+    (the monitored value is the epoch; `sign` -1: only ever improves), in tmp_path/run: (its log
+    lines, its result)."""
+    from mlp_jax import Config, selection, train_and_evaluate
+
+    monkeypatch.setattr(selection, "monitored_value", lambda record, _: sign * record["epoch"])
+    fields = dict(dataset="mnist_subset", layers=2, hidden=(16,), validation_split=0.1, seeds=k)
+    lines = []
+    config = Config(**fields, workdir=str(tmp_path / "run"), **changes)
+    return lines, train_and_evaluate(config, log=lines.append)
+
+
+@pytest.mark.parametrize("k", [1, 2], ids=["K=1", "K=2"])
+def test_a_run_resumes_after_metrics_lines_were_deleted(tmp_path, monkeypatch, k):
+    """metrics.jsonl's advice for a bad line is to delete it: a resume then still finishes, and
+    reports the selected epoch's own record."""
+    _worsening_run(tmp_path, monkeypatch, k, sign=-1, epochs=2)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["epoch"] != 1]
+    metrics.write_text("".join(line + "\n" for line in kept))
+    lines, result = _worsening_run(tmp_path, monkeypatch, k, sign=-1, epochs=3)
+    assert any("metrics.jsonl lacks some of epochs 1..2" in line for line in lines)
+    assert sorted(r["epoch"] for r in records(tmp_path)) == [2] * k + [3] * k
+    selected = [result.selected] if k == 1 else [result.selected(m) for m in range(k)]
+    assert [record["epoch"] for record in selected] == [3] * k
+
+
+@pytest.mark.parametrize("k", [1, 2], ids=["K=1", "K=2"])
+def test_a_run_stopped_early_trains_on_when_resumed_with_more_patience(tmp_path, monkeypatch, k):
+    _worsening_run(tmp_path, monkeypatch, k, epochs=10, early_stopping=2)
+    assert max(r["epoch"] for r in records(tmp_path)) == 3  # best 1, then 2 flat evaluations
+    lines, _ = _worsening_run(tmp_path, monkeypatch, k, epochs=10, early_stopping=2)
+    assert any("early stopping had ended it" in line for line in lines)
+    assert max(r["epoch"] for r in records(tmp_path)) == 3
+    _worsening_run(tmp_path, monkeypatch, k, epochs=10, early_stopping=4)
+    assert (
+        max(r["epoch"] for r in records(tmp_path)) == 5
+    )  # as a run with patience 4 from the start
+    _worsening_run(tmp_path, monkeypatch, k, epochs=7)  # no early stopping: to the last epoch
+    assert max(r["epoch"] for r in records(tmp_path)) == 7
