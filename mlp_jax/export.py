@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoint = cli.restore(args, PROG)
     from mlp_jax import artifact
     from mlp_jax.workdir import write_atomically
+    from mlp_jax.writers import print_line
 
     dataset = checkpoint.info["dataset"]
     image_shape = tuple(dataset["image_shape"])
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shape, size = ", ".join(map(str, image_shape)), f"{artifact.artifact_bytes(args.out):,} bytes"
     what = f"{checkpoint.path} (epoch {checkpoint.epoch}) as {args.format}: {args.out} ({size})"
     model = f"uint8[batch, {shape}] -> float32[batch, {dataset['num_classes']}] logits"
-    print(f"exported {what}; {model}; class names in {args.out}.json")
+    print_line(f"exported {what}; {model}; class names in {args.out}.json")
     return 0
 
 

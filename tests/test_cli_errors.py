@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_workdir import TINY, _env, one_line_error, start, wait_for_pause, write_idx_dir
 
 from mlp_jax import Config, ConfigError
@@ -316,12 +317,24 @@ def test_stdout_full_is_one_line_without_traceback(tmp_path, module):
     one_line_error(result.stderr, "No space left on device")
 
 
-def test_evaluate_into_a_closed_pipe_is_quiet(tmp_path):
+@pytest.mark.parametrize(
+    "module, args",
+    [
+        ("evaluate", []),
+        ("export", ["--out", "m.bin"]),
+        ("plot", ["--out", "f"]),
+        ("predict", ["d.png"]),
+    ],
+)
+def test_a_reading_command_into_a_closed_pipe_is_quiet(tmp_path, module, args):
     write_idx_dir(tmp_path / "data")
+    digit = Image.new("L", (28, 28), 0)
+    digit.paste(255, (12, 6, 16, 22))
+    digit.save(tmp_path / "d.png")
     argv = [*TINY, "--idx-dir", "data", "--epochs", "1", "--workdir", "w"]
     assert run_cli(tmp_path, *argv, capture_output=True).returncode == 0
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlp_jax.evaluate", "--workdir", "w"],
+        [sys.executable, "-m", f"mlp_jax.{module}", "--workdir", "w", *args],
         cwd=tmp_path,
         env=_env(None),
         stdout=subprocess.PIPE,
