@@ -18,6 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = cli.checkpoint_parser(PROG, description, data=True).parse_args(argv)
     checkpoint = cli.restore(args, PROG)
     import jax
+    import numpy as np
 
     from mlp_jax.model import summary
     from mlp_jax.report import format_confusion
@@ -50,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if logged[0] is None:
         print_line(f"training logged no test metrics for epoch {checkpoint.epoch}")
     else:
-        same = "identical" if logged == scores else "DIFFERENT from the above"  # to the bit
+        identical = np.array_equal(logged, scores, equal_nan=True)  # to the bit (NaN too)
+        same = "identical" if identical else "DIFFERENT from the above"
         shown = f"test loss {logged[0]:.4f}  accuracy {100 * logged[1]:.2f}%  ({same})"
         print_line(f"training logged for epoch {checkpoint.epoch}: {shown}")
     print_line("confusion matrix (rows: true class, columns: predicted class):")

@@ -241,3 +241,13 @@ def test_a_run_stopped_early_trains_on_when_resumed_with_more_patience(tmp_path,
     )  # as a run with patience 4 from the start
     _worsening_run(tmp_path, monkeypatch, k, epochs=7)  # no early stopping: to the last epoch
     assert max(r["epoch"] for r in records(tmp_path)) == 7
+
+
+def test_evaluate_calls_a_diverged_models_nan_scores_identical(tmp_path):
+    """NaN == NaN is False, yet a diverged model's NaN loss is what training logged."""
+    flags = [*TINY, "--dataset", "mnist_subset", "--epochs", "1", "--optimizer", "sgd"]
+    code, _, err = cli(tmp_path, *flags, "--lr-sweep", "0.05,1e6", "--workdir", "run")
+    assert code == 0, err
+    code, out, err = cli(tmp_path, "--workdir", "run", "--model", "1", module="mlp_jax.evaluate")
+    assert code == 0, err
+    assert "test loss nan" in out and "(identical)" in out, out
