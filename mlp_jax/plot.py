@@ -41,13 +41,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset = info["dataset"]
     sizes = "-".join(map(str, info.get("layer_sizes", [])))
     title = f"{dataset_title(dataset['name'])}: {sizes} MLP"
-    written = [out / "curves.png"]
-    save_figure(plot_curves(history, title), written[0], "--out")
     try:
         checkpoint = cli.restore(args, PROG)
     except NoCheckpointError as error:
+        if args.best or args.epoch is not None:
+            raise  # the checkpoint asked for is not there: one line, nothing written
         print_line(f"no confusion matrix: {error}")
-    else:
+        checkpoint = None
+    written = [out / "curves.png"]
+    save_figure(plot_curves(history, title), written[0], "--out")
+    if checkpoint is not None:
         data = dataset_of(checkpoint, args.data_dir, args.idx_dir)
         scores = evaluate(checkpoint.state, data.test_images, data.test_labels)
         confusion = np.asarray(scores["confusion"])

@@ -171,6 +171,18 @@ def test_a_model_that_is_not_there_is_one_line(run):
     )
 
 
+@pytest.mark.parametrize("command", ["evaluate", "plot", "export", "predict"])
+def test_an_epoch_without_a_checkpoint_is_one_line_and_writes_nothing(run, command):
+    cwd, _, _ = run
+    Image.new("L", (28, 28), 255).save(cwd / "x.png")  # predict reads its files first
+    extra = {"export": ["--out", "gone/m.bin"], "predict": ["x.png"], "plot": ["--out", "gone"]}
+    argv = ["--workdir", "run", "--epoch", "7", *extra.get(command, [])]
+    code, _, err = cli(cwd, *argv, module=f"mlp_jax.{command}")
+    assert code == 2
+    one_line_error(err, "no checkpoint of epoch 7", "(epochs: 1, 2, 3)")
+    assert not (cwd / "gone" / "curves.png").exists()
+
+
 @pytest.mark.parametrize("k", [1, 2], ids=["K=1", "K=2"])
 def test_sigterm_after_an_epoch_saves_and_resume_finishes(tmp_path, k):
     argv = [*FLAGS, *MODELS[k], "--workdir", "run"]
