@@ -224,8 +224,8 @@ def restore_checkpoint(
     if model is not None and not 0 <= model < num_models:
         trained = f"models 0 .. {num_models - 1}" if num_models > 1 else "one model (model 0)"
         raise ConfigError("model", f"the run in {workdir.shown} trained {trained}, got {model}")
-    if best:
-        selections = checkpoint.info.get("selections")
+    if best:  # the run's own choice: a newer checkpoint's, though its arrays are unreadable
+        selections = newest_selections(workdir, checkpoint)
         if model is None:  # the model validation picked (the best monitored value), else 0
             model = picked_model(selections or []) or 0
         chosen = selections[model].get("best_epoch") if selections else None

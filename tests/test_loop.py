@@ -263,3 +263,18 @@ def test_evaluate_calls_a_diverged_models_nan_scores_identical(tmp_path):
     code, out, err = cli(tmp_path, "--workdir", "run", "--model", "1", module="mlp_jax.evaluate")
     assert code == 0, err
     assert "test loss nan" in out and "(identical)" in out, out
+
+
+@pytest.mark.parametrize("k", [1, 2], ids=["K=1", "K=2"])
+def test_best_refuses_when_the_selected_checkpoint_is_unreadable(tmp_path, monkeypatch, k):
+    """Not an older checkpoint that was only the best so far: the run selected the newest."""
+    import shutil
+
+    from mlp_jax.workdir import NoCheckpointError
+
+    _worsening_run(tmp_path, monkeypatch, k, sign=-1, epochs=3)  # each epoch better: 3 selected
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "3" / "state")
+    for model in range(k):
+        with pytest.raises(NoCheckpointError, match="epoch 3"):
+            restore_checkpoint(tmp_path / "run", best=True, model=model)
+    assert restore_checkpoint(tmp_path / "run", epoch=2).epoch == 2
