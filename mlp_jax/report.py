@@ -180,6 +180,14 @@ def report_sweep(result: SweepResult, log: Log) -> dict[str, Any] | None:
             f"its test accuracy {_pm(pick, 'selected_test_accuracy')}"
         )
     model = result.picked_model()
+    if model is not None:  # evaluate, predict, export and plot pick one model, not an lr
+        monitor = result.selections[model].monitor
+        extreme = "highest" if monitor.endswith("accuracy") else "lowest"
+        log(
+            f"evaluate, predict, export and plot default to model {model} (seed "
+            f"{result.seeds[model]}, lr {result.lrs[model]:g}): the {extreme} {monitor} of the "
+            f"{len(result.seeds)} models"
+        )
     return {"picked_by": "val_accuracy", "pick": pick, "per_lr": summary, "model": model}
 
 

@@ -108,6 +108,11 @@ def test_the_final_report_and_selection_json(run):
         assert "selected epoch" in out and saved["selected"]["epoch"] >= 1
     else:
         assert "validation picks lr" in out and saved["model"] in (0, 1)
+        # The commands' default model is said, and it is the one `evaluate` then uses.
+        default = f"evaluate, predict, export and plot default to model {saved['model']} (seed"
+        assert default in out and "the lowest val_loss of the 2 models" in out, out
+        code, first, err = cli(cwd, "--workdir", "run", module="mlp_jax.evaluate")
+        assert code == 0 and first.startswith(f"model {saved['model']} of 2"), err
 
 
 @pytest.mark.parametrize("command", ["evaluate", "plot", "export", "predict"])
