@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import inspect
 import logging
 import os
 import sys
@@ -170,8 +171,10 @@ def _quiet_failed_save_noise() -> None:
             thread_hook(failure)
 
     def quiet_unraisable_hook(unraisable: Any) -> None:
-        error = unraisable.exc_value
-        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        # orbax's reads of a damaged checkpoint leave coroutines that fail again when collected.
+        error, coroutine = unraisable.exc_value, inspect.iscoroutine(unraisable.object)
+        closed = isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+        if not (closed or coroutine):
             unraisable_hook(unraisable)
 
     threading.excepthook, sys.unraisablehook = quiet_thread_hook, quiet_unraisable_hook

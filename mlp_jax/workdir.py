@@ -286,7 +286,8 @@ def reason(error: BaseException) -> str:
     # TensorStore puts the code after varying text (a file name, a JSON spec): the OS names it.
     if match := re.search(r"\[os_error_code='?(\d+)", str(error)):
         return f"{os.strerror(int(match.group(1)))} (errno {match.group(1)})"
-    return (str(error).strip() or type(error).__name__).splitlines()[0][:300]
+    text = str(error).split(" See full TensorStore details")[0]  # orbax adds a long JSON spec
+    return (text.strip() or type(error).__name__).splitlines()[0][:300]
 
 
 def unused_path(prefix: str) -> str:

@@ -86,3 +86,16 @@ def test_a_checkpoint_with_an_unreadable_record_is_skipped_quietly(run_copy):
     assert code == 0, err
     assert "(epoch 1" in out
     one_line(err, "checkpoints/2", "skipped")
+
+
+def test_a_checkpoint_with_damaged_arrays_is_skipped_in_one_line(run_copy):
+    """orbax's failed reads echo long TensorStore specs and tracebacks of collected coroutines."""
+    arrays = run_copy / "run" / "checkpoints" / "2" / "state" / "ocdbt.process_0" / "d"
+    largest = max(arrays.iterdir(), key=lambda path: path.stat().st_size)
+    with open(largest, "r+b") as file:
+        file.truncate(1000)
+    code, out, err = command(run_copy, "evaluate", "--workdir", "run")
+    assert code == 0, err
+    assert "(epoch 1" in out
+    line = one_line(err, "checkpoints/2", "cannot be read", "skipped")
+    assert "TensorStore" not in line and len(line) < 300, line
