@@ -108,9 +108,13 @@ class Checkpointer:
         finally:
             self._manager.close()
 
-    def restore(self, target: Callable[[dict], TrainState], epoch: int | None = None) -> Checkpoint:
+    def restore(
+        self, target: Callable[[dict], TrainState], epoch: int | None = None, retries: int = 3
+    ) -> Checkpoint:
         """The newest checkpoint that reads back intact (or exactly `epoch`), naming the newer ones
-        in `.skipped`. `target(info)` gives the saved state's structure, or raises to refuse."""
+        in `.skipped`. `target(info)` gives the saved state's structure, or raises to refuse. One
+        that vanished meanwhile (a run writing the workdir dropped it) is not unreadable: the
+        checkpoints are listed again, up to `retries` times."""
         kept = self.epochs()
         where = self.path() if epoch is None else f"epoch {epoch} in {self.path()}"
         if epoch is not None and epoch not in kept:
@@ -125,6 +129,8 @@ class Checkpointer:
                 config = Config.from_dict(info["config"], f"{path}/info")
                 saved_epoch = int(info["epoch"])
             except Exception as error:
+                if self._vanished(candidate, epoch, retries):
+                    return self.restore(target, retries=retries - 1)
                 skipped.append(f"checkpoint {path} cannot be read ({reason(error)})")
                 continue
             abstract = jax.tree.map(  # orbax needs a sharding for each array
@@ -136,11 +142,24 @@ class Checkpointer:
                 if _state_hash(jax.device_get(state)) != info.get("state_sha256"):
                     raise ValueError("corrupted: its arrays do not match their hash")
             except Exception as error:
+                if self._vanished(candidate, epoch, retries):
+                    return self.restore(target, retries=retries - 1)
                 skipped.append(f"checkpoint {path} cannot be read ({reason(error)})")
                 continue
             return Checkpoint(state, saved_epoch, config, info, path, tuple(skipped))
         reasons = "; ".join(skipped) or "there is none"
         raise NoCheckpointError(f"no readable checkpoint of {where}: {reasons}")
+
+    def _vanished(self, candidate: int, epoch: int | None, retries: int) -> bool:
+        """Whether the newest checkpoint should be looked for again: `candidate` is gone."""
+        if (
+            epoch is not None
+            or not retries
+            or os.path.isdir(os.path.join(self.directory, str(candidate)))
+        ):
+            return False
+        self._manager.reload()
+        return True
 
     def _restore(self, epoch: int, **items: Any) -> Any:
         return self._manager.restore(epoch, args=ocp.args.Composite(**items))

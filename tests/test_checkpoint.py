@@ -522,3 +522,24 @@ def test_the_os_reason_of_a_tensorstore_error_names_the_errno(message):
 
     assert reason(ValueError(message)) == "File too large (errno 27)"
     assert reason(OSError(28, "No space left on device")) == "No space left on device (errno 28)"
+
+
+def test_a_checkpoint_that_vanishes_while_read_is_not_called_unreadable(tmp_path):
+    """evaluate while a --keep run trains: the newest listed checkpoint may be deleted before it
+    is read. The reader lists them again instead of falling back and blaming the checkpoint."""
+    from mlp_jax.checkpoint import Checkpointer
+    from mlp_jax.resume import abstract_state
+
+    config = Config(dataset="mnist_subset", layers=2, hidden=(16,), epochs=3, workdir=str(tmp_path))
+    train_and_evaluate(config, log=lambda line: None)
+    reader = Checkpointer(tmp_path, read_only=True)
+    read_info = reader.read_info
+
+    def read_info_while_a_run_drops_epoch_3(epoch):
+        if epoch == 3 and (tmp_path / "checkpoints" / "3").exists():
+            shutil.move(tmp_path / "checkpoints" / "3", tmp_path / "dropped")
+        return read_info(epoch)
+
+    reader.read_info = read_info_while_a_run_drops_epoch_3
+    checkpoint = reader.restore(abstract_state)
+    assert (checkpoint.epoch, checkpoint.skipped) == (2, ())
