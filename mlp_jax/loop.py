@@ -324,7 +324,8 @@ class _Loop:
             path = self.checkpointer.path if self.checkpointer is not None else None
             payload = report.report_run(result, path, self.log)
             if payload is not None and self.workdir is not None:
-                write_atomically(self.workdir.file(SELECTION), json.dumps(payload, indent=2))
+                text, shown = json.dumps(payload, indent=2), self.workdir.show(SELECTION)
+                write_atomically(self.workdir.file(SELECTION), text, shown)
         return result
 
 

@@ -93,3 +93,11 @@ def test_a_run_that_cannot_resume_names_the_flag_that_helps(run_copy):
     code, _, err = command(run_copy, "train", *TINY, "--epochs", "3", "--workdir", "run")
     assert code == 2
     one_line(err, "error: --workdir: no readable checkpoint", "--fresh moves this run aside")
+
+
+def test_an_unwritable_selection_json_is_named_as_typed(tmp_path):
+    (tmp_path / "run" / "selection.json").mkdir(parents=True)  # a folder where the file goes
+    flags = [*TINY, "--epochs", "1", "--validation-split", "0.1", "--workdir", "run"]
+    code, _, err = command(tmp_path, "train", *flags)
+    assert code == 1
+    one_line(err, "cannot write run/selection.json", "Is a directory")
