@@ -29,8 +29,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         install = "not installed (pip install tensorflow-cpu); stablehlo needs nothing more"
         raise ConfigError("--format", f"{args.format} needs TensorFlow, which is {install}")
     cli.writable_folder(os.path.dirname(args.out) or ".", "--out")  # made, as plot's --out
-    if os.path.isdir(args.out) and not os.path.exists(os.path.join(args.out, "saved_model.pb")):
-        raise ConfigError("--out", f"{args.out} is a folder without a SavedModel: not overwriting")
+    # Only an earlier export is replaced: never a run's file, a device, a link or another folder.
+    earlier = os.path.isfile(f"{args.out}.json") and not os.path.islink(args.out)
+    if os.path.isdir(args.out):
+        earlier &= args.format == "savedmodel" and os.path.isfile(f"{args.out}/saved_model.pb")
+    else:
+        earlier &= os.path.isfile(args.out)
+    if os.path.lexists(args.out) and not earlier:
+        raise ConfigError(
+            "--out", f"{args.out} exists and is no earlier export: not overwriting it"
+        )
     checkpoint = cli.restore(args, PROG)
     from mlp_jax import artifact
     from mlp_jax.workdir import write_atomically

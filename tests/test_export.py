@@ -121,3 +121,17 @@ def test_out_in_a_folder_that_does_not_exist_yet_makes_it(workspace, monkeypatch
     monkeypatch.chdir(workspace)
     assert main(["--workdir", "run", "--out", "new/model.jaxexport"]) == 0
     assert (workspace / "new" / "model.jaxexport").is_file()
+
+
+@pytest.mark.parametrize("out", ["run/metrics.jsonl", "link", "folder", "run"])
+def test_out_replaces_only_an_earlier_export(workspace, monkeypatch, capsys, out):
+    monkeypatch.chdir(workspace)
+    (workspace / "folder").mkdir()
+    (workspace / "link").symlink_to("run/config.json")
+    before = {p: p.read_bytes() for p in (workspace / "run").glob("*.json*")}
+    assert main(["--workdir", "run", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert f"--out: {out} exists and is no earlier export: not overwriting it" in err, err
+    assert {p: p.read_bytes() for p in (workspace / "run").glob("*.json*")} == before
+    for _ in range(2):  # an export is replaced by the next
+        assert main(["--workdir", "run", "--out", "model.jaxexport"]) == 0
