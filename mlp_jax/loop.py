@@ -142,11 +142,14 @@ class _Loop:
         if sharding.is_main_process() and stdout_error() is not None:
             raise StoppedByOutput(stdout_error(), progress.epoch, config.epochs, None)
         writers = self._writers(progress.epoch)
-        try:
-            with stop_after_epoch("mlp_jax.train", saves=self.workdir is not None) as stop:
+        with stop_after_epoch("mlp_jax.train", saves=self.workdir is not None) as stop:
+            try:
                 progress, test = self._epochs(progress, writers, stop)
-        finally:  # the last asynchronous save is on disk after the checkpointer's close
-            close_all([*writers, self.checkpointer] if self.checkpointer else writers)
+            finally:  # the last asynchronous save is on disk after the checkpointer's close
+                close_all([*writers, self.checkpointer] if self.checkpointer else writers)
+            if stop.signum:  # it came while the last checkpoint was written: that one is whole
+                saved = self.checkpointer and self.checkpointer.path(progress.epoch)
+                raise StoppedBySignal(stop.signum, progress.epoch, config.epochs, saved)
         if test is None:  # a resumed run with no epoch left, or early stopping (on train_loss)
             test = self._evaluate("test", progress.states)  # in an epoch without evaluation
         return self._finish(progress, test)

@@ -543,3 +543,21 @@ def test_a_checkpoint_that_vanishes_while_read_is_not_called_unreadable(tmp_path
     reader.read_info = read_info_while_a_run_drops_epoch_3
     checkpoint = reader.restore(abstract_state)
     assert (checkpoint.epoch, checkpoint.skipped) == (2, ())
+
+
+def test_a_signal_while_the_last_checkpoint_is_written_waits_for_it(tmp_path, monkeypatch):
+    """The save is asynchronous: a Ctrl-C during it stops after it, the checkpoint whole."""
+    from mlp_jax.checkpoint import Checkpointer
+
+    close = Checkpointer.close
+
+    def close_after_a_ctrl_c(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler only records it: the save goes on
+        close(self)
+
+    monkeypatch.setattr(Checkpointer, "close", close_after_a_ctrl_c)
+    config = Config(dataset="mnist_subset", layers=2, hidden=(16,), epochs=2, workdir=str(tmp_path))
+    with pytest.raises(StoppedBySignal, match="after epoch 2/2: checkpoint .*/2 is saved"):
+        train_and_evaluate(config, log=lambda line: None)
+    assert restore_checkpoint(tmp_path).epoch == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
