@@ -225,7 +225,8 @@ class _Loop:
             writers.append(CallbackWriter(lambda epoch, records: workdir.append_metrics(records)))
             names = class_names(self.dataset.name, self.dataset.num_classes)
             purge = done * self.batches + 1 if done else None
-            writers.append(TensorBoardWriter(workdir.file("tensorboard"), names, purge))
+            logdir = workdir.file("tensorboard")
+            writers.append(TensorBoardWriter(logdir, names, purge, workdir.show("tensorboard")))
         pairs = zip(self.seeds, self.lrs, strict=True)  # a sweep's models: their seed and lr
         hparams = [{**base, "seed": s, "peak_lr": lr} for s, lr in pairs]
         for writer in writers:

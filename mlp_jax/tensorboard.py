@@ -17,6 +17,7 @@ from tensorboardX.summary import hparams as hparams_summaries
 
 from mlp_jax.figures import plot_confusion
 from mlp_jax.report import Record
+from mlp_jax.workdir import WorkdirError, reason
 from mlp_jax.writers import MetricWriter
 
 # A diverged model's NaN loss is a real value to log (the epoch line already says it diverged);
@@ -37,8 +38,9 @@ class TensorBoardWriter(MetricWriter):
     and peak lr (e.g. `seed0-lr0.05`). `purge_step` (a resume) drops what the interrupted run
     logged from that step on; `class_names` label the confusion matrix."""
 
-    def __init__(self, logdir: str, class_names: Sequence[str], purge_step: int | None = None):
+    def __init__(self, logdir: str, class_names: Sequence[str], purge_step=None, shown=None):
         self.logdir, self.class_names, self.purge_step = logdir, tuple(class_names), purge_step
+        self.shown = shown or logdir  # the folder as the user typed it, for messages
         self._runs: list[SummaryWriter] = []
 
     def write_hparams(self, hparams: Sequence[Record]) -> None:
@@ -46,7 +48,10 @@ class TensorBoardWriter(MetricWriter):
             name = f"seed{record['seed']}-lr{record['peak_lr']:g}" if len(hparams) > 1 else ""
             path, purge = os.path.join(self.logdir, name), self.purge_step
             # The default file name has whole seconds: a restart within one would overwrite it.
-            run = SummaryWriter(path, purge_step=purge, filename_suffix=f".{time.time_ns()}")
+            try:
+                run = SummaryWriter(path, purge_step=purge, filename_suffix=f".{time.time_ns()}")
+            except OSError as error:  # e.g. a read-only folder
+                raise WorkdirError(f"cannot write {self.shown}: {reason(error)}") from None
             metrics = dict.fromkeys(HPARAM_METRICS, 0.0)
             for summary in hparams_summaries(hparam_values(record), metrics):
                 run.file_writer.add_summary(summary)

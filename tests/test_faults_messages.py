@@ -101,3 +101,13 @@ def test_an_unwritable_selection_json_is_named_as_typed(tmp_path):
     code, _, err = command(tmp_path, "train", *flags)
     assert code == 1
     one_line(err, "cannot write run/selection.json", "Is a directory")
+
+
+def test_an_unwritable_tensorboard_folder_is_one_line(tmp_path):
+    code, _, err = command(tmp_path, "train", *TINY, "--epochs", "1", "--workdir", "run")
+    assert code == 0, err
+    shutil.rmtree(tmp_path / "run" / "tensorboard")
+    (tmp_path / "run" / "tensorboard").write_text("")  # a file where the folder goes
+    code, _, err = command(tmp_path, "train", *TINY, "--epochs", "2", "--workdir", "run")
+    assert code == 1
+    one_line(err, "cannot write run/tensorboard")
