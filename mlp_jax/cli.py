@@ -33,12 +33,20 @@ FLAGS.update(directory="--idx-dir", fraction="--validation-split", model="--mode
 Run = Callable[[Sequence[str] | None], int]  # a command's main(argv); None: sys.argv[1:]
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help adds each default, unless it is None or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line and exit 2, without the usage dump."""
 
     def __init__(self, prog: str, description: str):
-        formatter = argparse.ArgumentDefaultsHelpFormatter
-        super().__init__(prog=prog, description=description, formatter_class=formatter)
+        super().__init__(prog=prog, description=description, formatter_class=_DefaultsFormatter)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")

@@ -132,6 +132,17 @@ def test_help_shows_every_default():
     for flag in (flags + " --idx-dir --manual-dir --eval-every").split():
         assert flag in text
     assert "(default: 5)" in text and "(default: momentum)" in text
+    assert "(default: None)" not in text  # an unset flag's help says what happens instead
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict", "export", "plot"])
+def test_a_commands_help_states_each_default_once(command):
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", f"mlp_jax.{command}", "--help"]
+    text = " ".join(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split())
+    assert "(default: None)" not in text and "(default: newest)" in text
 
 
 BAD_INPUTS = [
