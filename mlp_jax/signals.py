@@ -103,7 +103,8 @@ def stop_after_epoch(prog: str, saves: bool = True):
             _exit_now(prog, signum, ": exiting now (no --workdir: nothing to save)")
         request.signum, request.at = signum, time.monotonic()
         name = signal.Signals(signum).name
-        message = f"finishing this epoch, then saving and stopping ({name} again exits at once)"
+        then = "saving and stopping" if saves else "stopping (no --workdir: nothing to save)"
+        message = f"finishing this epoch, then {then} ({name} again exits at once)"
         os.write(2, f"{prog}: {name}: {message}\n".encode())
 
     with _handling(handle):

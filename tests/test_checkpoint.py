@@ -561,3 +561,16 @@ def test_a_signal_while_the_last_checkpoint_is_written_waits_for_it(tmp_path, mo
         train_and_evaluate(config, log=lambda line: None)
     assert restore_checkpoint(tmp_path).epoch == 2
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
+
+
+@pytest.mark.parametrize("saves", [True, False])
+def test_a_first_sigint_promises_a_save_only_with_a_workdir(capfd, saves):
+    from mlp_jax.signals import stop_after_epoch
+
+    with stop_after_epoch("prog", saves=saves) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs between bytecodes
+    assert stop.signum == signal.SIGINT
+    err = capfd.readouterr().err
+    assert ("then saving and stopping" in err) == saves, err
+    assert ("then stopping (no --workdir: nothing to save)" in err) != saves, err
