@@ -175,7 +175,11 @@ class Checkpointer:
 
     def _save_error(self, epoch: int | None, error: Exception) -> CheckpointError:
         # From the disk, not the manager: orbax already forgot the one it planned to delete.
-        kept = sorted(int(name) for name in os.listdir(self.directory) if name.isdigit())
+        names = [name.partition(".") for name in os.listdir(self.directory)]
+        kept = sorted(int(epoch) for epoch, dot, _ in names if epoch.isdigit() and not dot)
+        # A save's failure may surface at the next save: the failed one left its temp folder.
+        unfinished = [int(e) for e, _, rest in names if e.isdigit() and "checkpoint-tmp" in rest]
+        epoch = max(unfinished, default=epoch)
         return CheckpointError(
             f"cannot write checkpoint {self.path(epoch)}: {reason(error)}; the complete "
             f"checkpoints are intact (epochs {', '.join(map(str, kept)) or 'none'})"

@@ -370,6 +370,7 @@ def test_failed_save_is_one_clear_error_and_keeps_earlier_checkpoints(copy_of_re
     assert err.count("\n") == 1, err
     assert err.startswith("mlp_jax.train: error: cannot write checkpoint"), err
     assert "File too large (errno 27)" in err and "(epochs 2, 3, 4)" in err
+    assert "checkpoints/5:" in err, err
     checkpoint = restore_checkpoint(str(copy_of_reference))  # hash-checked: intact
     assert checkpoint.epoch == 4 and not checkpoint.skipped
 
@@ -574,3 +575,17 @@ def test_a_first_sigint_promises_a_save_only_with_a_workdir(capfd, saves):
     err = capfd.readouterr().err
     assert ("then saving and stopping" in err) == saves, err
     assert ("then stopping (no --workdir: nothing to save)" in err) != saves, err
+
+
+def test_a_failed_save_that_surfaces_at_the_next_save_is_named(tmp_path):
+    """orbax reports an asynchronous save's failure when the next save starts: the checkpoint
+    that failed is the one whose temp folder is left, not the one being started."""
+    from mlp_jax.checkpoint import Checkpointer
+
+    checkpointer = Checkpointer(tmp_path)
+    for name in ("1", "2", "3.orbax-checkpoint-tmp"):
+        (tmp_path / "checkpoints" / name).mkdir()
+    error = checkpointer._save_error(4, OSError(28, "No space left on device"))
+    assert f"cannot write checkpoint {tmp_path}/checkpoints/3: No space left" in str(error)
+    assert "(epochs 1, 2)" in str(error)
+    checkpointer.close()
