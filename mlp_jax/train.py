@@ -67,6 +67,10 @@ def config_from_args(
     if preset is not None:
         parser.set_defaults(**PRESETS[preset])
     args = vars(parser.parse_args(argv))
+    recipe = PRESETS.get(preset, {})
+    own_depth = args["layers"] == recipe.get("layers", args["layers"])
+    if not own_depth and args["hidden"] == recipe.get("hidden"):  # --layers overrides a preset,
+        args["hidden"] = None  # whose widths fit its own depth only: the default widths then
     return Config(**{field.name: args[field.name] for field in dataclasses.fields(Config)})
 
 

@@ -175,6 +175,11 @@ def test_preset_sets_its_fields_and_flags_given_win(tmp_path):
     for name, value in PRESETS["best"].items():
         assert getattr(config, name) == (3 if name == "epochs" else value)
     assert config_from_args([]) == Config()
+    # --layers alone overrides the preset's depth, so its widths (for its own depth) go too.
+    deeper = config_from_args(["--preset", "best", "--layers", "2"])
+    assert (deeper.layers, deeper.hidden, deeper.dropout) == (2, None, PRESETS["best"]["dropout"])
+    both = config_from_args(["--preset", "best", "--layers", "2", "--hidden", "64"])
+    assert (both.layers, both.hidden) == (2, (64,))
 
 
 def test_predict_and_export_use_the_average_that_evaluation_scores():
