@@ -55,8 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-lrs", type=cli.positive_int, default=9, help="lrs on the grid")
     parser.add_argument("--out", type=Path, default="lr_find.png", help="where to write the figure")
     args = parser.parse_args(argv)
+    for flag in ("workdir", "seeds", "lr_sweep"):  # what lr_find sets itself, or never writes
+        if getattr(args, flag) != parser.get_default(flag):
+            raise ConfigError(flag, "lr_find trains one model per lr of its grid and saves no run")
     lrs = lr_grid(args.min_lr, args.max_lr, args.num_lrs)
-    config = config_from_args(argv, parser).replace(lr_sweep=lrs, seeds=1)
+    config = config_from_args(argv, parser).replace(lr_sweep=lrs)
     if config.validation_split == 0:
         raise ConfigError("--validation-split", "lr_find scores on validation: give one > 0")
     cli.writable_folder(args.out.parent, "--out")

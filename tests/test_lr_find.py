@@ -51,6 +51,9 @@ def test_the_command_prints_each_lr_suggests_the_lowest_val_loss_and_draws(tmp_p
         (["--min-lr", "1", "--max-lr", "0.1"], "--min-lr"),
         (["--num-lrs", "0"], "--num-lrs"),
         (["--validation-split", "0"], "--validation-split"),
+        (["--workdir", "runs/a"], "--workdir"),  # lr_find saves no run: not ignored silently
+        (["--seeds", "3"], "--seeds"),
+        (["--lr-sweep", "0.1,0.2"], "--lr-sweep"),
     ],
 )
 def test_bad_grids_are_one_line_errors(tmp_path, args, flag):
