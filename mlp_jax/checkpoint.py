@@ -91,7 +91,12 @@ class Checkpointer:
             "state_sha256": _state_hash(host_state),
         }
         items = {"state": ocp.args.StandardSave(host_state), "info": ocp.args.JsonSave(info)}
-        self._last_saved = epoch
+        previous, self._last_saved = self._last_saved, epoch
+        try:
+            self._manager.wait_until_finished()  # the previous save: its failure is its own
+            self._manager.check_for_errors()
+        except Exception as error:
+            raise self._save_error(previous, error) from error
         try:
             self._manager.save(epoch, args=ocp.args.Composite(**items), force=True)
         except Exception as error:

@@ -93,6 +93,17 @@ def run_command(prog: str, run: Run, argv: Sequence[str] | None) -> int:
     return code
 
 
+def leave(code: int) -> None:
+    """A command's exit. After a failed checkpoint save, orbax's threads wait minutes (their
+    timeout) for signals that never come, and Python joins them at exit: skip that wait."""
+    stuck = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+    if code != 0 and stuck:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def checkpoint_parser(prog: str, description: str, *, data: bool = False) -> OneLineParser:
     """A parser with --workdir, --model, --best or --epoch: which checkpoint of which model to
     use; with `data`, --data-dir and --idx-dir: where the run's dataset lives now, if it moved."""

@@ -4,7 +4,6 @@ what training logged for that epoch in metrics.jsonl."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from mlp_jax import cli
@@ -61,4 +60,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.leave(main())

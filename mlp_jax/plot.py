@@ -4,7 +4,6 @@ the confusion matrix of one checkpoint (confusion.png; --model, --best as in eva
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 
 from mlp_jax import cli
@@ -70,4 +69,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.leave(main())

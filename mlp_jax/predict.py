@@ -4,7 +4,6 @@ run's newest (or --best) checkpoint prints the top classes with their probabilit
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from mlp_jax import cli
@@ -66,4 +65,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.leave(main())

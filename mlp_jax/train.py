@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mlp_jax.cli import OneLineParser, command
+from mlp_jax.cli import OneLineParser, command, leave
 from mlp_jax.config import PRESETS, Config
 
 PROG = "mlp_jax.train"
@@ -91,4 +90,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

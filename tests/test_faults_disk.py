@@ -1,6 +1,7 @@
 """Issue kind "disk full or read-only outside the checkpoint": one line, nothing saved lost, no
 temporary files left behind. A full disk is RLIMIT_FSIZE (every write past the cap fails)."""
 
+import pytest
 from PIL import Image
 
 from tests.faults import TINY, command, one_line, tree_hash
@@ -60,3 +61,25 @@ def test_plot_to_a_full_disk_is_one_line(run_copy):
     assert code == 2
     one_line(err, "--out", "cannot write")
     assert tree_hash(run_copy / "run") == before
+
+
+def test_a_read_only_checkpoints_folder_is_one_line_at_once(run_copy):
+    """A failed save leaves orbax threads that wait 300 s for it: the command must not wait."""
+    import os
+    import shutil
+    import subprocess
+
+    from tests.faults import PYTHON
+
+    root = os.geteuid() == 0  # chmod binds root only without these capabilities
+    if root and shutil.which("setpriv") is None:
+        pytest.skip("as root, a read-only folder needs setpriv (util-linux)")
+    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner,-chown"]
+    (run_copy / "run" / "checkpoints").chmod(0o555)
+    argv = [*(drop if root else []), PYTHON, "-m", "mlp_jax.train", *TINY, "--epochs", "4"]
+    done = subprocess.run(
+        [*argv, "--workdir", "run"], cwd=run_copy, capture_output=True, text=True, timeout=120
+    )
+    (run_copy / "run" / "checkpoints").chmod(0o755)
+    assert done.returncode == 1
+    one_line(done.stderr, "checkpoint run/checkpoints/3: Permission denied", "(epochs 1, 2)")
