@@ -17,6 +17,7 @@ import importlib.util
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -24,10 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mlp_jax import Config, Dataset, train_epoch  # noqa: E402
+from experiments.benchmark import LR, load_workload  # noqa: E402
+from mlp_jax import Config, train_epoch  # noqa: E402
 from mlp_jax.state import build_model, epoch_key, init_state  # noqa: E402
-
-NUM_TRAIN = 60_000  # as experiments/benchmark.py's random workload
 
 
 def load_steps(checkout: Path):
@@ -39,16 +39,12 @@ def load_steps(checkout: Path):
     return module
 
 
-def compare(
-    other_epoch, batch_size: int, epochs: int, num_train: int = NUM_TRAIN
-) -> dict[str, float | bool]:
-    """Both epochs' timings and whether their params end bit-identical (see the module's text)."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (num_train, 28, 28, 1), dtype=np.uint8)
-    labels = rng.integers(0, 10, num_train).astype(np.int32)
-    dataset = Dataset("random", images, labels, images[:10], labels[:10], 10, "random")
+def compare(other_epoch, batch_size: int, epochs: int, quick: bool = False) -> dict[str, Any]:
+    """Both epochs' timings and whether their params end bit-identical (see the module's text);
+    `quick`: the benchmark's tiny workload instead."""
+    dataset = load_workload(argparse.Namespace(idx_dir=None, quick=quick))
     config = Config(
-        optimizer="sgd", lr=0.01, schedule="constant", normalize="scale", batch_size=batch_size
+        optimizer="sgd", lr=LR, schedule="constant", normalize="scale", batch_size=batch_size
     )
     model = build_model(config, dataset)
     states = {name: init_state(config, dataset, model) for name in ("this", "other")}

@@ -157,11 +157,9 @@ class Checkpointer:
 
     def _vanished(self, candidate: int, epoch: int | None, retries: int) -> bool:
         """Whether the newest checkpoint should be looked for again: `candidate` is gone."""
-        if (
-            epoch is not None
-            or not retries
-            or os.path.isdir(os.path.join(self.directory, str(candidate)))
-        ):
+        if epoch is not None or retries == 0:  # an exact epoch is not looked for again
+            return False
+        if os.path.isdir(os.path.join(self.directory, str(candidate))):
             return False
         self._manager.reload()
         return True

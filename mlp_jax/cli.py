@@ -96,8 +96,8 @@ def run_command(prog: str, run: Run, argv: Sequence[str] | None) -> int:
 def leave(code: int) -> None:
     """A command's exit. After a failed checkpoint save, orbax's threads wait minutes (their
     timeout) for signals that never come, and Python joins them at exit: skip that wait."""
-    stuck = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
-    if code != 0 and stuck:
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if code != 0 and any(not thread.daemon for thread in others):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -139,8 +139,9 @@ def resume(config: Config, workdir: Workdir, start: Progress, run_info: dict, lo
             states = states.replace(opt_state=states.opt_state._replace(hyperparams=hyperparams))
         saved = checkpoint.info.get("selections")  # None iff it monitored nothing (MUST_MATCH)
         changed = checkpoint.config.early_stopping != config.early_stopping
-        restored = [selection_from_json(config, s, changed) for s in saved or ()]
-        selections = restored if saved else start.selections
+        selections = start.selections
+        if saved:
+            selections = [selection_from_json(config, s, changed) for s in saved]
         progress = Progress(checkpoint.epoch, states, start.history, selections)
         step = checkpoint.info["step"]
         where = f"from checkpoint {checkpoint.path} (epoch {done}/{config.epochs}, step {step})"

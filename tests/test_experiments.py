@@ -396,7 +396,7 @@ def test_every_mutant_of_the_mutation_run_finds_its_line_once():
 def test_compare_epoch_finds_a_checkout_bit_identical_to_itself():
     from experiments.compare_epoch import ROOT, compare, load_steps
 
-    row = compare(load_steps(ROOT).train_epoch, batch_size=256, epochs=3, num_train=1024)
+    row = compare(load_steps(ROOT).train_epoch, batch_size=256, epochs=3, quick=True)
     assert row["bit_identical_params"]
     assert row["this_median_s"] > 0 and row["other_median_s"] > 0
 
@@ -411,5 +411,5 @@ def test_compare_epoch_sees_a_different_step_as_different_params(tmp_path):
     )
     assert changed != source  # the epoch now visits the examples in order
     (tmp_path / "mlp_jax" / "steps.py").write_text(changed)
-    row = compare(load_steps(tmp_path).train_epoch, batch_size=256, epochs=3, num_train=1024)
+    row = compare(load_steps(tmp_path).train_epoch, batch_size=256, epochs=3, quick=True)
     assert not row["bit_identical_params"]
