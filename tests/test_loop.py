@@ -252,10 +252,11 @@ def test_a_run_stopped_early_trains_on_when_resumed_with_more_patience(tmp_path,
     lines, _ = _worsening_run(tmp_path, monkeypatch, k, epochs=10, early_stopping=2)
     assert any("early stopping had ended it" in line for line in lines)
     assert max(r["epoch"] for r in records(tmp_path)) == 3
+    # Each as a run with that patience from the start: 1 best, then 3 (or 4) flat evaluations.
+    _worsening_run(tmp_path, monkeypatch, k, epochs=10, early_stopping=3)
+    assert max(r["epoch"] for r in records(tmp_path)) == 4
     _worsening_run(tmp_path, monkeypatch, k, epochs=10, early_stopping=4)
-    assert (
-        max(r["epoch"] for r in records(tmp_path)) == 5
-    )  # as a run with patience 4 from the start
+    assert max(r["epoch"] for r in records(tmp_path)) == 5
     _worsening_run(tmp_path, monkeypatch, k, epochs=7)  # no early stopping: to the last epoch
     assert max(r["epoch"] for r in records(tmp_path)) == 7
 
